@@ -1,0 +1,219 @@
+r"""Every switch of the SPEC, with its default, in one place.
+
+    python -m i2v_jax.main --config=configs/base.py:preset=mdkt --workdir=/tmp/run
+    python -m i2v_jax.main --config=configs/base.py:preset=tkp,dataset=mars \
+        --config.data.dir=/data/mars_tfrecords --workdir=/tmp/tkp_mars
+
+Arguments after the colon (comma-separated):
+  preset    mdkt (default) | tkp | vkd | teacher_only | student_only
+  dataset   synthetic (default) | mars | duke | veri: input size and schedule
+  runlocal  shrink everything (tiny ResNet, 64x32 input, 20 steps) for a smoke run
+
+Any field can then be overridden with ``--config.<path>=<value>``; the dict is
+locked, so a misspelt key is an error that names it.
+
+Presets (SPEC §4; weights are the terms' multipliers, 0 turns a term off):
+  mdkt          ID + batch-hard triplet on both networks, TCL teacher->student,
+                mutual learning (logit KL both ways + reverse TCL). Joint training.
+  tkp           ID + triplet on both networks + TKP cross-modal triplets + TKP
+                feature and distance-matrix terms (Gu et al., ICCV 2019).
+  vkd           frozen teacher (plain ResNet-50, no non-local) loaded from a
+                teacher_only run; student sees M=2 frames; ID + triplet + VKD
+                logit KL (tau 10, weight 0.1) + distance MSE (1e-4) (Porrello et al.).
+  teacher_only  the video network alone (also VKD's first stage).
+  student_only  the image network alone: the baseline every transfer must beat.
+"""
+
+import ml_collections
+
+from i2v_jax.config_lib import parse_arg
+
+PRESETS = ('mdkt', 'tkp', 'vkd', 'teacher_only', 'student_only')
+DATASETS = ('synthetic', 'mars', 'duke', 'veri')
+
+
+def get_config(arg=None):
+  """Returns the locked ConfigDict for ``arg`` (see module docstring)."""
+  arg = parse_arg(arg, preset='mdkt', dataset='synthetic', runlocal=False)
+  if arg.preset not in PRESETS:
+    raise ValueError(f'config argument preset={arg.preset!r}: choose one of {PRESETS}')
+  if arg.dataset not in DATASETS:
+    raise ValueError(f'config argument dataset={arg.dataset!r}: choose one of {DATASETS}')
+  c = ml_collections.ConfigDict()
+  c.preset = arg.preset
+  c.seed = 0
+  c.mode = 'train'  # train | evaluate (from the workdir's latest/best checkpoint)
+
+  # Which networks exist in this run. Teacher-only / student-only presets drop one.
+  c.networks = ('teacher', 'student')
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = arg.dataset
+  c.data.dir = ''  # TFRecords + metadata.json from `python -m data_prep.build`
+
+  # SPEC §3. Batch = P identities x K tracklets; clips of T frames; M student images.
+  c.input = ml_collections.ConfigDict()
+  c.input.height = 256
+  c.input.width = 128
+  c.input.num_ids = 8            # P
+  c.input.tracklets_per_id = 4   # K
+  c.input.clip_len = 4           # T, restricted random sampling
+  c.input.student_frames = 4     # M <= T; image k is frame k of the clip
+  c.input.flip = True            # same flip for all frames of a clip
+  c.input.pad_crop = 10          # pad then random crop back; 0 = off
+  c.input.erasing_prob = 0.5     # random erasing; 0 = off
+  c.input.normalize = True       # ImageNet mean/std
+
+  # SPEC §2.
+  c.model = ml_collections.ConfigDict()
+  c.model.stage_sizes = (3, 4, 6, 3)  # ResNet-50
+  c.model.width = 64
+  c.model.last_stride = 1
+  c.model.dtype = 'float32'           # float32 | bfloat16 (compute; params stay fp32)
+  c.model.pretrained = ''             # .npz from i2v_jax.models.convert; '' = random
+  c.model.nonlocal_blocks = ml_collections.ConfigDict()
+  c.model.nonlocal_blocks.enabled = True
+  c.model.nonlocal_blocks.layer1 = ()
+  c.model.nonlocal_blocks.layer2 = (1, 3)   # after the 2nd and 4th blocks (TKP)
+  c.model.nonlocal_blocks.layer3 = (1, 3, 5)
+  c.model.nonlocal_blocks.layer4 = ()
+
+  # SPEC §4. Each weight multiplies one logged term.
+  c.loss = ml_collections.ConfigDict()
+  c.loss.id = ml_collections.ConfigDict()
+  c.loss.id.teacher = 1.0
+  c.loss.id.student = 1.0
+  c.loss.id.label_smoothing = 0.0
+  c.loss.triplet = ml_collections.ConfigDict()
+  c.loss.triplet.teacher = 1.0              # clip features, teacher space
+  c.loss.triplet.student = 1.0              # image features, student space
+  c.loss.triplet.student_to_teacher = 0.0   # TKP cross-modal: student anchors
+  c.loss.triplet.teacher_to_student = 0.0   # TKP cross-modal: teacher anchors
+  c.loss.triplet.margin = 0.3
+  c.loss.triplet.soft_margin = False
+  c.loss.triplet.distance = 'euclidean'     # euclidean | cosine
+  c.loss.tcl = ml_collections.ConfigDict()
+  c.loss.tcl.weight = 1.0
+  c.loss.tcl.temperature = 0.1
+  c.loss.tcl.num_negatives = 1       # 1 = hardest pair; k>1 = all positives + k nearest negatives
+  c.loss.tcl.mine_on = 'teacher'     # teacher | student
+  c.loss.tcl.teacher_level = 'frame'  # frame | clip
+  c.loss.tcl.distance = 'cosine'     # cosine | euclidean
+  c.loss.mutual = ml_collections.ConfigDict()
+  c.loss.mutual.student_from_teacher = 1.0  # tau^2 KL(sg(s(z_T/tau)) || s(z_S/tau))
+  c.loss.mutual.teacher_from_student = 1.0  # tau^2 KL(sg(s(z_S/tau)) || s(z_T/tau))
+  c.loss.mutual.temperature = 1.0
+  c.loss.mutual.reverse_tcl = 0.5           # KL(sg(pi_S) || pi_T)
+  c.loss.tkp = ml_collections.ConfigDict()
+  c.loss.tkp.feature = 0.0
+  c.loss.tkp.distance = 0.0
+  c.loss.vkd = ml_collections.ConfigDict()
+  c.loss.vkd.logits = 0.0
+  c.loss.vkd.temperature = 10.0
+  c.loss.vkd.distance = 0.0
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.mode = 'joint'    # joint | frozen
+  c.teacher.checkpoint = ''   # workdir of a teacher_only run (frozen mode)
+
+  # SPEC §5.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mining_scope = 'global'  # global | local
+  c.parallel.bn_scope = 'local'       # local (DDP) | global (moments over `data`)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'         # adam (L2 decay in the gradient, TKP/VKD) | adamw
+  c.optim.lr = 3.5e-4
+  c.optim.weight_decay = 5e-4
+  c.optim.warmup_steps = 0
+  c.optim.schedule = 'multistep'  # multistep | cosine
+  c.optim.decay_at = (0.4, 0.8)   # fractions of num_steps (TKP: epochs 60/120 of 150)
+  c.optim.decay_factor = 0.1
+  c.optim.teacher_lr_scale = 1.0
+  c.optim.student_lr_scale = 1.0
+  c.optim.grad_clip = 0.0         # global-norm clip; 0 = off
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 11_850      # 150 epochs of ceil(625 ids / P) steps (MARS)
+  c.train.log_every = 20
+  c.train.eval_every = 2_000
+  c.train.checkpoint_every = 1_000
+  c.train.keep_checkpoints = 2
+  c.train.best_metric = 'i2v/mAP'
+
+  # SPEC §1.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.distance = 'cosine'        # cosine | euclidean
+  c.eval.ap_mode = 'trapezoid'      # trapezoid (MARS kit, TKP, VKD) | standard
+  c.eval.feature = 'features'       # features (before BN-neck) | bn_features
+  c.eval.gallery_encoder = 'teacher'  # teacher | student, for video entries
+  c.eval.query_frame = 'first'      # first | middle
+  c.eval.clip_len = 32              # frames per gallery chunk
+  c.eval.max_frames = 0             # 0 = every frame; N = N evenly spaced frames
+  c.eval.batch_size = 16            # clips (or images) per device per step
+  c.eval.protocols = ('i2v', 'v2v', 'i2i', 'v2i')
+  c.eval.max_rank = 20
+  c.eval.query_block = 256          # queries ranked at once on the device
+  c.eval.rerank = False             # k-reciprocal re-ranking
+
+  _apply_dataset(c, arg.dataset)
+  _apply_preset(c, arg.preset)
+  if arg.runlocal:
+    _apply_runlocal(c)
+  c.lock()
+  return c
+
+
+def _apply_dataset(c, dataset):
+  if dataset == 'veri':
+    c.input.height, c.input.width = 224, 224
+  steps_per_epoch = {'synthetic': 4, 'mars': 79, 'duke': 88, 'veri': 73}[dataset]
+  c.train.num_steps = 150 * steps_per_epoch
+
+
+def _apply_preset(c, preset):
+  loss = c.loss
+  if preset == 'tkp':
+    loss.tcl.weight = 0.0
+    loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
+    loss.mutual.reverse_tcl = 0.0
+    loss.triplet.student_to_teacher = loss.triplet.teacher_to_student = 1.0
+    loss.tkp.feature = loss.tkp.distance = 1.0
+    c.optim.lr = 3e-4
+  elif preset == 'vkd':
+    loss.tcl.weight = 0.0
+    loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
+    loss.mutual.reverse_tcl = 0.0
+    loss.id.teacher = loss.triplet.teacher = 0.0
+    loss.vkd.logits, loss.vkd.distance = 0.1, 1e-4
+    c.input.student_frames = 2
+    c.model.nonlocal_blocks.enabled = False
+    c.teacher.mode = 'frozen'
+    c.optim.lr = 1e-4
+  elif preset in ('teacher_only', 'student_only'):
+    loss.tcl.weight = 0.0
+    loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
+    loss.mutual.reverse_tcl = 0.0
+    keep = preset.split('_')[0]
+    c.networks = (keep,)
+    drop = 'student' if keep == 'teacher' else 'teacher'
+    loss.id[drop] = loss.triplet[drop] = 0.0
+    if keep == 'student':
+      c.eval.gallery_encoder = 'student'
+      c.model.nonlocal_blocks.enabled = False
+
+
+def _apply_runlocal(c):
+  c.model.stage_sizes = (1, 1, 1, 1)
+  c.model.width = 8
+  c.model.nonlocal_blocks.layer2 = (0,)
+  c.model.nonlocal_blocks.layer3 = (0,)
+  c.input.height, c.input.width = 64, 32
+  c.input.num_ids, c.input.tracklets_per_id = 4, 2
+  c.input.pad_crop = 4
+  c.train.num_steps = 20
+  c.train.log_every = 5
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 10
+  c.eval.clip_len = 8
+  c.eval.batch_size = 8

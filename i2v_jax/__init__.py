@@ -1,0 +1,1 @@
+"""i2v-jax: image-to-video ReID by mutual discriminative knowledge transfer."""
