@@ -1,0 +1,175 @@
+"""ImageNet initialisation: torchvision ResNet state dict -> Flax variables.
+
+    python -m i2v_jax.models.convert --torchvision resnet50.pth --out resnet50.npz
+
+reads a torchvision ResNet-50 checkpoint the user provides (``torch`` is needed for
+this command only) and writes an ``.npz`` whose keys are ``params/...`` and
+``batch_stats/...`` paths of `i2v_jax.models.ResNet`. Training loads that file
+with `load_npz` and `merge_backbone`; nothing is ever downloaded.
+
+Renames (torchvision -> Flax): ``layer2.3.conv1.weight`` -> ``layer2_3/conv1/kernel``
+(OIHW -> HWIO), ``*.downsample.0`` -> ``downsample_conv``, ``*.downsample.1`` ->
+``downsample_bn``, BatchNorm ``weight/bias/running_mean/running_var`` ->
+``scale/bias`` (params) and ``mean/var`` (batch_stats). ``fc.*`` and
+``num_batches_tracked`` are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+_BN_FIELDS = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
+              'running_mean': ('batch_stats', 'mean'),
+              'running_var': ('batch_stats', 'var')}
+_KEY = re.compile(
+    r'^(?:(?P<stem>conv1|bn1)|layer(?P<stage>[1-4])\.(?P<block>\d+)\.'
+    r'(?P<layer>conv\d|bn\d|downsample\.[01]))\.(?P<field>\w+)$')
+
+
+def _flax_path(key: str) -> Tuple[str, ...] | None:
+  """Flax (collection, module..., leaf) for a torchvision key; None if dropped."""
+  if key.startswith('fc.') or key.endswith('num_batches_tracked'):
+    return None
+  m = _KEY.match(key)
+  if m is None:
+    raise KeyError(f'unexpected torchvision key {key!r}: not part of a ResNet '
+                   'backbone (expected conv1, bn1, layerN.i.*, fc.*)')
+  layer = m['stem'] or m['layer']
+  layer = {'downsample.0': 'downsample_conv',
+           'downsample.1': 'downsample_bn'}.get(layer, layer)
+  modules = ((layer,) if m['stem'] else
+             (f'layer{m["stage"]}_{m["block"]}', layer))
+  field = m['field']
+  if 'conv' in layer:
+    if field != 'weight':
+      raise KeyError(f'unexpected torchvision key {key!r}: convolutions of '
+                     'torchvision ResNets have no bias')
+    return ('params',) + modules + ('kernel',)
+  if field not in _BN_FIELDS:
+    raise KeyError(f'unexpected torchvision key {key!r}')
+  collection, leaf = _BN_FIELDS[field]
+  return (collection,) + modules + (leaf,)
+
+
+def from_torchvision(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+  """Converts a torchvision ResNet state dict to ``{'params', 'batch_stats'}``.
+
+  Args:
+    state_dict: torchvision key -> array-like (numpy array or CPU tensor).
+      A ``module.`` prefix (DataParallel checkpoints) is stripped.
+
+  Returns:
+    Nested dicts of float32 numpy arrays for `i2v_jax.models.ResNet`
+    (no non-local blocks: those keep their own initialisation).
+  """
+  out: Dict[str, Any] = {'params': {}, 'batch_stats': {}}
+  for key, value in state_dict.items():
+    path = _flax_path(key.removeprefix('module.'))
+    if path is None:
+      continue
+    array = np.asarray(value, dtype=np.float32)
+    if path[-1] == 'kernel':
+      array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    node = out[path[0]]
+    for name in path[1:-1]:
+      node = node.setdefault(name, {})
+    node[path[-1]] = array
+  if not out['params']:
+    raise ValueError('the state dict holds no ResNet weights')
+  return out
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = '') -> Dict[str, np.ndarray]:
+  """Nested dicts -> {'a/b/c': array}."""
+  flat = {}
+  for name, value in tree.items():
+    path = f'{prefix}{name}'
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, path + '/'))
+    else:
+      flat[path] = np.asarray(value)
+  return flat
+
+
+def unflatten(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+  """{'a/b/c': array} -> nested dicts."""
+  tree: Dict[str, Any] = {}
+  for path, value in flat.items():
+    *parents, leaf = path.split('/')
+    node = tree
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = value
+  return tree
+
+
+def save_npz(variables: Mapping[str, Any], path: str) -> None:
+  """Writes variables to ``path`` atomically (temporary name, then rename)."""
+  tmp = f'{path}.tmp-{os.getpid()}.npz'
+  np.savez(tmp, **flatten(variables))
+  os.replace(tmp, path)
+
+
+def load_npz(path: str) -> Dict[str, Any]:
+  """Reads a file written by `save_npz` (or this module's command)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path}: no such pretrained-weights file. Make it with `python -m '
+        'i2v_jax.models.convert --torchvision resnet50.pth --out '
+        f'{path}`, or set --config.model.pretrained="" for random init.')
+  with np.load(path) as data:
+    return unflatten({k: data[k] for k in data.files})
+
+
+def merge_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
+                   source: str = 'pretrained weights') -> Dict[str, Any]:
+  """Replaces ``variables[c]['backbone']`` leaves by those of ``pretrained``.
+
+  Every pretrained leaf must exist in the model with the same shape; model
+  leaves absent from ``pretrained`` (non-local blocks) keep their values.
+
+  Raises:
+    ValueError naming the first key that is missing or has the wrong shape.
+  """
+  merged = {c: dict(v) for c, v in variables.items()}
+  for collection in ('params', 'batch_stats'):
+    model_flat = flatten(variables[collection]['backbone'])
+    for path, value in flatten(pretrained.get(collection, {})).items():
+      if path not in model_flat:
+        raise ValueError(
+            f'{source}: {collection}/{path} has no counterpart in the model; '
+            'check config.model.stage_sizes and width against the checkpoint '
+            '(torchvision ResNet-50 is stage_sizes=(3, 4, 6, 3), width=64).')
+      if model_flat[path].shape != value.shape:
+        raise ValueError(
+            f'{source}: {collection}/{path} has shape {value.shape}, the model '
+            f'expects {model_flat[path].shape}; check config.model.width.')
+      model_flat[path] = value
+    merged[collection] = dict(merged[collection])
+    merged[collection]['backbone'] = unflatten(model_flat)
+  return merged
+
+
+def _main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--torchvision', required=True,
+                      help='torchvision ResNet-50 state dict (.pth)')
+  parser.add_argument('--out', required=True, help='output .npz')
+  args = parser.parse_args()
+  import torch  # pylint: disable=g-import-not-at-top
+  state = torch.load(args.torchvision, map_location='cpu', weights_only=True)
+  if isinstance(state, Mapping) and 'state_dict' in state:
+    state = state['state_dict']
+  variables = from_torchvision({k: v.numpy() for k, v in state.items()})
+  save_npz(variables, args.out)
+  n = sum(v.size for v in flatten(variables['params']).values())
+  print(f'wrote {args.out}: {n:,} backbone parameters')
+
+
+if __name__ == '__main__':
+  _main()

@@ -1,0 +1,89 @@
+"""torchvision -> Flax conversion: parity on a committed fixture, and failure paths."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from i2v_jax.models import ResNet, StudentNet
+from i2v_jax.models import convert
+from tests.fixtures.seeded_resnet import seeded_input, seeded_state_dict
+
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
+
+
+@pytest.fixture(scope='module')
+def parity():
+  with open(os.path.join(FIXTURES, 'resnet50_parity.json')) as f:
+    meta = json.load(f)
+  expected = np.load(os.path.join(FIXTURES, 'resnet50_parity.npz'))['features']
+  state = seeded_state_dict(meta['key_shapes'], meta['seed'])
+  return meta, state, expected
+
+
+def test_resnet50_matches_torchvision(parity):
+  meta, state, expected = parity
+  variables = convert.from_torchvision(state)
+  x = seeded_input(tuple(meta['input_shape']), meta['seed']).transpose(0, 2, 3, 1)
+  model = ResNet(last_stride=2)
+  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  rel = np.linalg.norm(np.asarray(out) - expected) / np.linalg.norm(expected)
+  assert out.shape == (2, 2048)
+  assert rel <= 1e-4, rel
+
+
+def test_converted_tree_matches_model_tree(parity):
+  _, state, _ = parity
+  variables = convert.from_torchvision(state)
+  shapes = jax.eval_shape(
+      lambda: ResNet().init(jax.random.key(0), jnp.zeros((1, 64, 32, 3)), train=False))
+  for collection in ('params', 'batch_stats'):
+    got = jax.tree.map(lambda a: a.shape, variables[collection])
+    want = jax.tree.map(lambda a: a.shape, shapes[collection])
+    assert got == want
+  n = sum(a.size for a in jax.tree.leaves(variables['params']))
+  assert n == 23_508_032
+
+
+def test_npz_round_trip_and_merge_into_student(parity, tmp_path):
+  _, state, _ = parity
+  path = str(tmp_path / 'r50.npz')
+  convert.save_npz(convert.from_torchvision(state), path)
+  assert os.listdir(tmp_path) == ['r50.npz']  # no temporary left behind
+  loaded = convert.load_npz(path)
+  student = StudentNet(num_classes=7)
+  variables = jax.eval_shape(
+      lambda: student.init(jax.random.key(0), jnp.zeros((1, 64, 32, 3)), train=False))
+  variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
+  merged = convert.merge_backbone(variables, loaded)
+  np.testing.assert_array_equal(
+      merged['params']['backbone']['layer3_5']['conv2']['kernel'],
+      state['layer3.5.conv2.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      merged['batch_stats']['backbone']['bn1']['var'], state['bn1.running_var'])
+  # The head is untouched.
+  assert not np.any(merged['params']['head']['classifier']['kernel'])
+
+
+@pytest.mark.parametrize('key', ['layer5.0.conv1.weight', 'classifier.weight',
+                                 'layer1.0.conv1.bias'])
+def test_unknown_key_is_named(key):
+  with pytest.raises(KeyError, match=key.replace('.', r'\.')):
+    convert.from_torchvision({key: np.zeros((1, 1, 1, 1))})
+
+
+def test_width_mismatch_names_key(parity):
+  _, state, _ = parity
+  small = StudentNet(stage_sizes=(3, 4, 6, 3), width=16, num_classes=3)
+  variables = jax.eval_shape(
+      lambda: small.init(jax.random.key(0), jnp.zeros((1, 64, 32, 3)), train=False))
+  with pytest.raises(ValueError, match=r'params/conv1/kernel.*config.model.width'):
+    convert.merge_backbone(variables, convert.from_torchvision(state))
+
+
+def test_missing_file_says_how_to_make_it(tmp_path):
+  with pytest.raises(FileNotFoundError, match='i2v_jax.models.convert'):
+    convert.load_npz(str(tmp_path / 'nope.npz'))
