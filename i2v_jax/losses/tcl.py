@@ -1,0 +1,98 @@
+"""Triplet contrast loss (TCL): the teacher's local triplet structure, as probabilities."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from i2v_jax.losses.distances import pair_masks, pairwise_distance
+from i2v_jax.losses.triplet import masked_mean
+
+# Finite stand-in for −∞ in masked softmaxes: exp underflows to exactly 0 and no
+# inf − inf can appear in the forward or backward pass.
+_MASKED = -1e9
+
+
+def _selection(d_mine: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
+               num_negatives: int) -> jnp.ndarray:
+  """(N, M) bool: the candidates that enter each anchor's softmax."""
+  m = d_mine.shape[1]
+  if num_negatives == 1:
+    p = jnp.argmax(jnp.where(positive, d_mine, -jnp.inf), axis=1)
+    n = jnp.argmin(jnp.where(negative, d_mine, jnp.inf), axis=1)
+    return (jax.nn.one_hot(p, m, dtype=bool) | jax.nn.one_hot(n, m, dtype=bool))
+  k = min(num_negatives, m)
+  _, nearest = jax.lax.top_k(jnp.where(negative, -d_mine, -jnp.inf), k)
+  chosen = jnp.any(jax.nn.one_hot(nearest, m, dtype=bool), axis=1) & negative
+  return positive | chosen
+
+
+def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
+                     teacher_anchors: jnp.ndarray, teacher_cands: jnp.ndarray,
+                     anchor_labels: jnp.ndarray, cand_labels: jnp.ndarray, *,
+                     anchor_index: Optional[jnp.ndarray] = None,
+                     cand_index: Optional[jnp.ndarray] = None,
+                     temperature: float = 0.1, num_negatives: int = 1,
+                     mine_on: str = 'teacher', distance: str = 'cosine',
+                     direction: str = 'teacher_to_student'
+                     ) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+  """Triplet contrast loss (SPEC §4.3).
+
+  For anchor k mine the hardest positive p_k and hardest negative n_k by the
+  distances of the mining network (``mine_on``; selection carries no gradient).
+  In each network X ∈ {T, S}, with d_X computed inside X's own feature space,
+
+      π^X_k = softmax(−[d_X(k, p_k), d_X(k, n_k)] / τ)
+      L_TCL = mean_k KL(stop_grad(π^T_k) ‖ π^S_k)        direction='teacher_to_student'
+      L_rev = mean_k KL(stop_grad(π^S_k) ‖ π^T_k)        direction='student_to_teacher'
+
+  ``num_negatives = k > 1`` puts all positives and the k nearest negatives of
+  the anchor in one softmax instead of the hardest pair. Comparing
+  probabilities removes the scale gap between the two spaces: with cosine
+  distance the loss is invariant to rescaling either network's features.
+
+  Row i of ``*_anchors`` and column j of ``*_cands`` describe the same sample
+  in both networks (for ``teacher_level='clip'`` the caller repeats clip
+  features per frame). An anchor with no positive or no negative contributes
+  nothing; if no anchor qualifies the loss is 0.
+
+  Args:
+    student_anchors (N, Ds), student_cands (M, Ds), teacher_anchors (N, Dt),
+    teacher_cands (M, Dt), anchor_labels (N,), cand_labels (M,);
+    anchor_index (N,) / cand_index (M,): sample ids, equal ids = same sample.
+
+  Returns:
+    (loss, {'teacher_p_pos', 'student_p_pos': mean softmax mass on positives,
+    'valid': fraction of anchors used}).
+  """
+  if mine_on not in ('teacher', 'student'):
+    raise ValueError(f'loss.tcl.mine_on={mine_on!r}: choose teacher or student')
+  if direction not in ('teacher_to_student', 'student_to_teacher'):
+    raise ValueError(f'unknown TCL direction {direction!r}')
+  if num_negatives < 1:
+    raise ValueError(f'loss.tcl.num_negatives={num_negatives}: must be >= 1')
+  d_s = pairwise_distance(student_anchors, student_cands, distance)
+  d_t = pairwise_distance(teacher_anchors, teacher_cands, distance)
+  positive, negative = pair_masks(anchor_labels, cand_labels, anchor_index, cand_index)
+  d_mine = jax.lax.stop_gradient(d_t if mine_on == 'teacher' else d_s)
+  valid = positive.any(1) & negative.any(1)
+  select = _selection(d_mine, positive, negative, num_negatives) & valid[:, None]
+
+  def log_probs(d):
+    return jax.nn.log_softmax(jnp.where(select, -d / temperature, _MASKED), axis=1)
+
+  log_pi_t, log_pi_s = log_probs(d_t), log_probs(d_s)
+  if direction == 'teacher_to_student':
+    target, prediction = jax.lax.stop_gradient(log_pi_t), log_pi_s
+  else:
+    target, prediction = jax.lax.stop_gradient(log_pi_s), log_pi_t
+  kl = jnp.sum(jnp.where(select, jnp.exp(target) * (target - prediction), 0.0), axis=1)
+  mass_on_positives = lambda lp: masked_mean(
+      jnp.sum(jnp.where(select & positive, jnp.exp(lp), 0.0), axis=1), valid)
+  return masked_mean(kl, valid), {
+      'teacher_p_pos': mass_on_positives(log_pi_t),
+      'student_p_pos': mass_on_positives(log_pi_s),
+      'valid': jnp.mean(valid.astype(jnp.float32)),
+  }

@@ -1,0 +1,356 @@
+"""Every loss against a plain-Python loop reference written here, plus invariances."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import base
+from i2v_jax import losses
+
+# ---------------------------------------------------------------- references
+
+
+def ref_dist(a, b, metric):
+  if metric == 'euclidean':
+    return math.sqrt(max(sum((x - y) ** 2 for x, y in zip(a, b)), 1e-12))
+  na = math.sqrt(sum(x * x for x in a))
+  nb = math.sqrt(sum(y * y for y in b))
+  return 1.0 - sum(x * y for x, y in zip(a, b)) / (na * nb)
+
+
+def ref_softmax(xs):
+  m = max(xs)
+  e = [math.exp(x - m) for x in xs]
+  return [v / sum(e) for v in e]
+
+
+def ref_kl(p, q):
+  return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q) if pi > 0)
+
+
+def ref_triplet(anchors, alabels, cands, clabels, margin, soft, metric,
+                same_set):
+  total, count = 0.0, 0
+  for i, a in enumerate(anchors):
+    pos = [ref_dist(a, c, metric) for j, c in enumerate(cands)
+           if clabels[j] == alabels[i] and not (same_set and i == j)]
+    neg = [ref_dist(a, c, metric) for j, c in enumerate(cands)
+           if clabels[j] != alabels[i]]
+    if not pos or not neg:
+      continue
+    z = max(pos) - min(neg)
+    total += math.log(1 + math.exp(z)) if soft else max(0.0, z + margin)
+    count += 1
+  return total / count if count else 0.0
+
+
+def ref_tcl(s, t, labels, tau, num_negatives, mine_on, metric, direction):
+  total, count = 0.0, 0
+  n = len(labels)
+  for k in range(n):
+    ds = [ref_dist(s[k], s[j], metric) for j in range(n)]
+    dt = [ref_dist(t[k], t[j], metric) for j in range(n)]
+    dm = dt if mine_on == 'teacher' else ds
+    pos = [j for j in range(n) if j != k and labels[j] == labels[k]]
+    neg = [j for j in range(n) if labels[j] != labels[k]]
+    if not pos or not neg:
+      continue
+    if num_negatives == 1:
+      chosen = [max(pos, key=lambda j: dm[j]), min(neg, key=lambda j: dm[j])]
+    else:
+      chosen = pos + sorted(neg, key=lambda j: dm[j])[:num_negatives]
+    pi_t = ref_softmax([-dt[j] / tau for j in chosen])
+    pi_s = ref_softmax([-ds[j] / tau for j in chosen])
+    total += ref_kl(pi_t, pi_s) if direction == 'teacher_to_student' else ref_kl(pi_s, pi_t)
+    count += 1
+  return total / count if count else 0.0
+
+
+# ------------------------------------------------------------------- data
+
+LABELS = [0, 0, 1, 1, 2, 2, 2]
+
+
+def features(seed, n=7, d=5):
+  return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+# ------------------------------------------------------------ identity loss
+
+
+@pytest.mark.parametrize('eps', [0.0, 0.1])
+def test_cross_entropy_matches_loop(eps):
+  logits = features(0, 4, 3)
+  labels = [2, 0, 1, 1]
+  want = 0.0
+  for row, y in zip(logits.tolist(), labels):
+    p = ref_softmax(row)
+    want += -sum(((1 - eps) * (c == y) + eps / 3) * math.log(p[c]) for c in range(3))
+  want /= 4
+  got, aux = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), eps)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert 0 <= aux['accuracy'] <= 1
+
+
+# ------------------------------------------------------------------ triplet
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+@pytest.mark.parametrize('soft', [False, True])
+def test_batch_hard_triplet_matches_loop(metric, soft):
+  x = features(1)
+  idx = jnp.arange(7)
+  got, aux = losses.batch_hard_triplet(
+      jnp.asarray(x), jnp.asarray(LABELS), jnp.asarray(x), jnp.asarray(LABELS),
+      anchor_index=idx, cand_index=idx, margin=0.3, soft_margin=soft, distance=metric)
+  want = ref_triplet(x.tolist(), LABELS, x.tolist(), LABELS, 0.3, soft, metric, True)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert aux['valid'] == 1.0
+
+
+def test_cross_modal_triplet_counts_own_tracklet_as_positive():
+  s, t = features(2, 7, 4), features(3, 3, 4)
+  tl = [0, 1, 2]
+  got, _ = losses.batch_hard_triplet(jnp.asarray(s), jnp.asarray(LABELS),
+                                     jnp.asarray(t), jnp.asarray(tl), margin=0.3)
+  want = ref_triplet(s.tolist(), LABELS, t.tolist(), tl, 0.3, False, 'euclidean', False)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_triplet_single_sample_identity_is_left_out_not_nan():
+  x = features(4, 5, 3)
+  labels = jnp.asarray([0, 0, 1, 2, 2])  # identity 1 has one sample
+  idx = jnp.arange(5)
+  loss_fn = lambda x: losses.batch_hard_triplet(
+      x, labels, x, labels, anchor_index=idx, cand_index=idx)
+  (got, aux), grad = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(x))
+  want = ref_triplet(x.tolist(), [0, 0, 1, 2, 2], x.tolist(), [0, 0, 1, 2, 2],
+                     0.3, False, 'euclidean', True)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(aux['valid'], 0.8)
+  assert np.all(np.isfinite(grad))
+  # All singletons: no triplet at all -> exactly 0 with zero, finite gradient.
+  lone = jnp.arange(5)
+  loss_fn = lambda x: losses.batch_hard_triplet(
+      x, lone, x, lone, anchor_index=idx, cand_index=idx)[0]
+  value, grad = jax.value_and_grad(loss_fn)(jnp.asarray(x))
+  assert value == 0.0 and np.all(grad == 0.0)
+
+
+# --------------------------------------------------------------------- TCL
+
+
+def tcl(s, t, labels=LABELS, **kw):
+  idx = jnp.arange(len(labels))
+  s, t, y = jnp.asarray(s), jnp.asarray(t), jnp.asarray(labels)
+  return losses.triplet_contrast(s, s, t, t, y, y, anchor_index=idx,
+                                 cand_index=idx, **kw)
+
+
+@pytest.mark.parametrize('num_negatives', [1, 2, 10])
+@pytest.mark.parametrize('mine_on', ['teacher', 'student'])
+@pytest.mark.parametrize('direction', ['teacher_to_student', 'student_to_teacher'])
+def test_tcl_matches_loop(num_negatives, mine_on, direction):
+  s, t = features(5, 7, 6), features(6, 7, 4)  # different widths on purpose
+  for metric in ('cosine', 'euclidean'):
+    got, _ = tcl(s, t, temperature=0.2, num_negatives=num_negatives,
+                 mine_on=mine_on, distance=metric, direction=direction)
+    want = ref_tcl(s.tolist(), t.tolist(), LABELS, 0.2, num_negatives, mine_on,
+                   metric, direction)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7)
+
+
+def test_tcl_hand_worked_case():
+  # 1-D "features" under Euclidean distance; labels a a b.
+  # Anchor 0: teacher d(0,1)=1, d(0,2)=2; student d(0,1)=2, d(0,2)=2.
+  # tau=1: pi_T = softmax(-1, -2) = (0.7311, 0.2689); pi_S = (0.5, 0.5)
+  # KL = 0.7311 ln(1.4621) + 0.2689 ln(0.5379) = 0.1109.
+  # Anchor 1: teacher d(1,0)=1, d(1,2)=1 -> pi_T = (0.5, 0.5); student d(1,0)=2,
+  # d(1,2)=0 (clamped to 1e-6) -> pi_S = softmax(-2, -1e-6).
+  # Anchor 2 (label b) has no positive: left out.
+  t = np.array([[0.0], [1.0], [2.0]], np.float32)
+  s = np.array([[0.0], [2.0], [2.0]], np.float32)
+  got, aux = tcl(s, t, labels=[0, 0, 1], temperature=1.0, distance='euclidean')
+  kl = lambda p, q: sum(a * math.log(a / b) for a, b in zip(p, q))
+  sm = lambda a, b: (1 / (1 + math.exp(b - a)), 1 / (1 + math.exp(a - b)))
+  anchor0 = kl(sm(-1, -2), sm(-2, -2))
+  anchor1 = kl(sm(-1, -1), sm(-2, -1e-6))  # student d(1,2)=0 (clamped 1e-6)
+  np.testing.assert_allclose(anchor0, 0.1109, atol=1e-4)
+  np.testing.assert_allclose(got, (anchor0 + anchor1) / 2, rtol=1e-4)
+  np.testing.assert_allclose(aux['valid'], 2 / 3)
+
+
+def test_tcl_cosine_is_scale_invariant():
+  s, t = features(7), features(8)
+  ref, _ = tcl(s, t, temperature=0.1)
+  for cs, ct in ((7.3, 1.0), (1.0, 0.01), (250.0, 40.0)):
+    got, _ = tcl(s * cs, t * ct, temperature=0.1)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+  # Euclidean distances are not: the invariance is the metric's, not an accident.
+  e1, _ = tcl(s, t, temperature=0.1, distance='euclidean')
+  e2, _ = tcl(s * 7.3, t, temperature=0.1, distance='euclidean')
+  assert abs(float(e1) - float(e2)) > 1e-3
+
+
+def test_tcl_gradient_flows_only_to_the_learner():
+  s, t = jnp.asarray(features(9)), jnp.asarray(features(10))
+  for mine_on in ('teacher', 'student'):
+    fwd = lambda s, t: tcl(s, t, temperature=0.1, mine_on=mine_on)[0]
+    gs, gt = jax.grad(fwd, argnums=(0, 1))(s, t)
+    assert np.abs(gs).max() > 0 and np.all(gt == 0)
+    rev = lambda s, t: tcl(s, t, temperature=0.1, mine_on=mine_on,
+                           direction='student_to_teacher')[0]
+    gs, gt = jax.grad(rev, argnums=(0, 1))(s, t)
+    assert np.all(gs == 0) and np.abs(gt).max() > 0
+
+
+def test_tcl_single_sample_identity_defined():
+  s, t = features(11, 5, 3), features(12, 5, 3)
+  labels = [0, 0, 1, 2, 2]
+  fn = lambda s: tcl(s, t, labels=labels, temperature=0.1)
+  (value, aux), grad = jax.value_and_grad(fn, has_aux=True)(jnp.asarray(s))
+  want = ref_tcl(s.tolist(), t.tolist(), labels, 0.1, 1, 'teacher', 'cosine',
+                 'teacher_to_student')
+  np.testing.assert_allclose(value, want, rtol=1e-4)
+  np.testing.assert_allclose(aux['valid'], 0.8)
+  assert np.all(np.isfinite(grad))
+  value, grad = jax.value_and_grad(
+      lambda s: tcl(s, t, labels=[0, 1, 2, 3, 4], temperature=0.1)[0])(jnp.asarray(s))
+  assert value == 0.0 and np.all(grad == 0)
+
+
+def test_tcl_rejects_bad_switches():
+  s = features(0)
+  with pytest.raises(ValueError, match='mine_on'):
+    tcl(s, s, mine_on='both')
+  with pytest.raises(ValueError, match='num_negatives'):
+    tcl(s, s, num_negatives=0)
+  with pytest.raises(ValueError, match='distance'):
+    tcl(s, s, distance='manhattan')
+
+
+# -------------------------------------------------- logit and feature terms
+
+
+def test_logit_kl_matches_loop_and_stops_target_gradient():
+  zt, zs = features(13, 4, 6), features(14, 4, 6)
+  tau = 3.0
+  want = tau ** 2 * sum(ref_kl(ref_softmax([v / tau for v in a]),
+                               ref_softmax([v / tau for v in b]))
+                        for a, b in zip(zt.tolist(), zs.tolist())) / 4
+  got, _ = losses.logit_kl(jnp.asarray(zt), jnp.asarray(zs), tau)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  gt, gs = jax.grad(lambda a, b: losses.logit_kl(a, b, tau)[0], argnums=(0, 1))(
+      jnp.asarray(zt), jnp.asarray(zs))
+  assert np.all(gt == 0) and np.abs(gs).max() > 0
+
+
+def test_tkp_feature_term():
+  s, t = features(15, 4, 3), features(16, 4, 3)
+  want = sum(sum((a - b) ** 2 for a, b in zip(x, y))
+             for x, y in zip(s.tolist(), t.tolist())) / 4
+  got, _ = losses.feature_mse(jnp.asarray(s), jnp.asarray(t))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  gt = jax.grad(lambda t: losses.feature_mse(jnp.asarray(s), t)[0])(jnp.asarray(t))
+  assert np.all(gt == 0)
+
+
+def test_distance_matrix_terms():
+  s, t = features(17, 5, 3), features(18, 5, 4)
+  sl, tl = s.tolist(), t.tolist()
+  tkp = sum((ref_dist(sl[k], sl[l], 'euclidean') - ref_dist(tl[k], tl[l], 'euclidean')) ** 2
+            for k in range(5) for l in range(5)) / 25
+  sq = lambda a, b: sum((x - y) ** 2 for x, y in zip(a, b))
+  vkd = 0.5 * sum((sq(sl[k], sl[l]) - sq(tl[k], tl[l])) ** 2
+                  for k in range(5) for l in range(5)) / 25
+  js, jt = jnp.asarray(s), jnp.asarray(t)
+  got_tkp, _ = losses.distance_matrix_mse(js, js, jt, jt)
+  got_vkd, _ = losses.squared_distance_mse(js, js, jt, jt)
+  np.testing.assert_allclose(got_tkp, tkp, rtol=1e-4)
+  np.testing.assert_allclose(got_vkd, vkd, rtol=1e-4)
+  for fn in (losses.distance_matrix_mse, losses.squared_distance_mse):
+    gs, gt = jax.grad(lambda a, b: fn(a, a, b, b)[0], argnums=(0, 1))(js, jt)
+    assert np.all(gt == 0) and np.abs(gs).max() > 0
+
+
+# ---------------------------------------------------------------- objective
+
+
+def fake_outputs(seed, b=6, t=4, m=4, d=8, c=5):
+  rng = np.random.default_rng(seed)
+  teacher = {'features': rng.standard_normal((b, d)),
+             'frame_features': rng.standard_normal((b, t, d)),
+             'logits': rng.standard_normal((b, c))}
+  student = {'features': rng.standard_normal((b * m, d)),
+             'logits': rng.standard_normal((b * m, c))}
+  as_f32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+  return as_f32(teacher), as_f32(student)
+
+
+def all_terms_config():
+  cfg = base.get_config('preset=mdkt').loss
+  cfg.unlock()
+  cfg.triplet.student_to_teacher = cfg.triplet.teacher_to_student = 0.5
+  cfg.tkp.feature = cfg.tkp.distance = 0.2
+  cfg.vkd.logits = 0.1
+  cfg.vkd.distance = 1e-3
+  return cfg
+
+
+def test_objective_is_weighted_sum_of_its_terms():
+  teacher, student = fake_outputs(0, m=2)
+  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
+  cfg = all_terms_config()
+  total, metrics = losses.objective(teacher, student, labels, cfg)
+  weights = losses.term_weights(cfg)
+  assert {k[5:] for k in metrics if k.startswith('loss/')} == set(weights)
+  np.testing.assert_allclose(
+      total, sum(w * metrics[f'loss/{k}'] for k, w in weights.items()), rtol=1e-6)
+  # Alignment: student row b*M+m is frame m of clip b -> TCL with frame-level
+  # teacher equals the loop reference on those rows.
+  s = np.asarray(student['features'])
+  tf = np.asarray(teacher['frame_features'])[:, :2].reshape(12, -1)
+  want = ref_tcl(s.tolist(), tf.tolist(), np.repeat(labels, 2).tolist(),
+                 cfg.tcl.temperature, 1, 'teacher', 'cosine', 'teacher_to_student')
+  np.testing.assert_allclose(metrics['loss/tcl'], want, rtol=1e-4)
+  np.testing.assert_allclose(metrics['loss/tkp/feature'],
+                             np.mean(np.sum((s - tf) ** 2, -1)), rtol=1e-5)
+
+
+def test_objective_clip_level_teacher_repeats_clip_features():
+  teacher, student = fake_outputs(1, m=3)
+  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
+  cfg = all_terms_config()
+  cfg.tcl.teacher_level = 'clip'
+  _, metrics = losses.objective(teacher, student, labels, cfg)
+  s = np.asarray(student['features'])
+  tc = np.repeat(np.asarray(teacher['features']), 3, axis=0)
+  want = ref_tcl(s.tolist(), tc.tolist(), np.repeat(labels, 3).tolist(),
+                 cfg.tcl.temperature, 1, 'teacher', 'cosine', 'teacher_to_student')
+  np.testing.assert_allclose(metrics['loss/tcl'], want, rtol=1e-4)
+
+
+def test_objective_with_single_sample_identity_is_finite():
+  teacher, student = fake_outputs(2, b=5, m=1)
+  labels = jnp.asarray([0, 0, 1, 2, 2])
+  cfg = all_terms_config()
+  fn = lambda t, s: losses.objective(t, s, labels, cfg)[0]
+  value, (gt, gs) = jax.value_and_grad(fn, argnums=(0, 1))(teacher, student)
+  assert np.isfinite(value)
+  for g in jax.tree.leaves((gt, gs)):
+    assert np.all(np.isfinite(g))
+
+
+def test_objective_names_missing_network():
+  cfg = base.get_config('preset=student_only').loss
+  _, student = fake_outputs(3)
+  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
+  total, metrics = losses.objective(None, student, labels, cfg, ('student',))
+  assert set(metrics) >= {'loss/id/student', 'loss/triplet/student'}
+  assert not any('teacher' in k for k in metrics)
+  cfg = base.get_config('preset=mdkt').loss
+  with pytest.raises(ValueError, match="'id/teacher'.*no teacher network"):
+    losses.objective(None, student, labels, cfg, ('student',))
