@@ -1,0 +1,1 @@
+"""Raw dataset folders -> sharded TFRecords + metadata (``python -m data_prep.build``)."""

@@ -1,0 +1,179 @@
+"""Tracklets -> sharded TFRecords + index + metadata, atomically and resumably.
+
+Each shard is written under a temporary name and renamed when complete, so a
+killed build never leaves a shard that reads as whole. ``build-plan.json`` holds a
+hash of what each split's shards should contain: re-running the same build keeps
+the shards already finished and writes the rest; a different build (other
+sources, other options) starts those splits afresh. ``metadata.json`` is written
+last and only when every split is complete.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import hashlib
+import io
+import json
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+from PIL import Image
+from tqdm import tqdm
+
+from i2v_jax import records
+from i2v_jax.records import Tracklet
+
+
+class DataError(ValueError):
+  """Bad input: the message names the file, the field and the fix."""
+
+
+def read_frame(frame, verify: bool) -> bytes:
+  """JPEG bytes of a frame path (checked to decode) or the bytes themselves."""
+  if isinstance(frame, bytes):
+    return frame
+  try:
+    with open(frame, 'rb') as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise DataError(f'{frame}: frame listed in the dataset metadata is missing; '
+                    're-extract the dataset archive into --manual_dir') from None
+  if verify:
+    try:
+      with Image.open(io.BytesIO(data)) as image:
+        if image.format != 'JPEG':
+          raise OSError(f'format {image.format}')
+        image.load()
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'{frame}: not a readable JPEG ({e}); replace the file from '
+                      'the original archive, or delete it and its metadata row') from None
+  return data
+
+
+def _plan_hash(split: str, tracklets: Sequence[Tracklet], num_shards: int) -> str:
+  h = hashlib.sha256(f'{records.SCHEMA_VERSION}|{split}|{num_shards}'.encode())
+  for t in tracklets:
+    h.update(f'{t.name}|{t.pid}|{t.camid}|{t.label}|{len(t.frames)}'.encode())
+    for frame in t.frames:
+      h.update(hashlib.sha1(frame).digest() if isinstance(frame, bytes)
+               else str(frame).encode())
+  return h.hexdigest()
+
+
+def _write_shard(path: str, tracklets: Sequence[Tracklet], verify: bool,
+                 progress: Callable[[int], None]) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for t in tracklets:
+        frames = [read_frame(f, verify) for f in t.frames]
+        writer.write(records.serialize(frames, pid=t.pid, camid=t.camid,
+                                       name=t.name, label=t.label))
+        progress(1)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_split(out_dir: str, split: str, tracklets: Sequence[Tracklet],
+                num_shards: int, workers: int = 4, verify: bool = True,
+                plan: Optional[Dict[str, str]] = None, show_progress: bool = True
+                ) -> Dict[str, object]:
+  """Writes one split's shards and its index; returns the split's summary."""
+  if not tracklets:
+    raise DataError(f'split {split!r} has no tracklets; check --manual_dir')
+  num_shards = max(1, min(num_shards, len(tracklets)))
+  digest = _plan_hash(split, tracklets, num_shards)
+  plan = plan if plan is not None else {}
+  if plan.get(split) != digest:  # another build's shards: start afresh
+    for old in glob.glob(os.path.join(out_dir, f'{split}-*.tfrecord*')):
+      os.remove(old)
+    plan[split] = digest
+    records.write_json(plan, os.path.join(out_dir, 'build-plan.json'))
+
+  bounds = [len(tracklets) * i // num_shards for i in range(num_shards + 1)]
+  shards = [(records.shard_name(split, i, num_shards), tracklets[bounds[i]:bounds[i + 1]])
+            for i in range(num_shards)]
+  todo = [(n, ts) for n, ts in shards if not os.path.exists(os.path.join(out_dir, n))]
+  done = len(tracklets) - sum(len(ts) for _, ts in todo)
+  bar = tqdm(total=len(tracklets), initial=done, desc=f'{split:8s}', unit='trk',
+             disable=not show_progress)
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    futures = [pool.submit(_write_shard, os.path.join(out_dir, n), ts, verify, bar.update)
+               for n, ts in todo]
+    for future in concurrent.futures.as_completed(futures):
+      future.result()  # re-raises the first error (with its file name)
+  bar.close()
+
+  index: List[Dict[str, object]] = []
+  for name, ts in shards:
+    offsets = records.record_offsets(os.path.join(out_dir, name))
+    if len(offsets) != len(ts):
+      raise DataError(f'{os.path.join(out_dir, name)}: {len(offsets)} records, '
+                      f'expected {len(ts)}; delete it and re-run the build')
+    index += [{'shard': name, 'offset': o, 'name': t.name, 'pid': t.pid,
+               'camid': t.camid, 'label': t.label, 'num_frames': len(t.frames)}
+              for o, t in zip(offsets, ts)]
+  records.write_json({'split': split, 'tracklets': index},
+                     os.path.join(out_dir, f'index-{split}.json'))
+  return summarize(index) | {'shards': [n for n, _ in shards]}
+
+
+def summarize(index: Sequence[Dict[str, object]]) -> Dict[str, int]:
+  """Counts of a split: tracklets, ids, frames, cameras."""
+  return {'tracklets': len(index),
+          'ids': len({r['pid'] for r in index}),
+          'frames': int(sum(r['num_frames'] for r in index)),
+          'cameras': len({r['camid'] for r in index})}
+
+
+def sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_dataset(out_dir: str, dataset: str, splits: Dict[str, List[Tracklet]],
+                  protocol: Dict[str, object], source_files: Sequence[str] = (),
+                  shards_per_split: Optional[Dict[str, int]] = None,
+                  workers: int = 4, verify: bool = True, show_progress: bool = True
+                  ) -> Dict[str, object]:
+  """Writes every split, then ``metadata.json``; returns the metadata."""
+  os.makedirs(out_dir, exist_ok=True)
+  meta_path = os.path.join(out_dir, 'metadata.json')
+  if os.path.exists(meta_path):
+    os.remove(meta_path)  # the folder is incomplete until this build finishes
+  plan_path = os.path.join(out_dir, 'build-plan.json')
+  plan = {}
+  if os.path.exists(plan_path):
+    with open(plan_path) as f:
+      plan = json.load(f)
+  counts = {}
+  for split, tracklets in splits.items():
+    n = (shards_per_split or {}).get(split, max(1, len(tracklets) // 256))
+    counts[split] = write_split(out_dir, split, tracklets, n, workers, verify,
+                                plan, show_progress)
+  train_pids = sorted({t.pid for t in splits.get('train', [])})
+  meta = {
+      'schema_version': records.SCHEMA_VERSION,
+      'dataset': dataset,
+      'splits': counts,
+      'num_classes': len(train_pids),
+      'id_map': {str(pid): i for i, pid in enumerate(train_pids)},
+      'protocol': protocol,
+      'source_hashes': {os.path.basename(p): sha256(p) for p in source_files},
+  }
+  records.write_json(meta, meta_path)
+  return meta
+
+
+def train_labels(tracklets: Sequence[Tracklet]) -> List[Tracklet]:
+  """Sets contiguous labels (sorted pid order) on training tracklets."""
+  pids = sorted({t.pid for t in tracklets})
+  label = {pid: i for i, pid in enumerate(pids)}
+  return [Tracklet(t.name, t.pid, t.camid, t.frames, label[t.pid]) for t in tracklets]

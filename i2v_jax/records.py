@@ -1,0 +1,172 @@
+"""The one on-disk format: one tf.train.Example per tracklet, sharded TFRecords.
+
+Features of an example:
+
+  ``frames``      bytes list, the encoded JPEG frames in temporal order
+  ``num_frames``  int64, len(frames)
+  ``pid``         int64, the dataset's identity id (0 = MARS distractor, -1 = junk)
+  ``label``       int64, contiguous training label (train split), else -1
+  ``camid``       int64, camera id as the dataset numbers it (1-based)
+  ``name``        bytes, the tracklet's name in the source dataset
+
+A dataset folder holds ``<split>-<i>-of-<n>.tfrecord`` shards, an
+``index-<split>.json`` per split (byte offset of every record, with its pid,
+camid, frame count and name, so the input pipeline can read any tracklet without
+scanning), and ``metadata.json`` written last: its presence marks a complete build.
+
+Serialization is used by ``data_prep``; parsing by ``i2v_jax.input_pipeline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+from typing import Dict, List, Sequence
+
+SCHEMA_VERSION = 1
+SPLITS = ('train', 'query', 'gallery')
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracklet:
+  """A tracklet as a converter describes it (before encoding)."""
+  name: str
+  pid: int
+  camid: int
+  frames: tuple  # paths of JPEG files, or encoded JPEG bytes (synthetic)
+  label: int = -1
+
+
+def _tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
+def serialize(frames: Sequence[bytes], *, pid: int, camid: int, name: str,
+              label: int = -1) -> bytes:
+  """Encoded frames + metadata -> serialized tf.train.Example."""
+  tf = _tf()
+  ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+  feature = {
+      'frames': tf.train.Feature(bytes_list=tf.train.BytesList(value=list(frames))),
+      'num_frames': ints(len(frames)),
+      'pid': ints(pid),
+      'label': ints(label),
+      'camid': ints(camid),
+      'name': tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+  }
+  return tf.train.Example(
+      features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse(serialized: bytes) -> Dict[str, object]:
+  """Serialized example -> dict of python values (frames as a list of bytes)."""
+  tf = _tf()
+  example = tf.train.Example.FromString(serialized)
+  f = example.features.feature
+  return {
+      'frames': list(f['frames'].bytes_list.value),
+      'num_frames': f['num_frames'].int64_list.value[0],
+      'pid': f['pid'].int64_list.value[0],
+      'label': f['label'].int64_list.value[0],
+      'camid': f['camid'].int64_list.value[0],
+      'name': f['name'].bytes_list.value[0].decode(),
+  }
+
+
+def feature_spec():
+  """tf.io.parse_example spec of the schema (graph-mode parsing)."""
+  tf = _tf()
+  return {
+      'frames': tf.io.RaggedFeature(tf.string),
+      'num_frames': tf.io.FixedLenFeature([], tf.int64),
+      'pid': tf.io.FixedLenFeature([], tf.int64),
+      'label': tf.io.FixedLenFeature([], tf.int64),
+      'camid': tf.io.FixedLenFeature([], tf.int64),
+      'name': tf.io.FixedLenFeature([], tf.string),
+  }
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return f'{split}-{index:05d}-of-{count:05d}.tfrecord'
+
+
+def read_record(path: str, offset: int) -> bytes:
+  """One TFRecord record's payload at byte ``offset`` of ``path``.
+
+  TFRecord framing: uint64 length, uint32 masked crc(length), data, uint32 crc.
+  """
+  with open(path, 'rb') as f:
+    f.seek(offset)
+    (length,) = struct.unpack('<Q', f.read(8))
+    f.seek(4, os.SEEK_CUR)
+    data = f.read(length)
+  if len(data) != length:
+    raise IOError(f'{path}: truncated record at byte {offset}; rebuild the '
+                  'dataset with python -m data_prep.build')
+  return data
+
+
+def record_offsets(path: str) -> List[int]:
+  """Byte offsets of every record in a TFRecord file (reads headers only)."""
+  offsets, position = [], 0
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    while position < size:
+      f.seek(position)
+      header = f.read(8)
+      if len(header) < 8:
+        raise IOError(f'{path}: truncated at byte {position}')
+      (length,) = struct.unpack('<Q', header)
+      offsets.append(position)
+      position += 8 + 4 + length + 4
+  if position != size:
+    raise IOError(f'{path}: truncated last record')
+  return offsets
+
+
+def load_metadata(data_dir: str) -> Dict[str, object]:
+  """Reads ``metadata.json``; a clear error when the build is missing/partial."""
+  path = os.path.join(data_dir, 'metadata.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} not found: {data_dir!r} is not a complete dataset build. Run '
+        f'`python -m data_prep.build --dataset ... --out_dir {data_dir}` (a build '
+        'writes metadata.json last, so an interrupted one has none).')
+  with open(path) as f:
+    meta = json.load(f)
+  if meta.get('schema_version') != SCHEMA_VERSION:
+    raise ValueError(
+        f'{path}: schema_version {meta.get("schema_version")} but this code reads '
+        f'{SCHEMA_VERSION}; rebuild with python -m data_prep.build.')
+  return meta
+
+
+def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
+  """Per-tracklet rows of ``index-<split>.json`` (shard, offset, pid, ...)."""
+  path = os.path.join(data_dir, f'index-{split}.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found; rebuild with python -m data_prep.build')
+  with open(path) as f:
+    return json.load(f)['tracklets']
+
+
+def write_json(obj, path: str) -> None:
+  """JSON to ``path`` atomically (temporary name, then rename)."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def summary_table(meta: Dict[str, object]) -> str:
+  """The dataset summary printed at build and at load (ids, tracklets, ...)."""
+  rows = [f'{meta["dataset"]} ({meta["num_classes"]} training classes)',
+          '  split    |   ids | tracklets |    frames | cameras',
+          '  ---------+-------+-----------+-----------+--------']
+  for split, c in meta['splits'].items():
+    rows.append(f'  {split:8s} | {c["ids"]:5d} | {c["tracklets"]:9d} | '
+                f'{c["frames"]:9d} | {c["cameras"]:7d}')
+  return '\n'.join(rows)

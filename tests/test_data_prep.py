@@ -1,0 +1,299 @@
+"""Converters and protocols against the real MARS / Duke metadata in ../shared/data."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from data_prep import build, duke, mars, synthetic, veri
+from data_prep.writer import DataError
+from i2v_jax import records
+
+SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+MARS_INFO = os.path.join(SHARED, 'mars_info')
+DUKE_INFO = os.path.join(SHARED, 'dukemtmc_videoreid_info')
+needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED),
+                                  reason='../shared/data not checked out beside the repo')
+
+
+def jpeg(seed=0, size=(16, 8)):
+  rng = np.random.default_rng(seed)
+  buf = io.BytesIO()
+  Image.fromarray(rng.integers(0, 255, size + (3,), np.uint8)).save(buf, 'JPEG')
+  return buf.getvalue()
+
+
+def mars_meta():
+  load = lambda f, k: scipy.io.loadmat(os.path.join(MARS_INFO, f))[k].astype(np.int64)
+  names = lambda f: [l.split()[0].split('/')[1] for l in open(os.path.join(MARS_INFO, f))]
+  return (load('tracks_train_info.mat', 'track_train_info'),
+          load('tracks_test_info.mat', 'track_test_info'),
+          load('query_IDX.mat', 'query_IDX'),
+          names('list_train_seq.txt'), names('list_test_seq.txt'))
+
+
+def duke_meta():
+  rows = [l.split() for l in open(os.path.join(DUKE_INFO, 'list_duke_query_gallery.txt'))]
+  info = np.loadtxt(os.path.join(DUKE_INFO, 'info_test.txt'), dtype=np.int64)
+  return [(r[0], int(i[1] - i[0] + 1), int(i[2]), int(i[3])) for r, i in zip(rows, info)]
+
+
+# ------------------------------------------------------------ full protocols
+
+
+@needs_shared
+def test_mars_protocol_counts_from_real_metadata():
+  train, test, query, _, _ = mars_meta()
+  rows = mars.protocol_rows(train, test, query)
+  assert len(rows['train']) == 8298
+  assert len(np.unique(train[rows['train'], 2])) == 625
+  assert len(rows['query']) == 1980
+  assert len(rows['gallery']) == 11310
+  assert set(rows['query']) <= set(rows['gallery'])  # queries are in the gallery
+  assert not np.isin(test[rows['query'], 2], [0, -1]).any()
+  assert (test[rows['gallery'], 2] == 0).sum() == 3248  # distractors kept
+
+
+@needs_shared
+def test_duke_protocol_counts_from_real_metadata():
+  rows = duke_meta()
+  query = [r for r in rows if r[0].startswith('query/')]
+  gallery = [r for r in rows if r[0].startswith('gallery/')]
+  assert len(query) == 702 and len(gallery) == 2636
+  gallery_keys = {(g[0].split('/', 1)[1], g[2], g[3]) for g in gallery}
+  assert all((q[0].split('/', 1)[1], q[2], q[3]) in gallery_keys for q in query)
+
+
+# --------------------------------------- fake image trees from real rows
+
+
+def make_mars_tree(root, picks=((0, 3, 8297), (4129, 4137, 12179, 100, 11000))):
+  """Real rows (names, pids, cams, lengths) re-indexed into mini info files."""
+  train, test, query, train_names, test_names = mars_meta()
+  os.makedirs(os.path.join(root, 'info'))
+  expected = {}
+  for split, info, names, rows, key in (
+      ('train', train, train_names, picks[0], 'track_train_info'),
+      ('test', test, test_names, picks[1], 'track_test_info')):
+    mini, frame_list, start = [], [], 1
+    for r in rows:
+      s, e, pid, cam = info[r]
+      frames = [f'{names[r]}F{i:03d}.jpg' for i in range(1, e - s + 2)]
+      for f in frames:
+        d = os.path.join(root, f'bbox_{split}', f[:4])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f), 'wb') as fh:
+          fh.write(jpeg(len(frame_list)))
+        frame_list.append(f)
+      mini.append([start, start + len(frames) - 1, pid, cam])
+      start += len(frames)
+      expected[(split, names[r])] = (int(pid), int(cam), len(frames))
+    scipy.io.savemat(os.path.join(root, 'info', f'tracks_{split}_info.mat'),
+                     {key: np.array(mini, np.int32)})
+    with open(os.path.join(root, 'info', f'{split}_name.txt'), 'w') as fh:
+      fh.write('\n'.join(frame_list) + '\n')
+  # Queries: the first two test picks (real query rows 4130, 4138).
+  assert list(query[0, :2]) == [picks[1][0] + 1, picks[1][1] + 1]
+  scipy.io.savemat(os.path.join(root, 'info', 'query_IDX.mat'),
+                   {'query_IDX': np.array([[1, 2]], np.uint16)})
+  return expected
+
+
+@needs_shared
+def test_mars_converter_reproduces_real_rows(tmp_path):
+  expected = make_mars_tree(str(tmp_path / 'raw'))
+  meta = build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
+                     workers=2, show_progress=False)
+  got = {}
+  for split in ('train', 'query', 'gallery'):
+    for row in records.load_index(str(tmp_path / 'out'), split):
+      got[(split, row['name'])] = (row['pid'], row['camid'], row['num_frames'])
+  for (split, name), value in expected.items():
+    if split == 'train':
+      assert got[('train', name)] == value
+    elif value[0] != -1:
+      assert got[('gallery', name)] == value
+  # 5 test picks, one of them pid -1 (row 100 of the test list) is not in the gallery.
+  assert meta['splits']['train']['tracklets'] == 3
+  assert meta['splits']['query']['tracklets'] == 2
+  n_junk = sum(1 for (s, _), v in expected.items() if s == 'test' and v[0] == -1)
+  assert meta['splits']['gallery']['tracklets'] == 5 - n_junk
+  assert set(meta['source_hashes']) == set(mars.INFO_FILES)
+  # Frames are stored in order and intact.
+  row = records.load_index(str(tmp_path / 'out'), 'train')[2]
+  ex = records.parse(records.read_record(str(tmp_path / 'out' / row['shard']), row['offset']))
+  assert ex['name'] == row['name'] and len(ex['frames']) == row['num_frames'] == 50
+  first = tmp_path / 'raw' / 'bbox_train' / row['name'][:4] / f"{row['name']}F001.jpg"
+  last = first.with_name(f"{row['name']}F050.jpg")
+  assert ex['frames'][0] == first.read_bytes() and ex['frames'][-1] == last.read_bytes()
+
+
+def make_duke_tree(root, picks=(0, 1, 702, 703, 2000), old_format=False):
+  rows = duke_meta()
+  expected = {}
+  for idx in picks:
+    name, length, pid, cam = rows[idx]
+    split, pid_dir, trk = name.split('/')
+    d = os.path.join(root, split, pid_dir, trk)
+    os.makedirs(d)
+    length = min(length, 12)
+    for i in range(1, length + 1):  # skip index 3: missing indices are skipped
+      if i == 3 and length > 3:
+        continue
+      fname = (f'{pid:04d}C{cam}F{i:04d}X{1000 + i}.jpg' if old_format else
+               f'{pid:04d}_C{cam}_F{i:04d}_X{1000 + i}.jpg')
+      with open(os.path.join(d, fname), 'wb') as fh:
+        fh.write(jpeg(i))
+    expected[name] = (pid, cam, length - (1 if length > 3 else 0))
+  os.makedirs(os.path.join(root, 'train', '0001', '0001'))
+  with open(os.path.join(root, 'train', '0001', '0001', '0001_C1_F0001_X0001.jpg'), 'wb') as fh:
+    fh.write(jpeg(0))
+  return expected
+
+
+@needs_shared
+@pytest.mark.parametrize('old_format', [False, True])
+def test_duke_converter_reproduces_real_rows(tmp_path, old_format):
+  expected = make_duke_tree(str(tmp_path / 'raw'), old_format=old_format)
+  splits, _, _ = duke.convert(str(tmp_path / 'raw'))
+  got = {t.name: (t.pid, t.camid, len(t.frames)) for s in ('query', 'gallery')
+         for t in splits[s]}
+  assert got == expected
+  t = splits['query'][0]
+  indices = [int(os.path.basename(f).replace('_', '')[7:11]) for f in t.frames]
+  assert indices == sorted(indices) and 3 not in indices
+
+
+# ------------------------------------------------------------- VeRi layout
+
+
+def make_veri_tree(root):
+  for d in ('image_train', 'image_query', 'image_test'):
+    os.makedirs(os.path.join(root, d))
+  train = ['0001_c001_00016450_0.jpg', '0001_c001_00016455_1.jpg',
+           '0001_c002_00020000_0.jpg', '0003_c001_00000001_0.jpg']
+  query = ['0002_c002_00030600_1.jpg']
+  tracks = ['0002_c002_00030600_1.jpg 0002_c002_00030600_1.jpg 0002_c002_00030605_1.jpg',
+            '0002_c003_00031600_1.jpg 0002_c003_00031600_1.jpg']
+  for d, names in (('image_train', train), ('image_query', query),
+                   ('image_test', ['0002_c002_00030600_1.jpg', '0002_c002_00030605_1.jpg',
+                                   '0002_c003_00031600_1.jpg'])):
+    for i, n in enumerate(names):
+      with open(os.path.join(root, d, n), 'wb') as fh:
+        fh.write(jpeg(i))
+  for f, lines in (('name_train.txt', train), ('name_query.txt', query),
+                   ('test_track.txt', tracks)):
+    with open(os.path.join(root, f), 'w') as fh:
+      fh.write('\n'.join(lines) + '\n')
+
+
+def test_veri_converter_groups_train_and_reads_tracks(tmp_path):
+  make_veri_tree(str(tmp_path))
+  splits, protocol, sources = veri.convert(str(tmp_path))
+  assert [(t.name, t.pid, t.camid, len(t.frames), t.label) for t in splits['train']] == [
+      ('0001_c001', 1, 1, 2, 0), ('0001_c002', 1, 2, 1, 0), ('0003_c001', 3, 1, 1, 1)]
+  assert [(t.pid, t.camid, len(t.frames)) for t in splits['query']] == [(2, 2, 1)]
+  assert [(t.pid, t.camid, len(t.frames)) for t in splits['gallery']] == [(2, 2, 2), (2, 3, 1)]
+  assert 'v2v_query' in protocol and len(sources) == 3
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_folder_and_file_are_named(tmp_path):
+  with pytest.raises(DataError, match=r'bbox_train: folder missing'):
+    mars.convert(str(tmp_path))
+  (tmp_path / 'train').mkdir()
+  with pytest.raises(DataError, match=r'query: folder missing'):
+    duke.convert(str(tmp_path))
+  with pytest.raises(DataError, match='image_train: folder missing'):
+    veri.convert(str(tmp_path))
+
+
+@needs_shared
+def test_mars_missing_info_file(tmp_path):
+  make_mars_tree(str(tmp_path))
+  os.remove(tmp_path / 'info' / 'query_IDX.mat')
+  with pytest.raises(DataError, match=r'query_IDX.mat: missing MARS metadata'):
+    mars.convert(str(tmp_path))
+
+
+@needs_shared
+def test_absent_frame_leaves_no_output(tmp_path):
+  make_mars_tree(str(tmp_path / 'raw'))
+  victim = sorted(os.listdir(tmp_path / 'raw' / 'bbox_test' / '0002'))[0]
+  os.remove(tmp_path / 'raw' / 'bbox_test' / '0002' / victim)
+  with pytest.raises(DataError, match=f'{victim}: frame listed .* missing'):
+    build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
+                workers=1, show_progress=False)
+  left = os.listdir(tmp_path / 'out')
+  assert 'metadata.json' not in left and not any('.tmp' in f for f in left)
+
+
+@needs_shared
+def test_corrupt_jpeg_is_named(tmp_path):
+  make_mars_tree(str(tmp_path / 'raw'))
+  victim = tmp_path / 'raw' / 'bbox_train' / '0001' / '0001C1T0001F002.jpg'
+  victim.write_bytes(victim.read_bytes()[:40])
+  with pytest.raises(DataError, match='0001C1T0001F002.jpg: not a readable JPEG'):
+    build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
+                workers=1, show_progress=False)
+  assert 'metadata.json' not in os.listdir(tmp_path / 'out')
+
+
+@needs_shared
+def test_pid_or_camera_disagreeing_with_metadata(tmp_path):
+  make_mars_tree(str(tmp_path))
+  names = (tmp_path / 'info' / 'train_name.txt').read_text().replace(
+      '0001C1T0001F003', '0001C2T0001F003')
+  (tmp_path / 'info' / 'train_name.txt').write_text(names)
+  with pytest.raises(DataError, match=r'0001C2T0001F003.jpg.*pid 1, camera 1'):
+    mars.convert(str(tmp_path))
+  make_duke_tree(str(tmp_path / 'duke'), picks=(0,))
+  d = tmp_path / 'duke' / 'query' / '0005' / '2200'
+  f = sorted(os.listdir(d))[0]
+  os.rename(d / f, d / ('0006' + f[4:]))
+  with pytest.raises(DataError, match='pid 0006 in the file name disagrees'):
+    duke.convert(str(tmp_path / 'duke'))
+
+
+# ----------------------------------------------- atomic, resumable builds
+
+
+def test_interrupted_build_resumes_and_reruns_are_idempotent(tmp_path, monkeypatch):
+  spec = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=4, min_frames=3,
+                                 max_frames=5, height=32, width=16)
+  out = str(tmp_path / 'syn')
+  from data_prep import writer
+  real = writer._write_shard
+  calls = []
+
+  def flaky(path, tracklets, verify, progress):
+    calls.append(os.path.basename(path))
+    if os.path.basename(path).startswith('gallery'):
+      raise KeyboardInterrupt  # killed mid-build
+    return real(path, tracklets, verify, progress)
+
+  monkeypatch.setattr(writer, '_write_shard', flaky)
+  with pytest.raises(KeyboardInterrupt):
+    build.build('synthetic', out, spec=spec, show_progress=False)
+  assert 'metadata.json' not in os.listdir(out)
+  with pytest.raises(FileNotFoundError, match='not a complete dataset build'):
+    records.load_metadata(out)
+  monkeypatch.setattr(writer, '_write_shard', real)
+  before = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)
+            if f.startswith('train-')}
+  meta = build.build('synthetic', out, spec=spec, show_progress=False)
+  after = {f: os.path.getmtime(os.path.join(out, f)) for f in before}
+  assert before == after  # finished shards were kept, not rewritten
+  assert meta['splits']['train']['tracklets'] == 6 * 3
+  assert records.load_metadata(out)['splits'] == meta['splits']
+  # Same seed -> byte-identical output.
+  meta2 = build.build('synthetic', str(tmp_path / 'again'), spec=spec, show_progress=False)
+  for f in os.listdir(out):
+    if f.endswith('.tfrecord'):
+      assert (tmp_path / 'syn' / f).read_bytes() == (tmp_path / 'again' / f).read_bytes()
+  assert meta2['splits'] == meta['splits']
