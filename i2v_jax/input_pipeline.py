@@ -1,0 +1,275 @@
+"""TFRecords -> training batches and evaluation chunks (tf.data).
+
+Training (SPEC §3, §6). Every random choice for step s is drawn by `TrainSampler`
+from ``numpy.random.default_rng([seed, s])``: which P identities, which K
+tracklets of each, which T frames of each tracklet (restricted random sampling:
+T equal chunks, one frame from each), the clip's flip and crop offset and each
+frame's erasing box. Process p of n keeps identities [p·P/n, (p+1)·P/n) of that
+draw, so processes hold disjoint identities and the global batch does not depend
+on how many processes there are. No iterator state exists: a pipeline started at
+step 37 yields exactly the batch that one started at 0 yields at step 37.
+
+Tracklets are read by byte offset (``index-train.json``), only the T chosen
+frames are decoded, and tf.data decodes and augments frames in parallel.
+
+Training element (per process, B = P/n·K tracklets):
+  ``clips``  (B, T, H, W, 3) float32, ImageNet-normalised
+  ``labels`` (B,) int32 training labels; ``pids``, ``camids`` (B,) int32
+The student's M images are ``clips[:, :M]`` (image k = frame k of the clip).
+
+Evaluation. Each tracklet of a split becomes chunks of ``clip_len`` frames (all
+frames, or ``max_frames`` evenly spaced ones; one frame for image queries) with a
+mask; processes take tracklets round-robin and every process runs the same
+number of batches (padding chunks have ``row = -1`` and an all-False mask).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from i2v_jax import records
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+class TrackletReader:
+  """Random access to one split's tracklets through its index (thread-safe)."""
+
+  def __init__(self, data_dir: str, split: str):
+    self.data_dir = data_dir
+    self.rows = records.load_index(data_dir, split)
+
+  @functools.lru_cache(maxsize=64)
+  def frames(self, row: int) -> tuple:
+    r = self.rows[row]
+    data = records.read_record(os.path.join(self.data_dir, r['shard']), r['offset'])
+    return tuple(records.parse(data)['frames'])
+
+
+def restricted_random(num_frames: int, t: int, rng: np.random.Generator) -> np.ndarray:
+  """T frame indices, one uniformly from each of T equal chunks (TKP/VKD).
+
+  A tracklet shorter than T repeats frames evenly (index floor(k·n/T)).
+  """
+  if num_frames < t:
+    return (np.arange(t) * num_frames) // t
+  bounds = (np.arange(t + 1) * num_frames) // t
+  return bounds[:-1] + (rng.random(t) * (bounds[1:] - bounds[:-1])).astype(np.int64)
+
+
+class TrainSampler:
+  """The pure function (seed, step, process) -> which frames and augmentations."""
+
+  def __init__(self, rows: Sequence[Dict[str, object]], *, num_ids: int,
+               tracklets_per_id: int, clip_len: int, height: int, width: int,
+               pad_crop: int, flip: bool, erasing_prob: float, seed: int,
+               process_index: int = 0, process_count: int = 1,
+               source: str = 'train split'):
+    self.by_id: Dict[int, List[int]] = {}
+    for i, r in enumerate(rows):
+      self.by_id.setdefault(int(r['label']), []).append(i)
+    self.ids = np.array(sorted(self.by_id))
+    self.num_frames = np.array([r['num_frames'] for r in rows])
+    if num_ids % process_count:
+      raise ValueError(f'config input.num_ids={num_ids} must be a multiple of the '
+                       f'{process_count} processes (each holds whole identities)')
+    if len(self.ids) < num_ids:
+      raise ValueError(
+          f'{source}: {len(self.ids)} identities, fewer than input.num_ids={num_ids} '
+          '(P of the P x K batch); lower --config.input.num_ids or use more data')
+    self.p, self.k, self.t = num_ids, tracklets_per_id, clip_len
+    self.h, self.w, self.pad = height, width, pad_crop
+    self.flip, self.erasing_prob, self.seed = flip, erasing_prob, seed
+    self.process_index, self.process_count = process_index, process_count
+
+  def __call__(self, step: int) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng([self.seed, step])
+    ids = rng.choice(self.ids, self.p, replace=False)
+    rows = np.concatenate([
+        rng.choice(self.by_id[i], self.k, replace=len(self.by_id[i]) < self.k)
+        for i in ids])
+    b = len(rows)
+    frames = np.stack([restricted_random(self.num_frames[r], self.t, rng) for r in rows])
+    flip = (rng.random(b) < 0.5) & self.flip
+    crop = rng.integers(0, 2 * self.pad + 1, (b, 2))
+    erase = self._erasing(rng, b)
+    share = slice(self.process_index * b // self.process_count,
+                  (self.process_index + 1) * b // self.process_count)
+    return {'rows': rows[share], 'frames': frames[share], 'flip': flip[share],
+            'crop': crop[share], 'erase': erase[share]}
+
+  def _erasing(self, rng, b):
+    """(B, T, 4) int32 boxes y0, x0, h, w (h = 0: no erasing), Zhong et al. 2020."""
+    n = b * self.t
+    area = rng.uniform(0.02, 0.4, n) * self.h * self.w
+    ratio = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3), n))
+    h = np.minimum(np.round(np.sqrt(area * ratio)), self.h - 1).astype(np.int64)
+    w = np.minimum(np.round(np.sqrt(area / ratio)), self.w - 1).astype(np.int64)
+    y0 = (rng.random(n) * (self.h - h)).astype(np.int64)
+    x0 = (rng.random(n) * (self.w - w)).astype(np.int64)
+    on = rng.random(n) < self.erasing_prob
+    return np.stack([y0, x0, h * on, w * on], -1).reshape(b, self.t, 4)
+
+
+def _tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
+def decode_frame(jpeg, height: int, width: int, normalize: bool = True):
+  """JPEG -> (H, W, 3) float32 resized (bilinear, antialiased) and normalised."""
+  tf = _tf()
+  image = tf.io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
+  image = tf.image.resize(image, (height, width), antialias=True) / 255.0
+  if normalize:
+    image = (image - IMAGENET_MEAN) / IMAGENET_STD
+  return image
+
+
+def _augment(image, flip, crop, erase, pad: int):
+  """Flip, pad+crop (zero padding in pixel space) and erase one frame."""
+  tf = _tf()
+  h, w = image.shape[0], image.shape[1]
+  image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+  if pad:
+    black = -IMAGENET_MEAN / IMAGENET_STD  # a zero pixel after normalisation
+    padded = tf.pad(image - black, [[pad, pad], [pad, pad], [0, 0]]) + black
+    image = padded[crop[0]:crop[0] + h, crop[1]:crop[1] + w]
+  yy = tf.range(h)[:, None]
+  xx = tf.range(w)[None, :]
+  box = ((yy >= erase[0]) & (yy < erase[0] + erase[2]) &
+         (xx >= erase[1]) & (xx < erase[1] + erase[3]))
+  return tf.where(box[..., None], tf.zeros_like(image), image)  # mean pixel
+
+
+def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
+                  num_steps: Optional[int] = None, process_index: int = 0,
+                  process_count: int = 1):
+  """tf.data.Dataset of training batches for steps start_step, start_step+1, ...
+
+  Args:
+    data_dir: a `data_prep.build` output folder.
+    config: the full experiment config (uses ``config.input``).
+  """
+  tf = _tf()
+  inp = config.input
+  reader = TrackletReader(data_dir, 'train')
+  sampler = TrainSampler(
+      reader.rows, num_ids=inp.num_ids, tracklets_per_id=inp.tracklets_per_id,
+      clip_len=inp.clip_len, height=inp.height, width=inp.width,
+      pad_crop=inp.pad_crop, flip=inp.flip, erasing_prob=inp.erasing_prob,
+      seed=seed, process_index=process_index, process_count=process_count,
+      source=os.path.join(data_dir, 'index-train.json'))
+  t = inp.clip_len
+  b = inp.num_ids * inp.tracklets_per_id // process_count
+
+  def plan(step):
+    p = sampler(int(step))
+    jpegs = np.array([reader.frames(int(r))[int(f)]
+                      for r, fs in zip(p['rows'], p['frames']) for f in fs], object)
+    meta = np.array([[reader.rows[r]['label'], reader.rows[r]['pid'],
+                      reader.rows[r]['camid']] for r in p['rows']], np.int32)
+    per_frame = lambda x: np.repeat(x, t, axis=0)
+    return (jpegs, np.repeat(meta, t, axis=0), per_frame(p['flip']),
+            per_frame(p['crop']).astype(np.int32),
+            p['erase'].reshape(-1, 4).astype(np.int32))
+
+  def frames_of_step(step):
+    out = tf.numpy_function(plan, [step], [tf.string, tf.int32, tf.bool, tf.int32, tf.int32])
+    return tf.data.Dataset.from_tensor_slices(tuple(out))
+
+  def decode(jpeg, meta, flip, crop, erase):
+    image = decode_frame(jpeg, inp.height, inp.width, inp.normalize)
+    image = _augment(image, flip, crop, erase, inp.pad_crop)
+    return tf.ensure_shape(image, (inp.height, inp.width, 3)), meta
+
+  def assemble(images, meta):
+    meta = tf.reshape(meta, (b, t, 3))[:, 0]
+    return {'clips': tf.reshape(images, (b, t, inp.height, inp.width, 3)),
+            'labels': meta[:, 0], 'pids': meta[:, 1], 'camids': meta[:, 2]}
+
+  end = start_step + num_steps if num_steps is not None else np.iinfo(np.int64).max
+  ds = tf.data.Dataset.range(start_step, end)
+  ds = ds.flat_map(frames_of_step)
+  ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(b * t, drop_remainder=True).map(assemble)
+  return ds.prefetch(2)
+
+
+def eval_chunks(rows: Sequence[Dict[str, object]], *, mode: str, clip_len: int,
+                max_frames: int = 0, query_frame: str = 'first') -> List[tuple]:
+  """[(row, frame indices padded with -1)] for one split.
+
+  ``mode='image'``: one chunk of one frame per tracklet (its first or middle
+  frame). ``mode='video'``: every frame (or ``max_frames`` evenly spaced ones)
+  in chunks of ``clip_len``; the last chunk is padded with -1.
+  """
+  chunks = []
+  for i, r in enumerate(rows):
+    n = int(r['num_frames'])
+    if mode == 'image':
+      chunks.append((i, np.array([0 if query_frame == 'first' else n // 2])))
+      continue
+    frames = np.arange(n)
+    if max_frames and n > max_frames:
+      frames = (np.arange(max_frames) * n) // max_frames
+    for s in range(0, len(frames), clip_len):
+      part = frames[s:s + clip_len]
+      chunks.append((i, np.pad(part, (0, clip_len - len(part)), constant_values=-1)))
+  return chunks
+
+
+def eval_dataset(data_dir: str, split: str, config, *, mode: str,
+                 process_index: int = 0, process_count: int = 1):
+  """Batches {'frames' (N, C, H, W, 3), 'mask' (N, C), 'row' (N,)} for a split.
+
+  Every process yields the same number of batches; padding has row -1.
+  """
+  tf = _tf()
+  ev, inp = config.eval, config.input
+  reader = TrackletReader(data_dir, split)
+  clip_len = 1 if mode == 'image' else ev.clip_len
+  chunks = eval_chunks(reader.rows, mode=mode, clip_len=clip_len,
+                       max_frames=ev.max_frames, query_frame=ev.query_frame)
+  per_process = [chunks[p::process_count] for p in range(process_count)]
+  # The same number of batches everywhere: pad to the longest share.
+  steps = -(-max(len(c) for c in per_process) // ev.batch_size)
+  mine = per_process[process_index]
+  mine += [(-1, np.full(clip_len, -1))] * (steps * ev.batch_size - len(mine))
+  rows = np.array([r for r, _ in mine], np.int32)
+  frames = np.stack([f for _, f in mine]).astype(np.int32)
+
+  def read(row, frame):
+    if row < 0 or frame < 0:
+      return b''
+    return reader.frames(int(row))[int(frame)]
+
+  def load(row, frame):
+    jpeg = tf.numpy_function(read, [row, frame], tf.string)
+    image = tf.cond(frame >= 0,
+                    lambda: decode_frame(jpeg, inp.height, inp.width, inp.normalize),
+                    lambda: tf.zeros((inp.height, inp.width, 3)))
+    return tf.ensure_shape(image, (inp.height, inp.width, 3))
+
+  ds = tf.data.Dataset.from_tensor_slices(
+      (np.repeat(rows, clip_len), frames.reshape(-1)))
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(clip_len).batch(ev.batch_size)
+  meta = tf.data.Dataset.from_tensor_slices(
+      {'row': rows, 'mask': frames >= 0}).batch(ev.batch_size)
+  return tf.data.Dataset.zip(ds, meta).map(
+      lambda f, m: {'frames': f, 'mask': m['mask'], 'row': m['row']}).prefetch(2)
+
+
+def as_numpy(ds) -> Iterator[Dict[str, np.ndarray]]:
+  return ds.as_numpy_iterator()
+
+
+def dataset_summary(data_dir: str) -> str:
+  """The summary table for the build in ``data_dir``."""
+  return records.summary_table(records.load_metadata(data_dir))
