@@ -149,8 +149,10 @@ def _augment(image, flip, crop, erase, pad: int):
 
 def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
                   num_steps: Optional[int] = None, process_index: int = 0,
-                  process_count: int = 1):
+                  process_count: int = 1, verbose: bool = False):
   """tf.data.Dataset of training batches for steps start_step, start_step+1, ...
+
+  With ``verbose`` process 0 prints the dataset summary table.
 
   Args:
     data_dir: a `data_prep.build` output folder.
@@ -158,6 +160,9 @@ def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
   """
   tf = _tf()
   inp = config.input
+  summary = dataset_summary(data_dir)  # also checks the build is complete
+  if process_index == 0 and verbose:
+    print(summary, flush=True)
   reader = TrackletReader(data_dir, 'train')
   sampler = TrainSampler(
       reader.rows, num_ids=inp.num_ids, tracklets_per_id=inp.tracklets_per_id,
