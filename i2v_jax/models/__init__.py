@@ -1,6 +1,17 @@
-"""Networks of SPEC §2: ResNet trunk, non-local block, teacher, student, head."""
+"""Networks of SPEC §2: ResNet trunk, non-local block, teacher, student, head.
 
-from i2v_jax.models.reid import BNNeckHead, StudentNet, TeacherNet, build_models
-from i2v_jax.models.resnet import ResNet
+Imports are lazy so that ``python -m i2v_jax.models.convert`` runs in an
+environment with torch and numpy but without jax/flax.
+"""
 
-__all__ = ['BNNeckHead', 'ResNet', 'StudentNet', 'TeacherNet', 'build_models']
+import importlib
+
+_EXPORTS = {'BNNeckHead': 'reid', 'StudentNet': 'reid', 'TeacherNet': 'reid',
+            'build_models': 'reid', 'ResNet': 'resnet'}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
