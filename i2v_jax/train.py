@@ -1,0 +1,255 @@
+"""Train state, optimizer and the sharded train step (SPEC §5).
+
+The step is written once as per-device code over the mesh axis ``data`` and
+compiled with ``jax.jit(jax.shard_map(...))``: the semantics of a pmapped step.
+Each device holds P/n whole identities x K tracklets.
+
+* ``mining_scope='global'``: embeddings and labels are all-gathered over
+  ``data``; each device scores its own anchors against the whole batch.
+* ``bn_scope='global'``: BatchNorm moments are averaged over ``data``; ``local``
+  normalises with per-device moments (PyTorch DDP). Either way the running
+  averages are averaged over devices after the step, so replicas stay identical.
+* Gradients: the differentiated objective is ``lax.pmean(device_loss, 'data')``,
+  the mean over devices of per-device means. Under shard_map's typing the gradient
+  of that w.r.t. the replicated parameters is the all-reduced mean gradient
+  (pmean of per-device gradients) — with global/global, exactly the gradient of
+  the one-device loss on the same global batch (`tests/test_train.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from i2v_jax.losses import objective
+from i2v_jax.models import build_models
+from i2v_jax.models import convert
+
+AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes, as one pytree.
+
+  ``params``/``batch_stats``/``opt_state`` cover the trained networks, keyed
+  'teacher'/'student'. ``frozen`` holds the variables of a frozen teacher
+  (``{'teacher': {'params', 'batch_stats'}}``) or is empty.
+  """
+  step: jnp.ndarray
+  params: Dict[str, Any]
+  batch_stats: Dict[str, Any]
+  opt_state: Any
+  frozen: Dict[str, Any]
+
+
+def trained_networks(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
+  frozen = config.teacher.mode == 'frozen'
+  return tuple(n for n in config.networks if not (n == 'teacher' and frozen))
+
+
+def learning_rate(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
+  """Linear warmup (from 0.1 x lr) then multistep or cosine decay, per step."""
+  o = config.optim
+  total = config.train.num_steps
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = (jnp.minimum(1.0, 0.1 + 0.9 * step / o.warmup_steps)
+            if o.warmup_steps else 1.0)
+    if o.schedule == 'multistep':
+      passed = sum((step >= round(f * total)).astype(jnp.float32) for f in o.decay_at)
+      decay = o.decay_factor ** passed
+    elif o.schedule == 'cosine':
+      t = jnp.clip((step - o.warmup_steps) / max(total - o.warmup_steps, 1), 0.0, 1.0)
+      decay = 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    else:
+      raise ValueError(f'config optim.schedule={o.schedule!r}: multistep or cosine')
+    return o.lr * warm * decay
+
+  return schedule
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with L2 decay added to the gradient (TKP/VKD) or AdamW; per-network lr scale."""
+  o = config.optim
+  schedule = learning_rate(config)
+
+  def network_tx(scale):
+    lr = lambda step: scale * schedule(step)
+    if o.name == 'adam':
+      return optax.chain(optax.add_decayed_weights(o.weight_decay), optax.adam(lr))
+    if o.name == 'adamw':
+      return optax.adamw(lr, weight_decay=o.weight_decay)
+    raise ValueError(f'config optim.name={o.name!r}: adam or adamw')
+
+  networks = trained_networks(config)
+  scales = {'teacher': o.teacher_lr_scale, 'student': o.student_lr_scale}
+  tx = optax.multi_transform({n: network_tx(scales[n]) for n in networks},
+                             {n: n for n in networks})
+  if o.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+  return tx
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = devices if devices is not None else jax.devices()
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def _models(config, num_classes):
+  axis = AXIS if config.parallel.bn_scope == 'global' else None
+  if config.parallel.bn_scope not in ('global', 'local'):
+    raise ValueError(f'config parallel.bn_scope={config.parallel.bn_scope!r}: global or local')
+  return build_models(config.model, num_classes, bn_axis_name=axis)
+
+
+def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
+  """{'teacher': {'params', 'batch_stats'}, 'student': ...} for config.networks."""
+  teacher, student = _models(config, num_classes)
+  inp = config.input
+  clips = jnp.zeros((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
+  models = {'teacher': (teacher, clips), 'student': (student, clips[:, 0])}
+  out = {}
+  for i, name in enumerate(config.networks):
+    model, x = models[name]
+    # Init with running averages so no BatchNorm axis needs to be bound.
+    variables = jax.jit(lambda r, x, model=model: model.init(r, x, train=False))(
+        jax.random.fold_in(rng, i), x)
+    variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+    if config.model.pretrained:
+      variables = convert.merge_backbone(variables, convert.load_npz(config.model.pretrained),
+                                         source=config.model.pretrained)
+    out[name] = variables
+  return out
+
+
+def create_train_state(config, num_classes: int, rng,
+                       frozen_teacher: Optional[Dict[str, Any]] = None) -> TrainState:
+  """A fresh state; a frozen teacher's variables must be given (VKD stage 2)."""
+  variables = init_variables(config, num_classes, rng)
+  networks = trained_networks(config)
+  frozen = {}
+  if config.teacher.mode == 'frozen' and 'teacher' in config.networks:
+    if frozen_teacher is None:
+      raise ValueError('config teacher.mode=frozen needs the teacher variables of a '
+                       'teacher_only run: set --config.teacher.checkpoint=<its workdir>')
+    frozen = {'teacher': frozen_teacher}
+  elif config.teacher.mode != 'joint':
+    raise ValueError(f'config teacher.mode={config.teacher.mode!r}: joint or frozen')
+  params = {n: variables[n]['params'] for n in networks}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats={n: variables[n]['batch_stats'] for n in networks},
+                    opt_state=make_optimizer(config).init(params), frozen=frozen)
+
+
+def _device_loss_and_grads(config, teacher, student, num_devices):
+  """Per-device code: (state, batch) -> (mean loss, metrics, grads, batch_stats)."""
+  networks = tuple(config.networks)
+  m = config.input.student_frames
+  if m > config.input.clip_len:
+    raise ValueError(f'config input.student_frames={m} exceeds input.clip_len='
+                     f'{config.input.clip_len} (student images are clip frames)')
+  scope = config.parallel.mining_scope
+  if scope not in ('global', 'local'):
+    raise ValueError(f'config parallel.mining_scope={scope!r}: global or local')
+
+  def fn(state: TrainState, batch):
+    clips, labels = batch['clips'], batch['labels']
+    b = labels.shape[0]
+    images = clips[:, :m].reshape((b * m,) + clips.shape[2:])
+    if scope == 'global':
+      gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True)
+      offset = jax.lax.axis_index(AXIS) * b
+    else:
+      gather, offset = (lambda x: x), 0
+
+    def loss_fn(params):
+      outputs, stats = {'teacher': None, 'student': None}, {}
+      for name, model, x in (('teacher', teacher, clips), ('student', student, images)):
+        if name not in networks:
+          continue
+        if name in state.frozen:
+          out = model.apply(state.frozen[name], x, train=False)
+          outputs[name] = jax.lax.stop_gradient(out)
+          continue
+        out, updates = model.apply(
+            {'params': params[name], 'batch_stats': state.batch_stats[name]},
+            x, train=True, mutable=['batch_stats'])
+        outputs[name], stats[name] = out, updates['batch_stats']
+      total, metrics = objective(outputs['teacher'], outputs['student'], labels,
+                                 config.loss, networks, gather=gather, offset=offset)
+      return jax.lax.pmean(total, AXIS), (metrics, stats)
+
+    (loss, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    metrics = jax.lax.pmean(metrics, AXIS)
+    stats = jax.lax.pmean(stats, AXIS)  # keep replicas' running averages identical
+    return loss, metrics, grads, stats
+
+  return fn
+
+
+def _specs(state_shape):
+  return jax.tree.map(lambda _: P(), state_shape)
+
+
+def make_loss_and_grads(config, num_classes: int, mesh):
+  """jit(shard_map) of (state, batch) -> (loss, metrics, grads, batch_stats); for tests."""
+  teacher, student = _models(config, num_classes)
+  fn = _device_loss_and_grads(config, teacher, student, mesh.shape[AXIS])
+  return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)),
+                               out_specs=(P(), P(), P(), P())))
+
+
+def make_train_step(config, num_classes: int, mesh):
+  """jit(shard_map) of (state, batch) -> (new state, metrics); state donated.
+
+  ``batch``: {'clips': (B, T, H, W, 3), 'labels': (B,)} sharded over ``data``
+  with B = P x K, identities consecutive; B/n must hold whole identities.
+  """
+  teacher, student = _models(config, num_classes)
+  n = mesh.shape[AXIS]
+  if config.input.num_ids % n:
+    raise ValueError(f'config input.num_ids={config.input.num_ids} must be a multiple '
+                     f'of the {n} devices: each device holds whole identities')
+  loss_and_grads = _device_loss_and_grads(config, teacher, student, n)
+  tx = make_optimizer(config)
+  schedule = learning_rate(config)
+
+  def step(state: TrainState, batch):
+    loss, metrics, grads, stats = loss_and_grads(state, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics['loss/total'] = loss
+    metrics['lr'] = schedule(state.step)
+    metrics['grad_norm'] = optax.tree.norm(grads)
+    metrics['param_norm'] = optax.tree.norm(params)
+    return state.replace(step=state.step + 1, params=params, batch_stats=stats,
+                         opt_state=opt_state), metrics
+
+  def compiled(state, batch):
+    specs = _specs(state)
+    fn = jax.shard_map(step, mesh=mesh, in_specs=(specs, P(AXIS)),
+                       out_specs=(specs, P()))
+    return fn(state, batch)
+
+  return jax.jit(compiled, donate_argnums=0)
+
+
+def replicate(tree, mesh):
+  """Places a pytree on every device of the mesh (replicated)."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch, mesh):
+  """Places a global batch (numpy) split over ``data`` on one process."""
+  return jax.device_put(batch, NamedSharding(mesh, P(AXIS)))

@@ -1,0 +1,134 @@
+"""The sharded step: 8 fake devices against 1 device, and a few optimizer steps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import base
+from i2v_jax import train
+
+NUM_CLASSES = 16
+
+
+def tiny_config(mining='global', bn='global', preset='mdkt'):
+  c = base.get_config(f'preset={preset},runlocal')
+  c.model.width = 4
+  c.input.height, c.input.width = 32, 16
+  c.input.num_ids, c.input.tracklets_per_id = 16, 2
+  c.input.clip_len = c.input.student_frames = 2
+  c.parallel.mining_scope, c.parallel.bn_scope = mining, bn
+  # Every term on, so every loss is covered by the equivalence.
+  c.loss.triplet.student_to_teacher = c.loss.triplet.teacher_to_student = 0.5
+  c.loss.tkp.feature = c.loss.tkp.distance = 0.1
+  c.loss.vkd.logits, c.loss.vkd.distance = 0.1, 1e-3
+  return c
+
+
+def global_batch(c, seed=0):
+  rng = np.random.default_rng(seed)
+  b = c.input.num_ids * c.input.tracklets_per_id
+  clips = rng.standard_normal((b, c.input.clip_len, c.input.height, c.input.width, 3))
+  labels = np.repeat(rng.permutation(NUM_CLASSES)[:c.input.num_ids], c.input.tracklets_per_id)
+  return {'clips': clips.astype(np.float32), 'labels': labels.astype(np.int32)}
+
+
+def run(c, mesh, state, batch, fn=None):
+  fn = fn or train.make_loss_and_grads(c, NUM_CLASSES, mesh)
+  return fn(train.replicate(state, mesh), train.shard_batch(batch, mesh))
+
+
+def assert_trees_close(a, b, rtol):
+  """Per leaf: ||a - b|| <= rtol * ||b|| + 1e-6 * ||whole tree b||.
+
+  The absolute floor matters for leaves whose exact value is 0 — e.g. the bias
+  gradient of a BatchNorm feeding another training-mode BatchNorm (the shift is
+  normalised away): there both sides are float noise of ~1e-7.
+  """
+  floor = 1e-6 * float(np.sqrt(sum(np.sum(np.square(y)) for y in jax.tree.leaves(b))))
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x), np.asarray(y)
+    err = np.linalg.norm(x - y)
+    assert err <= rtol * np.linalg.norm(y) + floor, (
+        jax.tree_util.keystr(path), err, np.linalg.norm(y))
+
+
+@pytest.fixture(scope='module')
+def state_global():
+  c = tiny_config()
+  return c, train.create_train_state(c, NUM_CLASSES, jax.random.key(0))
+
+
+def test_global_global_8_devices_equal_1_device(state_global):
+  c, state = state_global
+  batch = global_batch(c)
+  assert len(jax.devices()) == 8
+  loss8, metrics8, grads8, stats8 = run(c, train.make_mesh(), state, batch)
+  loss1, metrics1, grads1, stats1 = run(c, train.make_mesh(jax.devices()[:1]), state, batch)
+  np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
+  for k in metrics1:
+    if k.startswith('loss/'):
+      np.testing.assert_allclose(metrics8[k], metrics1[k], rtol=1e-5, atol=1e-7, err_msg=k)
+  assert_trees_close(grads8, grads1, rtol=1e-5)
+  assert_trees_close(stats8, stats1, rtol=1e-5)
+  assert float(loss1) > 0 and all(np.abs(g).max() > 0 for g in jax.tree.leaves(grads1['student']))
+
+
+def test_local_local_equals_per_device_groups():
+  c = tiny_config('local', 'local')
+  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(1))
+  batch = global_batch(c, seed=1)
+  loss8, _, grads8, stats8 = run(c, train.make_mesh(), state, batch)
+  one = train.make_mesh(jax.devices()[:1])
+  group = len(batch['labels']) // 8
+  fn = train.make_loss_and_grads(c, NUM_CLASSES, one)  # compiled once for all groups
+  results = [run(c, one, state, jax.tree.map(lambda x: x[i * group:(i + 1) * group], batch), fn)
+             for i in range(8)]
+  mean = lambda trees: jax.tree.map(lambda *xs: np.mean(np.stack(xs), 0), *trees)
+  np.testing.assert_allclose(loss8, np.mean([r[0] for r in results]), rtol=1e-5)
+  assert_trees_close(grads8, mean([r[2] for r in results]), rtol=1e-5)
+  assert_trees_close(stats8, mean([r[3] for r in results]), rtol=1e-5)
+
+
+def test_train_step_lowers_the_loss_and_counts_steps():
+  c = tiny_config()
+  c.optim.lr = 1e-3
+  mesh = train.make_mesh()
+  state = train.replicate(train.create_train_state(c, NUM_CLASSES, jax.random.key(2)), mesh)
+  step = train.make_train_step(c, NUM_CLASSES, mesh)
+  batch = train.shard_batch(global_batch(c, seed=2), mesh)
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss/total']))
+  assert int(state.step) == 5
+  assert losses[-1] < losses[0], losses
+  assert {'lr', 'grad_norm', 'param_norm', 'loss/tcl'} <= set(metrics)
+
+
+def test_frozen_teacher_gets_no_gradient_or_optimizer_state():
+  c = tiny_config(preset='vkd')
+  teacher_vars = train.init_variables(c, NUM_CLASSES, jax.random.key(3))['teacher']
+  with pytest.raises(ValueError, match='teacher.checkpoint'):
+    train.create_train_state(c, NUM_CLASSES, jax.random.key(3))
+  expected = jax.tree.map(np.array, teacher_vars)  # host copy: the step donates its input
+  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(3), frozen_teacher=teacher_vars)
+  assert set(state.params) == {'student'} and set(state.frozen) == {'teacher'}
+  mesh = train.make_mesh()
+  step = train.make_train_step(c, NUM_CLASSES, mesh)
+  new, metrics = step(train.replicate(state, mesh), train.shard_batch(global_batch(c), mesh))
+  assert 'loss/vkd/logits' in metrics and np.isfinite(metrics['loss/total'])
+  assert_trees_close(new.frozen, {'teacher': expected}, rtol=0)
+
+
+def test_learning_rate_schedules():
+  c = base.get_config()
+  c.train.num_steps = 150
+  c.optim.lr, c.optim.decay_at = 1.0, (0.4, 0.8)
+  lr = train.learning_rate(c)
+  assert [float(lr(s)) for s in (0, 59, 60, 119, 120)] == pytest.approx(
+      [1.0, 1.0, 0.1, 0.1, 0.01])
+  c.optim.warmup_steps, c.optim.schedule = 10, 'cosine'
+  lr = train.learning_rate(c)
+  assert float(lr(0)) == pytest.approx(0.1) and float(lr(10)) == pytest.approx(1.0)
+  assert float(lr(150)) == pytest.approx(0.0, abs=1e-7)
