@@ -1,0 +1,162 @@
+r"""Command line: train (and resume) from a config.
+
+    python -m i2v_jax.main --config=configs/base.py:preset=mdkt,runlocal \
+        --workdir=/tmp/mdkt [--config.data.dir=data/synthetic] [--config.key=value ...]
+
+Running the same command again resumes from the workdir's latest checkpoint,
+schedule included, and prints what changed in the config. Multi-host: pass
+``--distributed`` (TPU pods, Slurm: ``jax.distributed.initialize()`` finds its
+peers) or ``--coordinator_address/--num_processes/--process_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'output folder (checkpoints, logs)')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'call jax.distributed.initialize()')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'number of processes')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process index')
+
+
+def config_diff(old: dict, new: dict, prefix: str = '') -> list:
+  """['key: old -> new'] for every leaf that differs."""
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_diff(a, b, f'{prefix}{key}.')
+    elif a != b and not (isinstance(a, list) and isinstance(b, (list, tuple)) and list(b) == a):
+      out.append(f'{prefix}{key}: {a!r} -> {b!r}')
+  return out
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+def train_and_log(config, workdir: str) -> dict:
+  """The training loop; returns the last logged metrics."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, input_pipeline, records, train  # pylint: disable=g-import-not-at-top
+  from i2v_jax.logging_utils import MetricWriter  # pylint: disable=g-import-not-at-top
+
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  data_dir = config.data.dir or os.path.join(workdir, 'data')
+  if not config.data.dir and config.data.name == 'synthetic':
+    if not os.path.exists(os.path.join(data_dir, 'metadata.json')) and lead:
+      from data_prep import build  # pylint: disable=g-import-not-at-top
+      print(f'building the synthetic dataset in {data_dir}', flush=True)
+      build.build('synthetic', data_dir, show_progress=False)
+  meta = records.load_metadata(data_dir)
+
+  config_path = os.path.join(workdir, 'config.json')
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      changes = config_diff(json.load(f), current)
+    if changes and lead:
+      print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
+  if lead:
+    records.write_json(current, config_path)
+
+  mesh = train.make_mesh()
+  num_classes = meta['num_classes']
+  frozen = None
+  if config.teacher.mode == 'frozen' and 'teacher' in config.networks:
+    frozen = checkpoint.load_teacher(config.teacher.checkpoint)
+  state = train.create_train_state(config, num_classes, jax.random.key(config.seed), frozen)
+  state = train.replicate(state, mesh)
+  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
+  start = 0
+  if ckpt.latest_step() is not None:
+    state, start = ckpt.restore(state)
+    if lead:
+      print(f'resumed from {ckpt.directory}/{start}', flush=True)
+  step_fn = train.make_train_step(config, num_classes, mesh)
+  total = config.train.num_steps
+  ds = input_pipeline.train_dataset(
+      data_dir, config, seed=config.seed, start_step=start, num_steps=total - start,
+      process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.AXIS))
+  writer = MetricWriter(workdir, enabled=lead)
+  stop = {'signal': None}
+  signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+  bar = tqdm(total=total, initial=start, disable=not lead, unit='step', dynamic_ncols=True)
+  last = {}
+  batch_size = config.input.num_ids * config.input.tracklets_per_id
+  wait, t_last, it = 0.0, time.perf_counter(), ds.as_numpy_iterator()
+  for step in range(start, total):
+    t0 = time.perf_counter()
+    local = next(it)
+    wait += time.perf_counter() - t0
+    batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
+             for k in ('clips', 'labels')}
+    state, metrics = step_fn(state, batch)
+    done = step + 1
+    if done % config.train.log_every == 0 or done == total:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      bad = [k for k, v in metrics.items() if k.startswith('loss/') and not math.isfinite(v)]
+      if bad:
+        good = ckpt.latest_step()
+        raise NonFiniteLoss(
+            f'step {done}: {", ".join(bad)} not finite '
+            f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
+            + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
+               if good is not None else 'no checkpoint was written'))
+      elapsed = time.perf_counter() - t_last
+      steps = config.train.log_every if done % config.train.log_every == 0 else done - step
+      metrics['images_per_s'] = steps * batch_size * config.input.clip_len / elapsed
+      metrics['data_wait_s'] = wait / steps
+      wait, t_last = 0.0, time.perf_counter()
+      writer.write(done, metrics)
+      bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
+      last = metrics
+    bar.update(1)
+    if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
+      ckpt.save(done, state, force=True)
+    if stop['signal']:
+      ckpt.wait()
+      if lead:
+        print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
+      sys.exit(128 + stop['signal'])
+  bar.close()
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return last
+
+
+def main(argv):
+  del argv
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  import jax  # pylint: disable=g-import-not-at-top
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required')
+  config = _CONFIG.value
+  if config.mode != 'train':
+    raise app.UsageError(f'config mode={config.mode!r}: only train is implemented yet')
+  train_and_log(config, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)
