@@ -132,6 +132,28 @@ def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
   return out
 
 
+def check_same_layout(loaded, expected, source: str) -> None:
+  """Raises if ``loaded`` variables do not have exactly ``expected``'s leaves and shapes.
+
+  Flax ignores unused parameters, so a teacher trained with non-local blocks would
+  otherwise run silently without them.
+  """
+  got = {jax.tree_util.keystr(p): np.shape(x)
+         for p, x in jax.tree_util.tree_leaves_with_path(loaded)}
+  want = {jax.tree_util.keystr(p): np.shape(x)
+          for p, x in jax.tree_util.tree_leaves_with_path(expected)}
+  if got != want:
+    extra = sorted(set(got) - set(want))
+    missing = sorted(set(want) - set(got))
+    shapes = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    raise ValueError(
+        f'teacher checkpoint {source!r} does not match config.model: '
+        f'{len(extra)} extra leaves (e.g. {extra[:1]}), {len(missing)} missing '
+        f'(e.g. {missing[:1]}), {len(shapes)} of other shape (e.g. {shapes[:1]}). '
+        'Train the teacher_only run with the same model settings (for VKD: '
+        '--config.model.nonlocal_blocks.enabled=False), or change config.model.')
+
+
 def create_train_state(config, num_classes: int, rng,
                        frozen_teacher: Optional[Dict[str, Any]] = None) -> TrainState:
   """A fresh state; a frozen teacher's variables must be given (VKD stage 2)."""
@@ -142,6 +164,7 @@ def create_train_state(config, num_classes: int, rng,
     if frozen_teacher is None:
       raise ValueError('config teacher.mode=frozen needs the teacher variables of a '
                        'teacher_only run: set --config.teacher.checkpoint=<its workdir>')
+    check_same_layout(frozen_teacher, variables['teacher'], config.teacher.checkpoint)
     frozen = {'teacher': frozen_teacher}
   elif config.teacher.mode != 'joint':
     raise ValueError(f'config teacher.mode={config.teacher.mode!r}: joint or frozen')

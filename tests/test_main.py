@@ -25,10 +25,10 @@ def data_dir(tmp_path_factory):
   return out
 
 
-def command(workdir, data_dir, *extra):
+def command(workdir, data_dir, *extra, preset='mdkt', steps=6):
   return [sys.executable, '-m', 'i2v_jax.main',
-          '--config=configs/base.py:preset=mdkt,runlocal', f'--workdir={workdir}',
-          f'--config.data.dir={data_dir}', '--config.train.num_steps=6',
+          f'--config=configs/base.py:preset={preset},runlocal', f'--workdir={workdir}',
+          f'--config.data.dir={data_dir}', f'--config.train.num_steps={steps}',
           '--config.train.log_every=1', '--config.train.checkpoint_every=3',
           '--config.model.width=4', *extra]
 
@@ -85,3 +85,18 @@ def test_non_finite_loss_names_the_term(tmp_path, data_dir):
                        env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert run.returncode != 0
   assert 'loss/triplet/teacher' in run.stderr and 'not finite' in run.stderr
+
+
+def test_vkd_second_stage_loads_the_teacher_only_run(tmp_path, data_dir):
+  teacher = str(tmp_path / 'teacher')
+  plain = '--config.model.nonlocal_blocks.enabled=False'  # VKD's teacher has none
+  subprocess.run(command(teacher, data_dir, plain, preset='teacher_only', steps=2),
+                 env=ENV, cwd=REPO, check=True, capture_output=True, timeout=600)
+  student = str(tmp_path / 'vkd')
+  run = subprocess.run(command(student, data_dir, f'--config.teacher.checkpoint={teacher}',
+                               preset='vkd', steps=2),
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  with open(os.path.join(student, 'metrics.jsonl')) as f:
+    last = json.loads(f.readlines()[-1])
+  assert np.isfinite(last['loss/vkd/logits']) and np.isfinite(last['loss/vkd/distance'])

@@ -113,6 +113,11 @@ def test_frozen_teacher_gets_no_gradient_or_optimizer_state():
     train.create_train_state(c, NUM_CLASSES, jax.random.key(3))
   expected = jax.tree.map(np.array, teacher_vars)  # host copy: the step donates its input
   state = train.create_train_state(c, NUM_CLASSES, jax.random.key(3), frozen_teacher=teacher_vars)
+  # A teacher trained with non-local blocks does not silently load into a plain one.
+  c_nl = tiny_config(preset='teacher_only')
+  nl_vars = train.init_variables(c_nl, NUM_CLASSES, jax.random.key(4))['teacher']
+  with pytest.raises(ValueError, match=r'extra leaves.*nonlocal.*nonlocal_blocks.enabled=False'):
+    train.create_train_state(c, NUM_CLASSES, jax.random.key(3), frozen_teacher=nl_vars)
   assert set(state.params) == {'student'} and set(state.frozen) == {'teacher'}
   mesh = train.make_mesh()
   step = train.make_train_step(c, NUM_CLASSES, mesh)
