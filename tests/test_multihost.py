@@ -1,0 +1,44 @@
+"""Two processes on localhost (jax.distributed, CPU collectives) == one process."""
+
+import os
+import socket
+import subprocess
+
+import numpy as np
+
+import json
+
+from tests.test_main import ENV, REPO, command, data_dir  # pylint: disable=unused-import
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_agree_with_one(tmp_path, data_dir):  # pylint: disable=redefined-outer-name
+  one_device = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  port = free_port()
+  multi = str(tmp_path / 'multi')
+  procs = [subprocess.Popen(
+      command(multi, data_dir, f'--coordinator_address=localhost:{port}',
+              '--num_processes=2', f'--process_id={i}', steps=3),
+      env=one_device, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  single = str(tmp_path / 'single')  # one process, two devices: the same mesh size
+  subprocess.run(command(single, data_dir, steps=3), env=ENV, cwd=REPO, check=True,
+                 capture_output=True, timeout=600)
+  a, b = logged(multi), logged(single)
+  assert sorted(a) == [1, 2, 3]
+  for step in (1, 2, 3):
+    for key in ('loss/total', 'loss/tcl', 'loss/triplet/teacher', 'grad_norm', 'param_norm'):
+      np.testing.assert_allclose(a[step][key], b[step][key], rtol=1e-6, err_msg=f'{step} {key}')
+
+
+def logged(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return {row['step']: row for row in map(json.loads, f)}
