@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -230,22 +230,25 @@ def eval_chunks(rows: Sequence[Dict[str, object]], *, mode: str, clip_len: int,
 
 
 def eval_dataset(data_dir: str, split: str, config, *, mode: str,
+                 batch_size: Optional[int] = None,
                  process_index: int = 0, process_count: int = 1):
   """Batches {'frames' (N, C, H, W, 3), 'mask' (N, C), 'row' (N,)} for a split.
 
-  Every process yields the same number of batches; padding has row -1.
+  N = ``batch_size`` (default ``eval.batch_size``) chunks per process; every
+  process yields the same number of batches; padding has row -1.
   """
   tf = _tf()
   ev, inp = config.eval, config.input
+  batch_size = batch_size or ev.batch_size
   reader = TrackletReader(data_dir, split)
   clip_len = 1 if mode == 'image' else ev.clip_len
   chunks = eval_chunks(reader.rows, mode=mode, clip_len=clip_len,
                        max_frames=ev.max_frames, query_frame=ev.query_frame)
   per_process = [chunks[p::process_count] for p in range(process_count)]
   # The same number of batches everywhere: pad to the longest share.
-  steps = -(-max(len(c) for c in per_process) // ev.batch_size)
+  steps = -(-max(len(c) for c in per_process) // batch_size)
   mine = per_process[process_index]
-  mine += [(-1, np.full(clip_len, -1))] * (steps * ev.batch_size - len(mine))
+  mine += [(-1, np.full(clip_len, -1))] * (steps * batch_size - len(mine))
   rows = np.array([r for r, _ in mine], np.int32)
   frames = np.stack([f for _, f in mine]).astype(np.int32)
 
@@ -264,15 +267,11 @@ def eval_dataset(data_dir: str, split: str, config, *, mode: str,
   ds = tf.data.Dataset.from_tensor_slices(
       (np.repeat(rows, clip_len), frames.reshape(-1)))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(clip_len).batch(ev.batch_size)
+  ds = ds.batch(clip_len).batch(batch_size)
   meta = tf.data.Dataset.from_tensor_slices(
-      {'row': rows, 'mask': frames >= 0}).batch(ev.batch_size)
+      {'row': rows, 'mask': frames >= 0}).batch(batch_size)
   return tf.data.Dataset.zip(ds, meta).map(
       lambda f, m: {'frames': f, 'mask': m['mask'], 'row': m['row']}).prefetch(2)
-
-
-def as_numpy(ds) -> Iterator[Dict[str, np.ndarray]]:
-  return ds.as_numpy_iterator()
 
 
 def dataset_summary(data_dir: str) -> str:

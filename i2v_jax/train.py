@@ -18,7 +18,6 @@ Each device holds P/n whole identities x K tracklets.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -174,7 +173,7 @@ def create_train_state(config, num_classes: int, rng,
                     opt_state=make_optimizer(config).init(params), frozen=frozen)
 
 
-def _device_loss_and_grads(config, teacher, student, num_devices):
+def _device_loss_and_grads(config, teacher, student):
   """Per-device code: (state, batch) -> (mean loss, metrics, grads, batch_stats)."""
   networks = tuple(config.networks)
   m = config.input.student_frames
@@ -227,7 +226,7 @@ def _specs(state_shape):
 def make_loss_and_grads(config, num_classes: int, mesh):
   """jit(shard_map) of (state, batch) -> (loss, metrics, grads, batch_stats); for tests."""
   teacher, student = _models(config, num_classes)
-  fn = _device_loss_and_grads(config, teacher, student, mesh.shape[AXIS])
+  fn = _device_loss_and_grads(config, teacher, student)
   return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)),
                                out_specs=(P(), P(), P(), P())))
 
@@ -243,7 +242,7 @@ def make_train_step(config, num_classes: int, mesh):
   if config.input.num_ids % n:
     raise ValueError(f'config input.num_ids={config.input.num_ids} must be a multiple '
                      f'of the {n} devices: each device holds whole identities')
-  loss_and_grads = _device_loss_and_grads(config, teacher, student, n)
+  loss_and_grads = _device_loss_and_grads(config, teacher, student)
   tx = make_optimizer(config)
   schedule = learning_rate(config)
 
