@@ -154,7 +154,14 @@ def get_config(arg=None):
   c.eval.protocols = ('i2v', 'v2v', 'i2i', 'v2i')
   c.eval.max_rank = 20
   c.eval.query_block = 256          # queries ranked at once on the device
-  c.eval.rerank = False             # k-reciprocal re-ranking
+  c.eval.rerank = False             # also report k-reciprocal re-ranking (Zhong et al. 2017)
+  c.eval.rerank_k1 = 20
+  c.eval.rerank_k2 = 6
+  c.eval.rerank_lambda = 0.3
+  c.eval.checkpoint = 'latest'      # mode=evaluate: latest | best | a step number
+  c.eval.export = False             # write features-<split>-<kind>.npz to the workdir
+  c.eval.visualize = 0              # N > 0: ranked_<protocol>.png of the N worst-AP queries
+  c.eval.visualize_top = 10         # gallery entries shown per query
 
   _apply_dataset(c, arg.dataset)
   _apply_preset(c, arg.preset)

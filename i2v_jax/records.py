@@ -161,6 +161,14 @@ def write_json(obj, path: str) -> None:
   os.replace(tmp, path)
 
 
+def write_text(text: str, path: str) -> None:
+  """Text to ``path`` atomically (temporary name, then rename)."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def summary_table(meta: Dict[str, object]) -> str:
   """The dataset summary printed at build and at load (ids, tracklets, ...)."""
   rows = [f'{meta["dataset"]} ({meta["num_classes"]} training classes)',

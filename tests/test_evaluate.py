@@ -1,9 +1,15 @@
-"""rank_metrics: hand-worked AP cases, junk rule, and a plain-loop reference."""
+"""Metrics: hand-worked AP cases, junk rule, plain-loop references, the real MARS protocol.
+
+`rank_metrics` (numpy) and `ranked_metrics` (on the device, in query blocks) are
+both checked against loops written here.
+"""
+
+import os
 
 import numpy as np
 import pytest
 
-from i2v_jax.evaluate import rank_metrics
+from i2v_jax.evaluate import rank_metrics, ranked_metrics, pairwise_distance
 
 
 def one_query(pattern, junk_at=()):
@@ -76,3 +82,114 @@ def test_random_problems_match_loop(mode):
     assert got['mAP'] == pytest.approx(ap, abs=1e-12)
     np.testing.assert_allclose(got['cmc'], cmc)
     assert got['num_valid_queries'] == valid
+
+
+def hit_loop_metrics(dist, qp, gp, qc, gc, mode, max_rank):
+  """Per query: stable sort, drop junk, then a loop over the hits only."""
+  aps, inps, cmc = [], [], np.zeros(max_rank)
+  for q in range(len(qp)):
+    order = np.argsort(dist[q], kind='stable')
+    junk = (gp[order] == qp[q]) & (gc[order] == qc[q])
+    hit_ranks = np.flatnonzero((gp[order] == qp[q])[~junk]) + 1
+    n = len(hit_ranks)
+    if not n:
+      continue
+    ap = 0.0
+    for i, r in enumerate(hit_ranks, 1):  # the i-th hit is at rank r
+      p = i / r
+      prev = (i - 1) / (r - 1) if r > 1 else 1.0
+      ap += (p if mode == 'standard' else (prev + p) / 2) / n
+    aps.append(ap)
+    inps.append(n / hit_ranks[-1])
+    if hit_ranks[0] <= max_rank:
+      cmc[hit_ranks[0] - 1:] += 1
+  return {'mAP': np.mean(aps), 'mINP': np.mean(inps), 'cmc': cmc / len(aps),
+          'num_valid_queries': len(aps)}
+
+
+def assert_close(got, want, tol):
+  assert got['mAP'] == pytest.approx(want['mAP'], abs=tol)
+  assert got['mINP'] == pytest.approx(want['mINP'], abs=tol)
+  np.testing.assert_allclose(got['cmc'], want['cmc'], atol=tol)
+  assert got['num_valid_queries'] == want['num_valid_queries']
+
+
+@pytest.mark.parametrize('mode', ['trapezoid', 'standard'])
+def test_device_blocks_match_loop_with_ties_and_junk(mode):
+  rng = np.random.default_rng(1)
+  nq, ng = 23, 57
+  qp, gp = rng.integers(0, 6, nq), rng.integers(0, 6, ng)
+  qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+  dist = rng.integers(0, 10, (nq, ng)).astype(np.float32)  # ties: gallery order decides
+  want = hit_loop_metrics(dist, qp, gp, qc, gc, mode, 10)
+  for block in (4, 23, 64):  # uneven last block, one block, block > queries
+    got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
+                         ap_mode=mode, max_rank=10, query_block=block)
+    assert_close(got, want, 1e-6)
+    assert got['num_skipped_queries'] == nq - want['num_valid_queries']
+  # The loop agrees with the other loop reference and with rank_metrics.
+  ap, cmc, valid = loop_metrics(dist, qp, gp, qc, gc, mode, 10)
+  assert want['mAP'] == pytest.approx(ap, abs=1e-12) and valid == want['num_valid_queries']
+  assert_close(rank_metrics(dist, qp, gp, qc, gc, ap_mode=mode, max_rank=10), want, 1e-12)
+
+
+@pytest.mark.parametrize('pattern,standard,trapezoid', [
+    ('1010', 0.8333, 0.7917), ('01001', 0.45, 0.2875), ('0001', 0.25, 0.125)])
+def test_device_hand_worked_ap(pattern, standard, trapezoid):
+  for junk in ((), (0, 2)):
+    dist, qp, gp, qc, gc = one_query(pattern, junk)
+    for mode, want in (('standard', standard), ('trapezoid', trapezoid)):
+      got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
+                           ap_mode=mode, max_rank=5)
+      assert got['mAP'] == pytest.approx(want, abs=1e-4)
+      assert got['ap'][0] == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'euclidean'])
+def test_features_path_equals_distmat_path(metric):
+  rng = np.random.default_rng(2)
+  q, g = rng.normal(size=(30, 16)), rng.normal(size=(70, 16))
+  qp, gp = rng.integers(0, 5, 30), rng.integers(0, 5, 70)
+  qc, gc = rng.integers(0, 2, 30), rng.integers(0, 2, 70)
+  if metric == 'cosine':
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = 1 - norm(q) @ norm(g).T
+  else:
+    dist = np.sqrt(((q[:, None] - g[None]) ** 2).sum(-1))
+  np.testing.assert_allclose(pairwise_distance(q, g, metric), dist, atol=1e-5)
+  # Rescaling features changes nothing for cosine.
+  scale = 7.0 if metric == 'cosine' else 1.0
+  got = ranked_metrics(q * scale, g, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
+                       distance=metric, query_block=8)
+  assert_close(got, hit_loop_metrics(dist, qp, gp, qc, gc, 'trapezoid', 20), 1e-6)
+
+
+SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason='../shared/data not beside the repo')
+def test_real_mars_protocol_with_random_features():
+  from data_prep import mars  # pylint: disable=g-import-not-at-top
+  info = os.path.join(SHARED, 'mars_info')
+  train = mars.load_mat(os.path.join(info, 'tracks_train_info.mat'), 'track_train_info')
+  test = mars.load_mat(os.path.join(info, 'tracks_test_info.mat'), 'track_test_info')
+  query = mars.load_mat(os.path.join(info, 'query_IDX.mat'), 'query_IDX')
+  rows = mars.protocol_rows(train, test, query)
+  qp, qc = test[rows['query'], 2], test[rows['query'], 3]
+  gp, gc = test[rows['gallery'], 2], test[rows['gallery'], 3]
+  assert (len(qp), len(gp)) == (1980, 11310)
+  rng = np.random.default_rng(3)
+  # Random features with some identity signal so that ranks are spread out.
+  centers = rng.normal(size=(int(test[:, 2].max()) + 2, 64))
+  qf = centers[qp] + 1.0 * rng.normal(size=(len(qp), 64))
+  gf = centers[gp] + 1.0 * rng.normal(size=(len(gp), 64))
+  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  dist = 1.0 - norm(qf) @ norm(gf).T
+  for mode in ('trapezoid', 'standard'):
+    want = hit_loop_metrics(dist, qp, gp, qc, gc, mode, 20)
+    got = ranked_metrics(qf.astype(np.float32), gf.astype(np.float32), q_pids=qp, g_pids=gp,
+                         q_camids=qc, g_camids=gc, ap_mode=mode, query_block=256)
+    assert_close(got, want, 2e-4)  # float32 distances on the device vs float64 here
+    assert 0.05 < want['mAP'] < 0.95
+  # Every MARS query has a match in another camera.
+  assert want['num_valid_queries'] == 1980

@@ -1,0 +1,154 @@
+"""Feature extraction (masks, chunk averaging, 8 devices) and the protocol runner."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from data_prep import build, synthetic
+from i2v_jax import evaluate, input_pipeline as ip, train
+
+SPEC = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=5, min_frames=3,
+                               max_frames=9, height=64, width=32, seed=5)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('syn'))
+  build.build('synthetic', out, spec=SPEC, show_progress=False)
+  return out
+
+
+@pytest.fixture(scope='module')
+def setup():
+  c = base.get_config('runlocal')
+  c.model.width = 4
+  c.eval.clip_len = 4
+  c.eval.batch_size = 1  # x 8 devices: several steps, the last one padded
+  mesh = train.make_mesh()
+  state = train.replicate(
+      train.create_train_state(c, SPEC.num_train_ids, jax.random.key(0)), mesh)
+  return c, mesh, state
+
+
+def frames_of(data_dir, split, row, c):
+  jpegs = ip.TrackletReader(data_dir, split).frames(row)
+  return np.stack([ip.decode_frame(j, c.input.height, c.input.width).numpy() for j in jpegs])
+
+
+def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
+  c, mesh, state = setup
+  fn = evaluate.make_encode_fn(c, SPEC.num_train_ids, 'student')
+  variables = evaluate.network_variables(state, 'student')
+  got = evaluate.extract_features(c, data_dir, 'gallery', mode='video', encode_fn=fn,
+                                  variables=variables, mesh=mesh)
+  _, student = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
+  rows = ip.TrackletReader(data_dir, 'gallery').rows
+  assert got.shape[0] == len(rows) and got.std(axis=0).max() > 0
+  for r in range(len(rows)):
+    frames = frames_of(data_dir, 'gallery', r, c)
+    want = student.apply(jax.device_get(variables), frames, train=False)['features'].mean(0)
+    np.testing.assert_allclose(got[r], want, rtol=1e-4, atol=1e-5, err_msg=f'row {r}')
+
+
+def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup):
+  c, mesh, state = setup
+  fn = evaluate.make_encode_fn(c, SPEC.num_train_ids, 'teacher')
+  variables = jax.device_get(evaluate.network_variables(state, 'teacher'))
+  got = evaluate.extract_features(c, data_dir, 'query', mode='video', encode_fn=fn,
+                                  variables=variables, mesh=mesh)
+  teacher, _ = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
+  for r in range(len(ip.TrackletReader(data_dir, 'query').rows)):
+    frames = frames_of(data_dir, 'query', r, c)
+    chunks = [frames[s:s + 4] for s in range(0, len(frames), 4)]
+    assert len(chunks[-1]) < 4 or len(frames) % 4 == 0
+    # Each chunk alone (no padding at all), weighted by its length.
+    feats = [teacher.apply(variables, ch[None], train=False)['features'][0] for ch in chunks]
+    want = sum(len(ch) * f for ch, f in zip(chunks, feats)) / len(frames)
+    np.testing.assert_allclose(got[r], want, rtol=1e-4, atol=1e-5, err_msg=f'row {r}')
+
+
+def test_image_mode_uses_the_chosen_frame(data_dir, setup):
+  c, mesh, state = setup
+  fn = evaluate.make_encode_fn(c, SPEC.num_train_ids, 'student')
+  variables = jax.device_get(evaluate.network_variables(state, 'student'))
+  _, student = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
+  for which in ('first', 'middle'):
+    c.eval.query_frame = which
+    got = evaluate.extract_features(c, data_dir, 'query', mode='image', encode_fn=fn,
+                                    variables=variables, mesh=mesh)
+    for r in range(2):
+      frames = frames_of(data_dir, 'query', r, c)
+      k = 0 if which == 'first' else len(frames) // 2
+      want = student.apply(variables, frames[k:k + 1], train=False)['features'][0]
+      np.testing.assert_allclose(got[r], want, rtol=1e-4, atol=1e-5)
+  c.eval.query_frame = 'first'
+
+
+def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path):
+  c, mesh, state = setup
+  c.eval.export = True
+  c.eval.visualize = 2
+  c.eval.visualize_top = 3
+  try:
+    results = evaluate.run(c, data_dir, state, SPEC.num_train_ids, mesh,
+                           workdir=str(tmp_path), step=7, verbose=False)
+  finally:
+    c.eval.export, c.eval.visualize = False, 0
+  assert list(results) == ['i2v', 'v2v', 'i2i', 'v2i']
+  for r in results.values():
+    assert r['num_valid_queries'] == SPEC.num_test_ids  # each has another camera
+    assert 0.0 < r['mAP'] <= 1.0 and r['cmc'].shape == (c.eval.max_rank,)
+  summary = json.load(open(tmp_path / 'results.json'))
+  assert summary['step'] == 7
+  assert summary['protocols']['i2v']['mAP'] == pytest.approx(results['i2v']['mAP'])
+  table = open(tmp_path / 'results.md').read()
+  assert table.count('\n| ') == 2 + 4 and '| i2v |' in table and 'R20' in table
+  npz = np.load(tmp_path / 'features-gallery-video.npz')
+  assert npz['features'].shape[0] == len(npz['pids']) == len(npz['names'])
+  assert set(os.listdir(tmp_path)) >= {'ranked_i2v.png', 'features-query-image.npz'}
+  scalars = evaluate.scalar_metrics(results)
+  assert scalars['i2v/mAP'] == pytest.approx(100 * results['i2v']['mAP'])
+
+
+def test_video_queries_of_an_image_only_query_split():
+  query = {'pids': np.array([3, 3, 9]), 'camids': np.array([1, 2, 1])}
+  gallery = {'pids': np.array([3, 4, 3, 3]), 'camids': np.array([2, 1, 1, 1])}
+  np.testing.assert_array_equal(evaluate.video_query_rows(query, gallery), [2, 0, -1])
+
+
+def test_encoders_follow_config_and_available_networks():
+  c = base.get_config('preset=teacher_only')
+  assert evaluate.encoders(c) == {'image': 'teacher', 'video': 'teacher'}
+  c = base.get_config('preset=student_only')
+  assert evaluate.encoders(c) == {'image': 'student', 'video': 'student'}
+  c = base.get_config('preset=mdkt')
+  assert evaluate.encoders(c) == {'image': 'student', 'video': 'teacher'}
+  c.eval.gallery_encoder = 'student'
+  assert evaluate.encoders(c) == {'image': 'student', 'video': 'student'}
+
+
+def test_ranked_lists_worst_first_without_junk_and_png_borders(data_dir, tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from i2v_jax import visualize  # pylint: disable=g-import-not-at-top
+  query = {'features': np.array([[1.0, 0.0], [0.0, 1.0]]), 'pids': np.array([1, 2]),
+           'camids': np.array([1, 1])}
+  gallery = {'features': np.array([[1.0, 0.1], [1.0, 0.0], [0.1, 1.0], [1.0, 0.2]]),
+             'pids': np.array([1, 1, 2, 3]), 'camids': np.array([2, 1, 2, 2])}
+  lists = visualize.ranked_lists(query, gallery, np.array([0.9, 0.4]), num_queries=2, top=3)
+  # Query 1 (AP 0.4) first; gallery row 1 is junk for query 0 (same pid and camera).
+  assert lists == [(1, [(2, True), (3, False), (0, False)]),
+                   (0, [(0, True), (3, False), (2, False)])]
+  path = str(tmp_path / 'ranked.png')
+  visualize.render(lists, ip.TrackletReader(data_dir, 'query'), [0] * 5,
+                   ip.TrackletReader(data_dir, 'gallery'), path, size=(16, 32))
+  image = np.asarray(Image.open(path).convert('RGB'))
+  cell = 16 + 8 + 4
+  assert image.shape == (2 * (32 + 8 + 4) + 4, 4 * cell + 8, 3)
+  assert tuple(image[5, 1]) == visualize.BLUE
+  assert tuple(image[5, 8 + cell + 1]) == visualize.GREEN
+  assert tuple(image[5, 8 + 2 * cell + 1]) == visualize.RED
+  assert os.listdir(tmp_path) == ['ranked.png']  # no temporary file left
