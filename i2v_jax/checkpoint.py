@@ -1,7 +1,9 @@
 """Checkpoints in the workdir (orbax): the last K, resumable; and a frozen teacher.
 
 ``<workdir>/checkpoints/<step>/`` holds the whole `TrainState` (parameters, batch
-statistics, optimizer state and step, so the schedule resumes too). Orbax writes
+statistics, optimizer state and step, so the schedule resumes too);
+``<workdir>/checkpoints_best/<step>/`` the state with the best value of
+``train.best_metric`` seen at an evaluation (higher is better). Orbax writes
 each under a temporary name and renames it when complete: a killed run leaves the
 previous checkpoint intact.
 """
@@ -16,12 +18,35 @@ import orbax.checkpoint as ocp
 
 
 class Checkpoints:
-  """The workdir's checkpoint manager."""
+  """The workdir's checkpoint managers: the last ``keep`` and the best by ``best_metric``."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, best_metric: str = ''):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.best_metric = best_metric
+    self.best_directory = self.directory + '_best'
+    self.best = ocp.CheckpointManager(
+        self.best_directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode='max'))
+
+  def best_value(self) -> Optional[float]:
+    step = self.best.best_step()
+    if step is None:
+      return None
+    return float((self.best.metrics(step) or {}).get(self.best_metric, float('-inf')))
+
+  def save_best(self, step: int, state: Any, metrics: Dict[str, float]) -> bool:
+    """Saves ``state`` if ``metrics[best_metric]`` beats the best so far; returns whether."""
+    if self.best_metric not in metrics:
+      raise KeyError(f'config train.best_metric={self.best_metric!r} is not among the '
+                     f'evaluation metrics {sorted(metrics)}; pick one of those')
+    best = self.best_value()
+    if best is not None and metrics[self.best_metric] <= best:
+      return False
+    self.best.save(step, args=ocp.args.StandardSave(state),
+                   metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
+    return True
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -34,11 +59,28 @@ class Checkpoints:
     step = self.latest_step() if step is None else step
     return self.manager.restore(step, args=ocp.args.StandardRestore(target)), step
 
+  def restore_for_eval(self, target: Any, which: str) -> Tuple[Any, int]:
+    """``which``: 'latest', 'best' or a step number kept in checkpoints/."""
+    if which == 'best':
+      step = self.best.best_step()
+      if step is None:
+        raise FileNotFoundError(f'{self.best_directory}: no best checkpoint; train with '
+                                'evaluations (train.eval_every) or use eval.checkpoint=latest')
+      return self.best.restore(step, args=ocp.args.StandardRestore(target)), step
+    step = self.latest_step() if which == 'latest' else int(which)
+    if step is None or step not in self.manager.all_steps():
+      raise FileNotFoundError(
+          f'{self.directory}: no checkpoint {which!r} (kept: {list(self.manager.all_steps())}); '
+          'train first or set eval.checkpoint to latest, best or a kept step')
+    return self.restore(target, step)
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
+    self.best.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()
+    self.best.close()
 
 
 def load_teacher(workdir: str) -> Dict[str, Any]:

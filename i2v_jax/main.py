@@ -1,7 +1,12 @@
-r"""Command line: train (and resume) from a config.
+r"""Command line: train (and resume) from a config, or evaluate a trained workdir.
 
     python -m i2v_jax.main --config=configs/base.py:preset=mdkt,runlocal \
         --workdir=/tmp/mdkt [--config.data.dir=data/synthetic] [--config.key=value ...]
+    python -m i2v_jax.main --config=configs/base.py:preset=mdkt,runlocal \
+        --workdir=/tmp/mdkt --config.mode=evaluate [--config.eval.checkpoint=best]
+
+Training evaluates every ``train.eval_every`` steps and at the end (results.md,
+results.json, metrics.jsonl, checkpoints_best/).
 
 Running the same command again resumes from the workdir's latest checkpoint,
 schedule included, and prints what changed in the config. Multi-host: pass
@@ -45,23 +50,46 @@ class NonFiniteLoss(FloatingPointError):
   pass
 
 
-def train_and_log(config, workdir: str) -> dict:
-  """The training loop; returns the last logged metrics."""
+def prepare_data(config, workdir: str):
+  """The dataset folder (building the synthetic one if none is given) and its metadata."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  from i2v_jax import records  # pylint: disable=g-import-not-at-top
+  data_dir = config.data.dir or os.path.join(workdir, 'data')
+  if not config.data.dir and config.data.name == 'synthetic':
+    if not os.path.exists(os.path.join(data_dir, 'metadata.json')) and jax.process_index() == 0:
+      from data_prep import build  # pylint: disable=g-import-not-at-top
+      print(f'building the synthetic dataset in {data_dir}', flush=True)
+      build.build('synthetic', data_dir, show_progress=False)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('synthetic dataset built')
+  elif not config.data.dir:
+    raise app.UsageError(f'config data.name={config.data.name!r} needs --config.data.dir='
+                         '<output of python -m data_prep.build>')
+  return data_dir, records.load_metadata(data_dir)
+
+
+def initial_state(config, num_classes: int, mesh):
+  """A fresh, replicated train state (with the frozen teacher loaded if any)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  frozen = None
+  if config.teacher.mode == 'frozen' and 'teacher' in config.networks:
+    frozen = checkpoint.load_teacher(config.teacher.checkpoint)
+  state = train.create_train_state(config, num_classes, jax.random.key(config.seed), frozen)
+  return train.replicate(state, mesh)
+
+
+def train_and_log(config, workdir: str) -> dict:
+  """The training loop; returns the last logged metrics (and the last evaluation's)."""
+  import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint, input_pipeline, records, train  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, evaluate, input_pipeline, records, train  # pylint: disable=g-import-not-at-top
   from i2v_jax.logging_utils import MetricWriter  # pylint: disable=g-import-not-at-top
 
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  data_dir = config.data.dir or os.path.join(workdir, 'data')
-  if not config.data.dir and config.data.name == 'synthetic':
-    if not os.path.exists(os.path.join(data_dir, 'metadata.json')) and lead:
-      from data_prep import build  # pylint: disable=g-import-not-at-top
-      print(f'building the synthetic dataset in {data_dir}', flush=True)
-      build.build('synthetic', data_dir, show_progress=False)
-  meta = records.load_metadata(data_dir)
+  data_dir, meta = prepare_data(config, workdir)
 
   config_path = os.path.join(workdir, 'config.json')
   current = json.loads(config.to_json_best_effort())
@@ -75,12 +103,8 @@ def train_and_log(config, workdir: str) -> dict:
 
   mesh = train.make_mesh()
   num_classes = meta['num_classes']
-  frozen = None
-  if config.teacher.mode == 'frozen' and 'teacher' in config.networks:
-    frozen = checkpoint.load_teacher(config.teacher.checkpoint)
-  state = train.create_train_state(config, num_classes, jax.random.key(config.seed), frozen)
-  state = train.replicate(state, mesh)
-  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints)
+  state = initial_state(config, num_classes, mesh)
+  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
   start = 0
   if ckpt.latest_step() is not None:
     state, start = ckpt.restore(state)
@@ -98,7 +122,7 @@ def train_and_log(config, workdir: str) -> dict:
   bar = tqdm(total=total, initial=start, disable=not lead, unit='step', dynamic_ncols=True)
   last = {}
   batch_size = config.input.num_ids * config.input.tracklets_per_id
-  wait, t_last, it = 0.0, time.perf_counter(), ds.as_numpy_iterator()
+  wait, t_last, logged_at, it = 0.0, time.perf_counter(), start, ds.as_numpy_iterator()
   for step in range(start, total):
     t0 = time.perf_counter()
     local = next(it)
@@ -117,15 +141,24 @@ def train_and_log(config, workdir: str) -> dict:
             f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
             + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
                if good is not None else 'no checkpoint was written'))
-      elapsed = time.perf_counter() - t_last
-      steps = config.train.log_every if done % config.train.log_every == 0 else done - step
-      metrics['images_per_s'] = steps * batch_size * config.input.clip_len / elapsed
+      steps = done - logged_at  # since the last log line
+      metrics['images_per_s'] = (steps * batch_size * config.input.clip_len
+                                 / (time.perf_counter() - t_last))
       metrics['data_wait_s'] = wait / steps
-      wait, t_last = 0.0, time.perf_counter()
+      wait, t_last, logged_at = 0.0, time.perf_counter(), done
       writer.write(done, metrics)
       bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
-      last = metrics
+      last.update(metrics)
     bar.update(1)
+    if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
+      results = evaluate.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
+                             step=done, verbose=lead)
+      scalars = evaluate.scalar_metrics(results)
+      writer.write(done, scalars)
+      if ckpt.save_best(done, state, scalars) and lead:
+        print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
+              f' (step {done}), saved in {ckpt.best_directory}', flush=True)
+      last.update(scalars)
     if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
       ckpt.save(done, state, force=True)
     if stop['signal']:
@@ -140,6 +173,26 @@ def train_and_log(config, workdir: str) -> dict:
   return last
 
 
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """Evaluates the workdir's ``eval.checkpoint`` (latest | best | step); returns results."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, evaluate, train  # pylint: disable=g-import-not-at-top
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(ckpt_dir):
+    raise app.UsageError(f'{ckpt_dir}: no checkpoints; train into --workdir={workdir} first '
+                         '(config mode=train) or point --workdir at a trained run')
+  data_dir, meta = prepare_data(config, workdir)
+  mesh = train.make_mesh()
+  state = initial_state(config, meta['num_classes'], mesh)
+  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
+  state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
+  ckpt.close()
+  if jax.process_index() == 0:
+    print(f'evaluating {config.preset} at step {step} on {data_dir}', flush=True)
+  return evaluate.run(config, data_dir, state, meta['num_classes'], mesh, workdir=workdir,
+                      step=step)
+
+
 def main(argv):
   del argv
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -152,9 +205,12 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required')
   config = _CONFIG.value
-  if config.mode != 'train':
-    raise app.UsageError(f'config mode={config.mode!r}: only train is implemented yet')
-  train_and_log(config, _WORKDIR.value)
+  if config.mode == 'train':
+    train_and_log(config, _WORKDIR.value)
+  elif config.mode == 'evaluate':
+    evaluate_checkpoint(config, _WORKDIR.value)
+  else:
+    raise app.UsageError(f'config mode={config.mode!r}: train or evaluate')
 
 
 if __name__ == '__main__':

@@ -1,12 +1,15 @@
-"""Two processes on localhost (jax.distributed, CPU collectives) == one process."""
+"""Two processes on localhost (jax.distributed, CPU collectives) == one process.
 
+Covers training (losses, norms) and the final evaluation (features gathered
+across processes, the same metrics).
+"""
+
+import json
 import os
 import socket
 import subprocess
 
 import numpy as np
-
-import json
 
 from tests.test_main import ENV, REPO, command, data_dir  # pylint: disable=unused-import
 
@@ -37,8 +40,14 @@ def test_two_processes_agree_with_one(tmp_path, data_dir):  # pylint: disable=re
   for step in (1, 2, 3):
     for key in ('loss/total', 'loss/tcl', 'loss/triplet/teacher', 'grad_norm', 'param_norm'):
       np.testing.assert_allclose(a[step][key], b[step][key], rtol=1e-6, err_msg=f'{step} {key}')
+  for key in ('i2v/mAP', 'v2v/mAP', 'i2i/rank1', 'v2i/mINP'):
+    np.testing.assert_allclose(a[3][key], b[3][key], rtol=1e-5, atol=1e-4, err_msg=key)
 
 
 def logged(workdir):
+  """{step: every key logged at that step} (training and evaluation rows merged)."""
+  out = {}
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return {row['step']: row for row in map(json.loads, f)}
+    for row in map(json.loads, f):
+      out.setdefault(row['step'], {}).update(row)
+  return out
