@@ -1,0 +1,126 @@
+r"""Train-step throughput and memory of the full MDKT step, from in-memory batches.
+
+    python bench/train_step.py [--ids 2 --k 4] [--dtype float32 bfloat16] [--runs 5]
+        [--steps 3] [--reference torch [--torch_python PATH]]
+
+ResNet-50 teacher with TKP's five non-local blocks on T=4-frame clips plus a
+ResNet-50 student on M=4 images, 256x128, every MDKT term (ID and batch-hard
+triplet on both networks, TCL, both mutual-learning KLs, reverse TCL), Adam.
+The batch is P=--ids identities x K=--k tracklets of random pixels made in numpy
+(no tensorflow, no dataset), sharded over every local device. For each dtype:
+one warm-up call (compilation, timed separately), then --runs runs of --steps
+steps; prints the median step time, frames/s (B x T teacher frames per step; the
+student sees M of them), and peak memory (device allocator on GPU/TPU, process
+peak RSS on CPU).
+
+``--reference torch`` also runs `bench/torch_reference.py` (the same networks and
+losses in PyTorch, eager, fp32) in a child process on the same batch size and
+prints the JAX / PyTorch throughput ratio; ``--torch_python`` names an
+interpreter that has torch and torchvision (default: this one).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def bench_config(args, dtype):
+  from configs import base  # pylint: disable=g-import-not-at-top
+  c = base.get_config('preset=mdkt')
+  c.input.num_ids, c.input.tracklets_per_id = args.ids, args.k
+  c.input.height, c.input.width = args.height, args.width
+  c.model.dtype = dtype
+  if args.tiny:  # for a smoke run of the script itself
+    c.model.stage_sizes, c.model.width = (1, 1, 1, 1), 8
+    c.model.nonlocal_blocks.layer2, c.model.nonlocal_blocks.layer3 = (0,), (0,)
+  return c
+
+
+def run_jax(args, dtype):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from i2v_jax import train  # pylint: disable=g-import-not-at-top
+  c = bench_config(args, dtype)
+  num_classes = 625
+  mesh = train.make_mesh()
+  state = train.replicate(train.create_train_state(c, num_classes, jax.random.key(0)), mesh)
+  step = train.make_train_step(c, num_classes, mesh)
+  b, t = args.ids * args.k, c.input.clip_len
+  rng = np.random.default_rng(0)
+  batch = train.shard_batch({
+      'clips': rng.normal(size=(b, t, args.height, args.width, 3)).astype(np.float32),
+      'labels': np.repeat(rng.choice(num_classes, args.ids, replace=False),
+                          args.k).astype(np.int32)}, mesh)
+  t0 = time.perf_counter()
+  state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(args.runs):
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+      state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append((time.perf_counter() - t0) / args.steps)
+  device = jax.devices()[0]
+  stats = device.memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    peak = f'{stats["peak_bytes_in_use"] / 2 ** 30:.2f} GiB device peak'
+  else:
+    peak = f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB process peak RSS'
+  median = statistics.median(times)
+  return {'dtype': dtype, 'step_s': median, 'frames_per_s': b * t / median,
+          'compile_s': compile_s, 'peak': peak, 'loss': float(metrics['loss/total']),
+          'device': f'{len(jax.devices())} x {device.device_kind} ({jax.default_backend()})'}
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--ids', type=int, default=2, help='P identities per step')
+  parser.add_argument('--k', type=int, default=4, help='K tracklets per identity')
+  parser.add_argument('--height', type=int, default=256)
+  parser.add_argument('--width', type=int, default=128)
+  parser.add_argument('--dtype', nargs='+', default=['float32'],
+                      choices=['float32', 'bfloat16'])
+  parser.add_argument('--runs', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--tiny', action='store_true', help='tiny widths (smoke test)')
+  parser.add_argument('--reference', choices=['torch'])
+  parser.add_argument('--torch_python', default=sys.executable)
+  args = parser.parse_args()
+  rows = [run_jax(args, d) for d in args.dtype]
+  b = args.ids * args.k
+  print(f'MDKT train step, ResNet-50{" (tiny)" if args.tiny else ""} teacher (non-local, T=4) '
+        f'+ student (M=4), {args.height}x{args.width}, batch {args.ids}x{args.k} = {b} '
+        f'clips = {b * 4} frames; {rows[0]["device"]}; median of {args.runs} runs '
+        f'of {args.steps} steps')
+  for r in rows:
+    print(f'  jax {r["dtype"]:8s}: {r["step_s"] * 1e3:9.1f} ms/step  '
+          f'{r["frames_per_s"]:8.1f} frames/s  (compile {r["compile_s"]:.1f} s; '
+          f'{r["peak"]}; loss {r["loss"]:.3f})')
+  if args.reference == 'torch':
+    cmd = [args.torch_python, os.path.join(REPO, 'bench', 'torch_reference.py'),
+           '--ids', str(args.ids), '--k', str(args.k), '--height', str(args.height),
+           '--width', str(args.width), '--runs', str(args.runs), '--steps', str(args.steps)]
+    if args.tiny:
+      cmd.append('--tiny')
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    ref = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f'  torch {ref["version"]} fp32 eager on {ref["device"]}: '
+          f'{ref["step_s"] * 1e3:9.1f} ms/step  {ref["frames_per_s"]:8.1f} frames/s  '
+          f'(loss {ref["loss"]:.3f})')
+    for r in rows:
+      print(f'  ratio jax {r["dtype"]} / torch fp32: '
+            f'{r["frames_per_s"] / ref["frames_per_s"]:.2f}x frames/s')
+
+
+if __name__ == '__main__':
+  main()
