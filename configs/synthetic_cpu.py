@@ -53,10 +53,10 @@ def sweep():
        'I2V queries go through the teacher as one-frame clips'),
       ('tkp', 'preset=tkp', {}, 'TKP losses (cross-modal triplets, feature and '
        'distance-matrix terms), joint training'),
-      ('vkd', 'preset=vkd', {'teacher.checkpoint': '@teacher_only',
-                             'model.nonlocal_blocks.enabled': True},
-       "VKD's second stage (frozen teacher, M=2, VKD losses) from the teacher_only "
-       'run; unlike VKD the teacher keeps its non-local blocks, to reuse that run'),
+      ('teacher_only_plain', 'preset=teacher_only', {'model.nonlocal_blocks.enabled': False},
+       "VKD's first stage: the video network without non-local blocks"),
+      ('vkd', 'preset=vkd', {'teacher.checkpoint': '@teacher_only_plain'},
+       "VKD's second stage: teacher_only_plain frozen, M=2, VKD's losses"),
       ('mdkt', 'preset=mdkt', {}, 'ID + triplet + TCL + mutual learning (defaults)'),
       ('mdkt_no_tcl', 'preset=mdkt', no_tcl, 'mdkt without TCL and reverse TCL'),
       ('mdkt_no_ml', 'preset=mdkt', no_ml, 'mdkt without mutual learning'),

@@ -92,12 +92,22 @@ def load_teacher(workdir: str) -> Dict[str, Any]:
         'of a finished teacher_only run (preset=teacher_only)')
   manager = ocp.CheckpointManager(directory)
   step = manager.latest_step()
+  manager.close()
   if step is None:
     raise FileNotFoundError(f'{directory}: no complete checkpoint yet')
-  tree = manager.restore(step, args=ocp.args.StandardRestore())
-  manager.close()
-  if 'teacher' not in tree.get('params', {}):
+  # Restore onto this process's first device whatever topology wrote it: the
+  # target is built from the checkpoint's own metadata (shapes and dtypes).
+  path = os.path.join(directory, str(step), 'default')
+  checkpointer = ocp.StandardCheckpointer()
+  metadata = checkpointer.metadata(path)
+  metadata = getattr(metadata, 'item_metadata', metadata)
+  metadata = getattr(metadata, 'tree', metadata)
+  if 'teacher' not in metadata.get('params', {}):
     raise ValueError(f'{directory}/{step}: has no trained teacher (its networks: '
-                     f'{sorted(tree.get("params", {}))}); use a teacher_only or mdkt run')
-  return jax.tree.map(lambda x: x, {'params': tree['params']['teacher'],
-                                    'batch_stats': tree['batch_stats']['teacher']})
+                     f'{sorted(metadata.get("params", {}))}); use a teacher_only or mdkt run')
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  tree = checkpointer.restore(path, target)
+  checkpointer.close()
+  return {'params': tree['params']['teacher'], 'batch_stats': tree['batch_stats']['teacher']}

@@ -156,8 +156,7 @@ def main(argv):
 
   def launch(run, seed):
     workdir = run_dir(root, run['name'], seed)
-    if finished(workdir, run.get('steps', 0)) and os.path.exists(
-        os.path.join(workdir, 'sweep_time.json')):
+    if finished(workdir, run.get('steps', 0)):
       return run, seed, 0, 'kept'
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()

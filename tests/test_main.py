@@ -94,9 +94,11 @@ def test_vkd_second_stage_loads_the_teacher_only_run(tmp_path, data_dir):
   subprocess.run(command(teacher, data_dir, plain, preset='teacher_only', steps=2),
                  env=ENV, cwd=REPO, check=True, capture_output=True, timeout=600)
   student = str(tmp_path / 'vkd')
+  # Stage 2 on one device: the teacher written by a 2-device run loads anyway.
+  one_device = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=1')
   run = subprocess.run(command(student, data_dir, f'--config.teacher.checkpoint={teacher}',
                                preset='vkd', steps=2),
-                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+                       env=one_device, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-2000:]
   with open(os.path.join(student, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
@@ -131,3 +133,18 @@ def test_evaluations_keep_the_best_checkpoint_and_evaluate_mode_reloads_it(tmp_p
   assert results['step'] == best_step
   assert 100 * results['protocols']['i2v']['mAP'] == pytest.approx(evals[best_step], abs=1e-3)
   assert os.path.exists(os.path.join(workdir, 'features-query-image.npz'))
+
+
+def test_tkp_preset_trains_with_bfloat16_compute(tmp_path, data_dir):
+  # With mdkt (above), teacher_only and vkd, and student_only, every preset trains here.
+  workdir = str(tmp_path / 'tkp')
+  run = subprocess.run(command(workdir, data_dir, '--config.model.dtype=bfloat16',
+                               preset='tkp', steps=2),
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  train_rows = [r for r in rows if 'loss/total' in r]
+  for key in ('loss/tkp/feature', 'loss/tkp/distance', 'loss/triplet/student_to_teacher'):
+    assert all(np.isfinite(r[key]) for r in train_rows), key
+  assert 0.0 <= rows[-1]['i2v/mAP'] <= 100.0
