@@ -115,6 +115,7 @@ def get_config(arg=None):
   c.teacher = ml_collections.ConfigDict()
   c.teacher.mode = 'joint'    # joint | frozen
   c.teacher.checkpoint = ''   # workdir of a teacher_only run (frozen mode)
+  c.teacher.init_student = False  # frozen mode: student starts as a copy of the teacher (VKD)
 
   # SPEC §5.
   c.parallel = ml_collections.ConfigDict()
@@ -159,6 +160,7 @@ def get_config(arg=None):
   c.eval.rerank_k2 = 6
   c.eval.rerank_lambda = 0.3
   c.eval.checkpoint = 'latest'      # mode=evaluate: latest | best | a step number
+  c.eval.from_workdir = ''          # mode=evaluate: read checkpoints here, write to --workdir
   c.eval.export = False             # write features-<split>-<kind>.npz to the workdir
   c.eval.visualize = 0              # N > 0: ranked_<protocol>.png of the N worst-AP queries
   c.eval.visualize_top = 10         # gallery entries shown per query
@@ -196,6 +198,7 @@ def _apply_preset(c, preset):
     c.input.student_frames = 2
     c.model.nonlocal_blocks.enabled = False
     c.teacher.mode = 'frozen'
+    c.teacher.init_student = True  # VKD initialises the student with the teacher's weights
     c.optim.lr = 1e-4
   elif preset in ('teacher_only', 'student_only'):
     loss.tcl.weight = 0.0

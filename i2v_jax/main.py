@@ -174,17 +174,21 @@ def train_and_log(config, workdir: str) -> dict:
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
-  """Evaluates the workdir's ``eval.checkpoint`` (latest | best | step); returns results."""
+  """Evaluates ``eval.checkpoint`` (latest | best | step) of the workdir (or of
+  ``eval.from_workdir``, writing results to the workdir); returns the results."""
   import jax  # pylint: disable=g-import-not-at-top
   from i2v_jax import checkpoint, evaluate, train  # pylint: disable=g-import-not-at-top
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  source = config.eval.from_workdir or workdir
+  ckpt_dir = os.path.join(source, 'checkpoints')
   if not os.path.isdir(ckpt_dir):
-    raise app.UsageError(f'{ckpt_dir}: no checkpoints; train into --workdir={workdir} first '
-                         '(config mode=train) or point --workdir at a trained run')
+    raise app.UsageError(f'{ckpt_dir}: no checkpoints; train into --workdir={source} first '
+                         '(config mode=train) or point --workdir (or eval.from_workdir) '
+                         'at a trained run')
+  os.makedirs(workdir, exist_ok=True)
   data_dir, meta = prepare_data(config, workdir)
   mesh = train.make_mesh()
   state = initial_state(config, meta['num_classes'], mesh)
-  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
+  ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
   state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
   ckpt.close()
   if jax.process_index() == 0:

@@ -7,7 +7,10 @@ r"""Runs a config file's ``sweep()`` over seeds and writes the ablation table.
 with ``python -m i2v_jax.main --config=<file>:<arg> --config.<key>=<value> ...
 --config.seed=<seed>`` into ``<workdir>/<name>/seed<seed>``. An override value
 ``'@<name>'`` is the same seed's workdir of variant <name> (VKD's frozen teacher
-comes from the teacher_only run), and such a variant waits for that run. The
+comes from the teacher_only run), and such a variant waits for that run (or
+finds it finished by an earlier sweep). A variant with ``'mode': 'evaluate'``
+and ``'eval.from_workdir': '@<name>'`` re-evaluates that run's checkpoints with
+other evaluation settings, without training. The
 synthetic dataset is built once into ``<workdir>/data``. A run whose
 ``results.json`` reached its last step is not run again, so an interrupted sweep
 continues where it stopped. On CPU, ``--devices`` fakes that many devices per run
@@ -171,15 +174,26 @@ def main(argv):
     return [v[1:] for v in run.get('overrides', {}).values()
             if isinstance(v, str) and v.startswith('@')]
 
+  steps = {r['name']: r.get('steps', 0) for r in runs}
+  scheduled = {(r['name'], s) for r, s in todo}
+
+  def state_of(name, seed):
+    """True (finished), False (failed or cannot run) or None (still to come)."""
+    if (name, seed) in done:
+      return done[(name, seed)]
+    if (name, seed) in scheduled:
+      return None
+    return finished(run_dir(root, name, seed), steps.get(name, 0))  # from an earlier sweep
+
   pending = list(todo)
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
     running = set()
     while pending or running:
-      ready = [(r, s) for r, s in pending if all(done.get((d, s)) for d in deps(r))]
-      blocked = [(r, s) for r, s in pending
-                 if any(done.get((d, s)) is False for d in deps(r))]
+      ready = [(r, s) for r, s in pending if all(state_of(d, s) for d in deps(r))]
+      blocked = [(r, s) for r, s in pending if any(state_of(d, s) is False for d in deps(r))]
       for r, s in blocked:
-        print(f'{r["name"]} seed {s}: skipped, a run it needs failed', flush=True)
+        print(f'{r["name"]} seed {s}: skipped, a run it needs ({deps(r)}) failed or is '
+              'missing', flush=True)
         done[(r['name'], s)] = False
         pending.remove((r, s))
       while ready and len(running) < _JOBS.value:

@@ -165,6 +165,12 @@ def create_train_state(config, num_classes: int, rng,
                        'teacher_only run: set --config.teacher.checkpoint=<its workdir>')
     check_same_layout(frozen_teacher, variables['teacher'], config.teacher.checkpoint)
     frozen = {'teacher': frozen_teacher}
+    if config.teacher.init_student and 'student' in networks:
+      # VKD: the student starts from the teacher's weights. Only a teacher without
+      # non-local blocks has exactly the student's layout.
+      check_same_layout(frozen_teacher, variables['student'],
+                        f'{config.teacher.checkpoint} (as the student, teacher.init_student)')
+      variables['student'] = jax.tree.map(jnp.array, frozen_teacher)
   elif config.teacher.mode != 'joint':
     raise ValueError(f'config teacher.mode={config.teacher.mode!r}: joint or frozen')
   params = {n: variables[n]['params'] for n in networks}

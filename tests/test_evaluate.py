@@ -114,8 +114,9 @@ def assert_close(got, want, tol):
   assert got['num_valid_queries'] == want['num_valid_queries']
 
 
+@pytest.mark.parametrize('sort_on', ['device', 'host'])
 @pytest.mark.parametrize('mode', ['trapezoid', 'standard'])
-def test_device_blocks_match_loop_with_ties_and_junk(mode):
+def test_device_blocks_match_loop_with_ties_and_junk(mode, sort_on):
   rng = np.random.default_rng(1)
   nq, ng = 23, 57
   qp, gp = rng.integers(0, 6, nq), rng.integers(0, 6, ng)
@@ -124,7 +125,7 @@ def test_device_blocks_match_loop_with_ties_and_junk(mode):
   want = hit_loop_metrics(dist, qp, gp, qc, gc, mode, 10)
   for block in (4, 23, 64):  # uneven last block, one block, block > queries
     got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
-                         ap_mode=mode, max_rank=10, query_block=block)
+                         ap_mode=mode, max_rank=10, query_block=block, sort_on=sort_on)
     assert_close(got, want, 1e-6)
     assert got['num_skipped_queries'] == nq - want['num_valid_queries']
   # The loop agrees with the other loop reference and with rank_metrics.
@@ -140,7 +141,7 @@ def test_device_hand_worked_ap(pattern, standard, trapezoid):
     dist, qp, gp, qc, gc = one_query(pattern, junk)
     for mode, want in (('standard', standard), ('trapezoid', trapezoid)):
       got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
-                           ap_mode=mode, max_rank=5)
+                           ap_mode=mode, max_rank=5, sort_on='device')
       assert got['mAP'] == pytest.approx(want, abs=1e-4)
       assert got['ap'][0] == pytest.approx(want, abs=1e-4)
 
@@ -185,10 +186,11 @@ def test_real_mars_protocol_with_random_features():
   gf = centers[gp] + 1.0 * rng.normal(size=(len(gp), 64))
   norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
   dist = 1.0 - norm(qf) @ norm(gf).T
-  for mode in ('trapezoid', 'standard'):
+  for mode, sort_on in (('trapezoid', 'device'), ('standard', 'host')):
     want = hit_loop_metrics(dist, qp, gp, qc, gc, mode, 20)
     got = ranked_metrics(qf.astype(np.float32), gf.astype(np.float32), q_pids=qp, g_pids=gp,
-                         q_camids=qc, g_camids=gc, ap_mode=mode, query_block=256)
+                         q_camids=qc, g_camids=gc, ap_mode=mode, query_block=256,
+                         sort_on=sort_on)
     assert_close(got, want, 2e-4)  # float32 distances on the device vs float64 here
     assert 0.05 < want['mAP'] < 0.95
   # Every MARS query has a match in another camera.

@@ -113,6 +113,15 @@ def test_frozen_teacher_gets_no_gradient_or_optimizer_state():
     train.create_train_state(c, NUM_CLASSES, jax.random.key(3))
   expected = jax.tree.map(np.array, teacher_vars)  # host copy: the step donates its input
   state = train.create_train_state(c, NUM_CLASSES, jax.random.key(3), frozen_teacher=teacher_vars)
+  # VKD: the student starts as a copy of the teacher (teacher.init_student, on in the preset).
+  assert c.teacher.init_student
+  assert_trees_close(state.params['student'], expected['params'], rtol=0)
+  assert_trees_close(state.batch_stats['student'], expected['batch_stats'], rtol=0)
+  c.teacher.init_student = False
+  fresh = train.create_train_state(c, NUM_CLASSES, jax.random.key(3), frozen_teacher=teacher_vars)
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(fresh.params['student']),
+                                                  jax.tree.leaves(expected['params'])))
+  c.teacher.init_student = True
   # A teacher trained with non-local blocks does not silently load into a plain one.
   c_nl = tiny_config(preset='teacher_only')
   nl_vars = train.init_variables(c_nl, NUM_CLASSES, jax.random.key(4))['teacher']
