@@ -65,14 +65,14 @@ def sweep():
                                       'loss.triplet.teacher_to_student': 1.0},
        "mdkt plus TKP's cross-modal triplets (student anchors against teacher clips "
        'and the reverse), which tie the two feature spaces together'),
-      ('mdkt_student_gallery', 'preset=mdkt',
-       {'mode': 'evaluate', 'eval.from_workdir': '@mdkt', 'eval.gallery_encoder': 'student'},
-       'the mdkt runs evaluated with the student encoding gallery videos too '
+      ('mdkt_teacher_gallery', 'preset=mdkt',
+       {'mode': 'evaluate', 'eval.from_workdir': '@mdkt', 'eval.gallery_encoder': 'teacher'},
+       'the mdkt runs evaluated with the teacher encoding gallery videos '
        '(no training: evaluate mode on their checkpoints)'),
-      ('vkd_student_gallery', 'preset=vkd',
-       {'mode': 'evaluate', 'eval.from_workdir': '@vkd', 'eval.gallery_encoder': 'student',
+      ('vkd_teacher_gallery', 'preset=vkd',
+       {'mode': 'evaluate', 'eval.from_workdir': '@vkd', 'eval.gallery_encoder': 'teacher',
         'teacher.checkpoint': '@teacher_only_plain'},
-       "the vkd runs evaluated VKD's way: the student encodes the gallery videos too"),
+       'the vkd runs evaluated with the frozen teacher encoding gallery videos'),
       ('mdkt_tau0.05', 'preset=mdkt', {'loss.tcl.temperature': 0.05}, 'TCL tau = 0.05'),
       ('mdkt_tau0.5', 'preset=mdkt', {'loss.tcl.temperature': 0.5}, 'TCL tau = 0.5'),
       ('mdkt_mining_local', 'preset=mdkt', {'parallel.mining_scope': 'local'},

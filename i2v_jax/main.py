@@ -123,6 +123,16 @@ def train_and_log(config, workdir: str) -> dict:
   last = {}
   batch_size = config.input.num_ids * config.input.tracklets_per_id
   wait, t_last, logged_at, it = 0.0, time.perf_counter(), start, ds.as_numpy_iterator()
+
+  def evaluate_and_keep_best(done):
+    results = evaluate.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
+                           step=done, verbose=lead)
+    scalars = evaluate.scalar_metrics(results)
+    writer.write(done, scalars)
+    if ckpt.save_best(done, state, scalars) and lead:
+      print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
+            f' (step {done}), saved in {ckpt.best_directory}', flush=True)
+    return scalars
   for step in range(start, total):
     t0 = time.perf_counter()
     local = next(it)
@@ -151,14 +161,7 @@ def train_and_log(config, workdir: str) -> dict:
       last.update(metrics)
     bar.update(1)
     if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
-      results = evaluate.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
-                             step=done, verbose=lead)
-      scalars = evaluate.scalar_metrics(results)
-      writer.write(done, scalars)
-      if ckpt.save_best(done, state, scalars) and lead:
-        print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
-              f' (step {done}), saved in {ckpt.best_directory}', flush=True)
-      last.update(scalars)
+      last.update(evaluate_and_keep_best(done))
     if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
       ckpt.save(done, state, force=True)
     if stop['signal']:
@@ -166,6 +169,10 @@ def train_and_log(config, workdir: str) -> dict:
       if lead:
         print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
       sys.exit(128 + stop['signal'])
+  if start == total and config.train.eval_every:
+    # Nothing left to train (a finished run started again): evaluate it, with
+    # this command's evaluation settings.
+    last.update(evaluate_and_keep_best(total))
   bar.close()
   ckpt.wait()
   ckpt.close()

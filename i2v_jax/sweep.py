@@ -13,7 +13,9 @@ and ``'eval.from_workdir': '@<name>'`` re-evaluates that run's checkpoints with
 other evaluation settings, without training. The
 synthetic dataset is built once into ``<workdir>/data``. A run whose
 ``results.json`` reached its last step is not run again, so an interrupted sweep
-continues where it stopped. On CPU, ``--devices`` fakes that many devices per run
+continues where it stopped; delete a finished run's ``results.json`` and the
+sweep re-evaluates it from its last checkpoint (with the config's current
+evaluation settings) without training again. On CPU, ``--devices`` fakes that many devices per run
 (so ``mining_scope``/``bn_scope`` variants mean something).
 
 Writes ``<workdir>/ablation.md`` (and .json): I2V and V2V mAP and Rank-1,
@@ -166,8 +168,9 @@ def main(argv):
     with open(os.path.join(workdir, 'sweep.log'), 'w') as log:
       rc = subprocess.run(command(config_file, run, seed, root, data_dir), env=env, cwd=REPO,
                           stdout=log, stderr=subprocess.STDOUT).returncode
-    if rc == 0:
-      records.write_json({'seconds': time.time() - t0}, os.path.join(workdir, 'sweep_time.json'))
+    timing = os.path.join(workdir, 'sweep_time.json')
+    if rc == 0 and not os.path.exists(timing):  # a re-evaluation keeps the training time
+      records.write_json({'seconds': time.time() - t0}, timing)
     return run, seed, rc, f'{time.time() - t0:.0f} s'
 
   def deps(run):

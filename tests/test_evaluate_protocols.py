@@ -125,10 +125,12 @@ def test_encoders_follow_config_and_available_networks():
   assert evaluate.encoders(c) == {'image': 'teacher', 'video': 'teacher'}
   c = base.get_config('preset=student_only')
   assert evaluate.encoders(c) == {'image': 'student', 'video': 'student'}
-  c = base.get_config('preset=mdkt')
+  c = base.get_config('preset=tkp')
   assert evaluate.encoders(c) == {'image': 'student', 'video': 'teacher'}
   c.eval.gallery_encoder = 'student'
   assert evaluate.encoders(c) == {'image': 'student', 'video': 'student'}
+  for preset in ('mdkt', 'vkd'):  # their feature spaces are not tied: student gallery
+    assert evaluate.encoders(base.get_config(f'preset={preset}'))['video'] == 'student'
 
 
 def test_ranked_lists_worst_first_without_junk_and_png_borders(data_dir, tmp_path):
