@@ -44,6 +44,8 @@ class Checkpoints:
     best = self.best_value()
     if best is not None and metrics[self.best_metric] <= best:
       return False
+    if step in self.best.all_steps():  # the same step, evaluated again with new settings
+      self.best.delete(step)
     self.best.save(step, args=ocp.args.StandardSave(state),
                    metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
     return True

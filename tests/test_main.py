@@ -133,6 +133,17 @@ def test_evaluations_keep_the_best_checkpoint_and_evaluate_mode_reloads_it(tmp_p
   assert results['step'] == best_step
   assert 100 * results['protocols']['i2v']['mAP'] == pytest.approx(evals[best_step], abs=1e-3)
   assert os.path.exists(os.path.join(workdir, 'features-query-image.npz'))
+  # The training command again on the finished run: nothing to train, it re-evaluates
+  # (here with re-ranking added) and may replace the best checkpoint of the same step.
+  os.remove(os.path.join(workdir, 'results.json'))
+  run = subprocess.run(command(workdir, data_dir, '--config.train.eval_every=3',
+                               '--config.optim.lr=3e-3', '--config.eval.rerank=True',
+                               preset='student_only'),
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['step'] == 6 and 'i2v+rerank' in results['protocols']
 
 
 def test_tkp_preset_trains_with_bfloat16_compute(tmp_path, data_dir):
