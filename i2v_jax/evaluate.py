@@ -87,15 +87,19 @@ def rank_metrics(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids, *,
 # On the device, in blocks of queries.
 
 
-def pairwise_distance(queries: jnp.ndarray, gallery: jnp.ndarray, metric: str) -> jnp.ndarray:
-  """(Q, D), (G, D) -> (Q, G): cosine (1 − cos) or Euclidean distance."""
+def pairwise_distance(queries, gallery, metric: str, xp=jnp):
+  """(Q, D), (G, D) -> (Q, G): cosine (1 − cos) or Euclidean distance.
+
+  ``xp``: jax.numpy (on the device, the default) or numpy (on the host, e.g.
+  re-ranking in float64).
+  """
   if metric == 'cosine':
-    normalize = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    normalize = lambda x: x / xp.maximum(xp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return 1.0 - normalize(queries) @ normalize(gallery).T
   if metric == 'euclidean':
-    sq = (jnp.sum(queries ** 2, 1)[:, None] + jnp.sum(gallery ** 2, 1)[None]
+    sq = (xp.sum(queries ** 2, 1)[:, None] + xp.sum(gallery ** 2, 1)[None]
           - 2.0 * queries @ gallery.T)
-    return jnp.sqrt(jnp.maximum(sq, 0.0))
+    return xp.sqrt(xp.maximum(sq, 0.0))
   raise ValueError(f'eval.distance={metric!r}: choose cosine or euclidean')
 
 

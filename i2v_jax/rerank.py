@@ -18,17 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def distance_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-  """(A, D), (B, D) -> (A, B) cosine (1 − cos) or Euclidean distances, numpy."""
-  if metric == 'cosine':
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.maximum(1.0 - a @ b.T, 0.0)
-  if metric == 'euclidean':
-    sq = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
-  raise ValueError(f'eval.distance={metric!r}: choose cosine or euclidean')
+from i2v_jax.evaluate import pairwise_distance
 
 
 def _reciprocal(ranking: np.ndarray, i: int, k: int) -> np.ndarray:
@@ -46,7 +36,7 @@ def k_reciprocal(query: np.ndarray, gallery: np.ndarray, *, distance: str = 'cos
                      'need k1 >= 1, k2 >= 1 and 0 <= lambda <= 1')
   q = len(query)
   everything = np.concatenate([query, gallery]).astype(np.float64)
-  original = distance_matrix(everything, everything, distance)
+  original = np.maximum(pairwise_distance(everything, everything, distance, xp=np), 0.0)
   original = (original / np.maximum(original.max(axis=0, keepdims=True), 1e-12)).T
   n = len(original)
   ranking = np.argsort(original, axis=1, kind='stable')

@@ -14,7 +14,8 @@ from typing import Dict, Sequence
 import numpy as np
 from PIL import Image
 
-from i2v_jax import input_pipeline, rerank
+from i2v_jax import input_pipeline
+from i2v_jax.evaluate import pairwise_distance
 
 GREEN, RED, BLUE = (0, 170, 0), (220, 0, 0), (40, 80, 220)
 
@@ -24,7 +25,7 @@ def ranked_lists(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray], a
   """[(query row, [(gallery row, is_match)])] for the ``num_queries`` worst-AP queries."""
   valid = np.flatnonzero(~np.isnan(ap))
   worst = valid[np.argsort(ap[valid], kind='stable')][:num_queries]
-  dist = rerank.distance_matrix(query['features'][worst], gallery['features'], distance)
+  dist = pairwise_distance(query['features'][worst], gallery['features'], distance, xp=np)
   out = []
   for qi, row in zip(worst, dist):
     same_pid = gallery['pids'] == query['pids'][qi]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from i2v_jax import rerank
-from i2v_jax.evaluate import rank_metrics
+from i2v_jax.evaluate import pairwise_distance, rank_metrics
 
 
 def clustered(seed, num_ids=20, per_id=6, noise=0.9, dim=16):
@@ -20,7 +20,8 @@ def clustered(seed, num_ids=20, per_id=6, noise=0.9, dim=16):
 def test_lambda_one_is_the_normalised_original_distance():
   q, g, _, _ = clustered(0)
   got = rerank.k_reciprocal(q, g, lambda_value=1.0)
-  full = rerank.distance_matrix(np.concatenate([q, g]), np.concatenate([q, g]), 'cosine')
+  both = np.concatenate([q, g])
+  full = np.maximum(pairwise_distance(both, both, 'cosine', xp=np), 0.0)
   want = (full / full.max(axis=0, keepdims=True)).T[:len(q), len(q):]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -51,7 +52,7 @@ def test_reranking_helps_on_noisy_clusters():
   for seed in range(3):
     q, g, qp, gp = clustered(seed)
     cams = dict(q_camids=np.zeros(len(qp)), g_camids=np.ones(len(gp)))
-    before = rank_metrics(rerank.distance_matrix(q, g, 'cosine'), qp, gp,
+    before = rank_metrics(pairwise_distance(q, g, 'cosine', xp=np), qp, gp,
                           cams['q_camids'], cams['g_camids'])['mAP']
     after = rank_metrics(rerank.k_reciprocal(q, g, k1=6, k2=3), qp, gp,
                          cams['q_camids'], cams['g_camids'])['mAP']
