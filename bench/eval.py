@@ -31,7 +31,8 @@ sys.path.insert(0, REPO)
 MARS = os.path.join(REPO, '..', 'shared', 'data', 'mars_info')
 
 
-def problem(dim: int, seed: int = 0):
+def problem(dim: int, seed: int = 0, noise: float = 4.0):
+  """Labels of the MARS protocol; features = identity centre + noise (mAP well below 100)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   if os.path.isdir(MARS):
@@ -48,8 +49,8 @@ def problem(dim: int, seed: int = 0):
     gp, gc = rng.integers(0, 1500, 11310), rng.integers(1, 7, 11310)
     source = 'random labels (../shared/data not found)'
   centers = rng.normal(size=(int(max(qp.max(), gp.max())) + 2, dim)).astype(np.float32)
-  qf = centers[qp + 1] + 1.5 * rng.normal(size=(len(qp), dim)).astype(np.float32)
-  gf = centers[gp + 1] + 1.5 * rng.normal(size=(len(gp), dim)).astype(np.float32)
+  qf = centers[qp + 1] + noise * rng.normal(size=(len(qp), dim)).astype(np.float32)
+  gf = centers[gp + 1] + noise * rng.normal(size=(len(gp), dim)).astype(np.float32)
   return qf, gf, qp, gp, qc, gc, source
 
 
