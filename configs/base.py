@@ -5,7 +5,7 @@ r"""Every switch of the SPEC, with its default, in one place.
         --config.data.dir=/data/mars_tfrecords --workdir=/tmp/tkp_mars
 
 Arguments after the colon (comma-separated):
-  preset    mdkt (default) | tkp | vkd | teacher_only | student_only
+  preset    mdkt (default) | tkp | vkd | vkd_teacher | teacher_only | student_only
   dataset   synthetic (default) | mars | duke | veri: input size and schedule
   runlocal  shrink everything (tiny ResNet, 64x32 input, 20 steps) for a smoke run
 
@@ -17,10 +17,10 @@ Presets (SPEC §4; weights are the terms' multipliers, 0 turns a term off):
                 mutual learning (logit KL both ways + reverse TCL). Joint training.
   tkp           ID + triplet on both networks + TKP cross-modal triplets + TKP
                 feature and distance-matrix terms (Gu et al., ICCV 2019).
-  vkd           frozen teacher (plain ResNet-50, no non-local) loaded from a
-                teacher_only run; student sees M=2 frames; ID + triplet + VKD
-                logit KL (tau 10, weight 0.1) + distance MSE (1e-4) (Porrello et al.).
-  teacher_only  the video network alone (also VKD's first stage).
+  vkd           VKD's second stage (Porrello et al., ECCV 2020; aimagelab/VKD
+                tools/train_distill.py), see `_apply_preset` for each setting.
+  vkd_teacher   VKD's first stage: teacher_only with VKD's network and triplet.
+  teacher_only  the video network alone.
   student_only  the image network alone: the baseline every transfer must beat.
 """
 
@@ -28,7 +28,7 @@ import ml_collections
 
 from i2v_jax.config_lib import parse_arg
 
-PRESETS = ('mdkt', 'tkp', 'vkd', 'teacher_only', 'student_only')
+PRESETS = ('mdkt', 'tkp', 'vkd', 'vkd_teacher', 'teacher_only', 'student_only')
 DATASETS = ('synthetic', 'mars', 'duke', 'veri')
 
 
@@ -59,6 +59,11 @@ def get_config(arg=None):
   c.input.tracklets_per_id = 4   # K
   c.input.clip_len = 4           # T, restricted random sampling
   c.input.student_frames = 4     # M <= T; image k is frame k of the clip
+  c.input.sampling = 'restricted'  # restricted: T frames of one tracklet (TKP) |
+                                   # multiview: frame k from the k-th of a random
+                                   # order of the identity's tracklets (VKD)
+  c.input.shuffle_frames = False   # clip frames in random order, so the student's
+                                   # M images are a random subset (VKD's randperm)
   c.input.flip = True            # same flip for all frames of a clip
   c.input.pad_crop = 10          # pad then random crop back; 0 = off
   c.input.erasing_prob = 0.5     # random erasing; 0 = off
@@ -70,7 +75,8 @@ def get_config(arg=None):
   c.model.width = 64
   c.model.last_stride = 1
   c.model.dtype = 'float32'           # float32 | bfloat16 (compute; params stay fp32)
-  c.model.pretrained = ''             # .npz from i2v_jax.models.convert; '' = random
+  c.model.pretrained = ''             # .npz from i2v_jax.models.convert / export; '' = random
+  c.model.shared_classifier = False   # one ID classifier for both networks (TKP)
   c.model.nonlocal_blocks = ml_collections.ConfigDict()
   c.model.nonlocal_blocks.enabled = True
   c.model.nonlocal_blocks.layer1 = ()
@@ -80,6 +86,8 @@ def get_config(arg=None):
 
   # SPEC §4. Each weight multiplies one logged term.
   c.loss = ml_collections.ConfigDict()
+  c.loss.student_level = 'frame'  # frame: each student image is a row | set: the M
+                                  # images of a sample are one set embedding (VKD)
   c.loss.id = ml_collections.ConfigDict()
   c.loss.id.teacher = 1.0
   c.loss.id.student = 1.0
@@ -99,6 +107,9 @@ def get_config(arg=None):
   c.loss.tcl.mine_on = 'teacher'     # teacher | student
   c.loss.tcl.teacher_level = 'frame'  # frame | clip
   c.loss.tcl.distance = 'cosine'     # cosine | euclidean
+  c.loss.tcl.distance_scale = 'none'  # none | mean: divide each network's distances by
+                                      # their batch mean (needed for euclidean)
+  c.loss.tcl.cross_network = False   # student side: d(s_anchor, teacher candidates)
   c.loss.mutual = ml_collections.ConfigDict()
   c.loss.mutual.student_from_teacher = 1.0  # tau^2 KL(sg(s(z_T/tau)) || s(z_S/tau))
   c.loss.mutual.teacher_from_student = 1.0  # tau^2 KL(sg(s(z_S/tau)) || s(z_T/tau))
@@ -114,8 +125,13 @@ def get_config(arg=None):
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.mode = 'joint'    # joint | frozen
-  c.teacher.checkpoint = ''   # workdir of a teacher_only run (frozen mode)
-  c.teacher.init_student = False  # frozen mode: student starts as a copy of the teacher (VKD)
+  c.teacher.checkpoint = ''   # workdir of a teacher_only run: frozen mode loads it and
+                              # keeps it fixed; joint mode starts from it and trains on
+  c.teacher.init_student = False  # the student starts as a copy of that teacher (VKD)
+  c.teacher.reinit_student_layer4 = False  # then layer4 back to model.pretrained's (or
+                                           # random) and a fresh head (VKD's reinit_l4)
+  c.teacher.bn_mode = 'running'  # frozen teacher's BatchNorm: running statistics |
+                                 # batch: this batch's, running ones untouched (VKD)
 
   # SPEC §5.
   c.parallel = ml_collections.ConfigDict()
@@ -180,6 +196,13 @@ def _apply_dataset(c, dataset):
   c.train.num_steps = 150 * steps_per_epoch
 
 
+def _transfer_off(loss):
+  """No term that couples the two networks (TCL, mutual learning)."""
+  loss.tcl.weight = 0.0
+  loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
+  loss.mutual.reverse_tcl = 0.0
+
+
 def _apply_preset(c, preset):
   loss = c.loss
   if preset in ('mdkt', 'vkd'):
@@ -189,34 +212,82 @@ def _apply_preset(c, preset):
     # chance (README "Ablation", row mdkt_teacher_gallery).
     c.eval.gallery_encoder = 'student'
   if preset == 'tkp':
-    loss.tcl.weight = 0.0
-    loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
-    loss.mutual.reverse_tcl = 0.0
+    _transfer_off(loss)
     loss.triplet.student_to_teacher = loss.triplet.teacher_to_student = 1.0
     loss.tkp.feature = loss.tkp.distance = 1.0
     c.optim.lr = 3e-4
   elif preset == 'vkd':
-    loss.tcl.weight = 0.0
-    loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
-    loss.mutual.reverse_tcl = 0.0
-    loss.id.teacher = loss.triplet.teacher = 0.0
-    loss.vkd.logits, loss.vkd.distance = 0.1, 1e-4
-    c.input.student_frames = 2
-    c.model.nonlocal_blocks.enabled = False
-    c.teacher.mode = 'frozen'
-    c.teacher.init_student = True  # VKD initialises the student with the teacher's weights
-    c.optim.lr = 1e-4
-  elif preset in ('teacher_only', 'student_only'):
-    loss.tcl.weight = 0.0
-    loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
-    loss.mutual.reverse_tcl = 0.0
-    keep = preset.split('_')[0]
+    _apply_vkd_stage2(c)
+  elif preset in ('teacher_only', 'student_only', 'vkd_teacher'):
+    _transfer_off(loss)
+    keep = 'student' if preset == 'student_only' else 'teacher'
     c.networks = (keep,)
     drop = 'student' if keep == 'teacher' else 'teacher'
     loss.id[drop] = loss.triplet[drop] = 0.0
     if keep == 'student':
       c.eval.gallery_encoder = 'student'
       c.model.nonlocal_blocks.enabled = False
+    if preset == 'vkd_teacher':
+      # VKD tools/train_v2v.py: plain ResNet-50 with frame averaging, soft-margin
+      # batch-hard triplet (OnlineTripletLoss('soft', batch_hard=True)), 8 frames
+      # by restricted random sampling ('chunk'), Adam lr 1e-4 with L2 1e-5,
+      # x0.1 at epochs 200 and 250 of 300. P x K as in `_apply_vkd_stage2`.
+      c.model.nonlocal_blocks.enabled = False
+      loss.triplet.soft_margin = True
+      c.input.clip_len = 8
+      c.optim.lr = 1e-4
+      c.optim.weight_decay = 1e-5
+      c.optim.decay_at = (2 / 3, 5 / 6)
+
+
+def _apply_vkd_stage2(c):
+  """VKD's distillation stage, checked against aimagelab/VKD tools/train_distill.py.
+
+  Same as VKD:
+    * teacher frozen (``teacher.mode=frozen``, a ``vkd_teacher`` run), plain
+      ResNet-50 without non-local blocks, its BatchNorm on the batch's statistics
+      without updating running ones (``teacher_mode()``: ``teacher.bn_mode=batch``);
+    * student = a copy of the teacher with layer4 reset to the ImageNet (here
+      ``model.pretrained``) weights and a fresh BN-neck + classifier
+      (``reinit_layers(reinit_l4=True)``);
+    * the student's M=2 images form one set embedding (mean of the per-image
+      embeddings) with set logits (mean of per-image logits); ID, soft-margin
+      batch-hard triplet, logit KL (τ=10, weight 0.1) and squared-distance MSE
+      (½·MSE, weight 1e-4) all on one row per sample against the teacher's clip
+      embedding and logits (``loss.student_level=set``);
+    * multi-view sampling (frame k of a sample from the k-th tracklet of a random
+      order of the identity's tracklets, ``input.sampling=multiview``), 8 frames
+      per sample, the student's 2 chosen at random among them
+      (``input.shuffle_frames``);
+    * Adam lr 1e-4 with L2 weight decay 1e-5 in the gradient; ×0.1 at epochs 300
+      and 350 of 400 (``optim.decay_at=(0.75, 0.875)`` of ``train.num_steps``).
+  Differs from VKD:
+    * P×K = 8×4 (VKD: 18×4): P must divide evenly over devices (each device
+      holds whole identities); set ``input.num_ids=18`` on 1, 2, 3, 6 or 9 devices.
+    * VKD's teacher logits average per-frame logits; ours classify the clip
+      feature (our teacher's head, shared with every other preset).
+    * VKD's classifier BN-neck is re-initialised with Kaiming init; ours with the
+      same init as every head here (BN scale 1, classifier N(0, 0.001²)), as VKD's
+      ``ClassificationLayer`` also does for the classifier.
+  """
+  loss = c.loss
+  _transfer_off(loss)
+  loss.id.teacher = loss.triplet.teacher = 0.0
+  loss.triplet.soft_margin = True
+  loss.student_level = 'set'
+  loss.vkd.logits, loss.vkd.distance = 0.1, 1e-4
+  c.input.clip_len = 8
+  c.input.student_frames = 2
+  c.input.sampling = 'multiview'
+  c.input.shuffle_frames = True
+  c.model.nonlocal_blocks.enabled = False
+  c.teacher.mode = 'frozen'
+  c.teacher.init_student = True
+  c.teacher.reinit_student_layer4 = True
+  c.teacher.bn_mode = 'batch'
+  c.optim.lr = 1e-4
+  c.optim.weight_decay = 1e-5
+  c.optim.decay_at = (0.75, 0.875)
 
 
 def _apply_runlocal(c):

@@ -2,9 +2,11 @@
 
 Training (SPEC §3, §6). Every random choice for step s is drawn by `TrainSampler`
 from ``numpy.random.default_rng([seed, s])``: which P identities, which K
-tracklets of each, which T frames of each tracklet (restricted random sampling:
-T equal chunks, one frame from each), the clip's flip and crop offset and each
-frame's erasing box. Process p of n keeps identities [p·P/n, (p+1)·P/n) of that
+tracklets of each, which T frames of each sample (``input.sampling``:
+``restricted``, T equal chunks of the tracklet, one frame from each (TKP);
+``multiview``, frame k from the k-th tracklet of a random order of the
+identity's tracklets (VKD)), the clip's flip and crop offset, each frame's
+erasing box, and with ``input.shuffle_frames`` a random order of the T frames. Process p of n keeps identities [p·P/n, (p+1)·P/n) of that
 draw, so processes hold disjoint identities and the global batch does not depend
 on how many processes there are. No iterator state exists: a pipeline started at
 step 37 yields exactly the batch that one started at 0 yields at step 37.
@@ -35,6 +37,9 @@ from i2v_jax import records
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+SAMPLINGS = ('restricted', 'multiview')
 
 
 class TrackletReader:
@@ -68,8 +73,12 @@ class TrainSampler:
   def __init__(self, rows: Sequence[Dict[str, object]], *, num_ids: int,
                tracklets_per_id: int, clip_len: int, height: int, width: int,
                pad_crop: int, flip: bool, erasing_prob: float, seed: int,
+               sampling: str = 'restricted', shuffle_frames: bool = False,
                process_index: int = 0, process_count: int = 1,
                source: str = 'train split'):
+    if sampling not in SAMPLINGS:
+      raise ValueError(f'config input.sampling={sampling!r}: choose one of {SAMPLINGS}')
+    self.sampling, self.shuffle_frames = sampling, shuffle_frames
     self.by_id: Dict[int, List[int]] = {}
     for i, r in enumerate(rows):
       self.by_id.setdefault(int(r['label']), []).append(i)
@@ -88,20 +97,40 @@ class TrainSampler:
     self.process_index, self.process_count = process_index, process_count
 
   def __call__(self, step: int) -> Dict[str, np.ndarray]:
+    """Sample rows (B,), and for every frame its tracklet row and frame index (B, T)."""
     rng = np.random.default_rng([self.seed, step])
     ids = rng.choice(self.ids, self.p, replace=False)
     rows = np.concatenate([
         rng.choice(self.by_id[i], self.k, replace=len(self.by_id[i]) < self.k)
         for i in ids])
     b = len(rows)
-    frames = np.stack([restricted_random(self.num_frames[r], self.t, rng) for r in rows])
+    if self.sampling == 'restricted':
+      frame_rows = np.repeat(rows[:, None], self.t, axis=1)
+      frames = np.stack([restricted_random(self.num_frames[r], self.t, rng) for r in rows])
+    else:
+      frame_rows, frames = self._multiview(rows, ids, rng)
     flip = (rng.random(b) < 0.5) & self.flip
     crop = rng.integers(0, 2 * self.pad + 1, (b, 2))
     erase = self._erasing(rng, b)
+    if self.shuffle_frames:
+      order = np.argsort(rng.random((b, self.t)), axis=1)
+      frame_rows = np.take_along_axis(frame_rows, order, axis=1)
+      frames = np.take_along_axis(frames, order, axis=1)
     share = slice(self.process_index * b // self.process_count,
                   (self.process_index + 1) * b // self.process_count)
-    return {'rows': rows[share], 'frames': frames[share], 'flip': flip[share],
-            'crop': crop[share], 'erase': erase[share]}
+    return {'rows': rows[share], 'frame_rows': frame_rows[share], 'frames': frames[share],
+            'flip': flip[share], 'crop': crop[share], 'erase': erase[share]}
+
+  def _multiview(self, rows, ids, rng):
+    """VKD's MultiViewTemporalTransform: per sample, a random order of its
+    identity's tracklets; frame k comes from tracklet k mod n of that order, at a
+    uniformly random position."""
+    frame_rows = np.empty((len(rows), self.t), np.int64)
+    for i, pid in enumerate(np.repeat(ids, self.k)):
+      order = rng.permutation(self.by_id[pid])
+      frame_rows[i] = order[np.arange(self.t) % len(order)]
+    frames = (rng.random(frame_rows.shape) * self.num_frames[frame_rows]).astype(np.int64)
+    return frame_rows, frames
 
   def _erasing(self, rng, b):
     """(B, T, 4) int32 boxes y0, x0, h, w (h = 0: no erasing), Zhong et al. 2020."""
@@ -168,7 +197,8 @@ def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
       reader.rows, num_ids=inp.num_ids, tracklets_per_id=inp.tracklets_per_id,
       clip_len=inp.clip_len, height=inp.height, width=inp.width,
       pad_crop=inp.pad_crop, flip=inp.flip, erasing_prob=inp.erasing_prob,
-      seed=seed, process_index=process_index, process_count=process_count,
+      seed=seed, sampling=inp.sampling, shuffle_frames=inp.shuffle_frames,
+      process_index=process_index, process_count=process_count,
       source=os.path.join(data_dir, 'index-train.json'))
   t = inp.clip_len
   b = inp.num_ids * inp.tracklets_per_id // process_count
@@ -176,7 +206,8 @@ def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
   def plan(step):
     p = sampler(int(step))
     jpegs = np.array([reader.frames(int(r))[int(f)]
-                      for r, fs in zip(p['rows'], p['frames']) for f in fs], object)
+                      for r, f in zip(p['frame_rows'].ravel(), p['frames'].ravel())],
+                     object)
     meta = np.array([[reader.rows[r]['label'], reader.rows[r]['pid'],
                       reader.rows[r]['camid']] for r in p['rows']], np.int32)
     per_frame = lambda x: np.repeat(x, t, axis=0)

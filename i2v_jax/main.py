@@ -70,13 +70,13 @@ def prepare_data(config, workdir: str):
 
 
 def initial_state(config, num_classes: int, mesh):
-  """A fresh, replicated train state (with the frozen teacher loaded if any)."""
+  """A fresh, replicated train state (with ``teacher.checkpoint``'s teacher if set)."""
   import jax  # pylint: disable=g-import-not-at-top
   from i2v_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
-  frozen = None
-  if config.teacher.mode == 'frozen' and 'teacher' in config.networks:
-    frozen = checkpoint.load_teacher(config.teacher.checkpoint)
-  state = train.create_train_state(config, num_classes, jax.random.key(config.seed), frozen)
+  teacher = None
+  if config.teacher.checkpoint and 'teacher' in config.networks:
+    teacher = checkpoint.load_teacher(config.teacher.checkpoint)
+  state = train.create_train_state(config, num_classes, jax.random.key(config.seed), teacher)
   return train.replicate(state, mesh)
 
 
@@ -123,6 +123,7 @@ def train_and_log(config, workdir: str) -> dict:
   last = {}
   batch_size = config.input.num_ids * config.input.tracklets_per_id
   wait, t_last, logged_at, it = 0.0, time.perf_counter(), start, ds.as_numpy_iterator()
+  warned = False  # TCL saturation, said once
 
   def evaluate_and_keep_best(done):
     results = evaluate.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
@@ -151,6 +152,14 @@ def train_and_log(config, workdir: str) -> dict:
             f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
             + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
                if good is not None else 'no checkpoint was written'))
+      saturated = sorted(k for k, v in metrics.items()
+                         if k.endswith('/saturated') and v > 0.5)
+      if saturated and lead and not warned:
+        warned = True
+        print(f'warning: step {done}: {", ".join(saturated)} > 0.5: most TCL softmaxes are '
+              'one-hot, so TCL and its gradient are ~0 (distances too large for '
+              'loss.tcl.temperature); set --config.loss.tcl.distance_scale=mean or use '
+              'cosine distance', flush=True)
       steps = done - logged_at  # since the last log line
       metrics['images_per_s'] = (steps * batch_size * config.input.clip_len
                                  / (time.perf_counter() - t_last))

@@ -153,30 +153,84 @@ def check_same_layout(loaded, expected, source: str) -> None:
         '--config.model.nonlocal_blocks.enabled=False), or change config.model.')
 
 
+BN_MODES = ('running', 'batch')
+
+
+def _reinit_student_layer4(student, fresh):
+  """VKD's ``reinit_layers(reinit_l4=True)``: ``student`` with its last stage and
+  its head taken from ``fresh`` (the model.pretrained or random initialisation)."""
+  last = f'layer{max(int(k[5]) for k in fresh["params"]["backbone"] if k.startswith("layer"))}_'
+  out = {}
+  for collection in ('params', 'batch_stats'):
+    backbone = dict(student[collection]['backbone'])
+    backbone.update({k: v for k, v in fresh[collection]['backbone'].items()
+                     if k.startswith(last)})
+    out[collection] = dict(student[collection], backbone=backbone,
+                           head=fresh[collection]['head'])
+  return out
+
+
 def create_train_state(config, num_classes: int, rng,
-                       frozen_teacher: Optional[Dict[str, Any]] = None) -> TrainState:
-  """A fresh state; a frozen teacher's variables must be given (VKD stage 2)."""
+                       teacher_variables: Optional[Dict[str, Any]] = None) -> TrainState:
+  """A fresh state.
+
+  ``teacher_variables`` (``{'params', 'batch_stats'}`` of a teacher_only run,
+  `checkpoint.load_teacher`) must be given when ``config.teacher.checkpoint`` is
+  set: ``teacher.mode=frozen`` keeps them fixed (VKD stage 2); ``joint`` starts
+  the teacher from them and trains it on (mdkt after a teacher stage). Either
+  way ``teacher.init_student`` starts the student as a copy of that teacher
+  (and ``teacher.reinit_student_layer4`` then resets its last stage and head).
+  """
   variables = init_variables(config, num_classes, rng)
   networks = trained_networks(config)
+  t = config.teacher
+  if t.mode not in ('joint', 'frozen'):
+    raise ValueError(f'config teacher.mode={t.mode!r}: joint or frozen')
+  if t.bn_mode not in BN_MODES:
+    raise ValueError(f'config teacher.bn_mode={t.bn_mode!r}: choose one of {BN_MODES}')
+  if config.model.shared_classifier and (t.mode != 'joint' or len(networks) != 2):
+    raise ValueError('config model.shared_classifier=True needs both networks trained '
+                     f'jointly (teacher.mode=joint, networks=(teacher, student)); got '
+                     f'teacher.mode={t.mode!r}, networks={tuple(config.networks)}')
+  has_teacher = 'teacher' in config.networks
+  if t.mode == 'frozen' and has_teacher and not t.checkpoint:
+    raise ValueError('config teacher.mode=frozen needs the teacher variables of a '
+                     'teacher_only run: set --config.teacher.checkpoint=<its workdir>')
+  if t.init_student and not (has_teacher and t.checkpoint):
+    raise ValueError('config teacher.init_student=True copies a trained teacher: set '
+                     '--config.teacher.checkpoint=<workdir of a teacher_only run>')
   frozen = {}
-  if config.teacher.mode == 'frozen' and 'teacher' in config.networks:
-    if frozen_teacher is None:
-      raise ValueError('config teacher.mode=frozen needs the teacher variables of a '
-                       'teacher_only run: set --config.teacher.checkpoint=<its workdir>')
-    check_same_layout(frozen_teacher, variables['teacher'], config.teacher.checkpoint)
-    frozen = {'teacher': frozen_teacher}
-    if config.teacher.init_student and 'student' in networks:
+  if has_teacher and t.checkpoint:
+    if teacher_variables is None:
+      raise ValueError(f'config teacher.checkpoint={t.checkpoint!r} is set but no teacher '
+                       'variables were loaded (checkpoint.load_teacher)')
+    check_same_layout(teacher_variables, variables['teacher'], t.checkpoint)
+    if t.mode == 'frozen':
+      frozen = {'teacher': teacher_variables}
+    else:
+      variables['teacher'] = jax.tree.map(jnp.array, teacher_variables)
+    if t.init_student and 'student' in networks:
       # VKD: the student starts from the teacher's weights. Only a teacher without
       # non-local blocks has exactly the student's layout.
-      check_same_layout(frozen_teacher, variables['student'],
-                        f'{config.teacher.checkpoint} (as the student, teacher.init_student)')
-      variables['student'] = jax.tree.map(jnp.array, frozen_teacher)
-  elif config.teacher.mode != 'joint':
-    raise ValueError(f'config teacher.mode={config.teacher.mode!r}: joint or frozen')
+      check_same_layout(teacher_variables, variables['student'],
+                        f'{t.checkpoint} (as the student, teacher.init_student)')
+      student = jax.tree.map(jnp.array, teacher_variables)
+      if t.reinit_student_layer4:
+        student = _reinit_student_layer4(student, variables['student'])
+      variables['student'] = student
   params = {n: variables[n]['params'] for n in networks}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats={n: variables[n]['batch_stats'] for n in networks},
                     opt_state=make_optimizer(config).init(params), frozen=frozen)
+
+
+def network_params(params: Dict[str, Any], name: str, shared_classifier: bool):
+  """``params[name]``; with a shared classifier the student's head uses the
+  teacher's classifier weights (TKP), so gradients of both reach one kernel."""
+  if name != 'student' or not shared_classifier:
+    return params[name]
+  head = dict(params['student']['head'], classifier=params['teacher']['head']['classifier'])
+  return dict(params['student'], head=head)
 
 
 def _device_loss_and_grads(config, teacher, student):
@@ -206,11 +260,16 @@ def _device_loss_and_grads(config, teacher, student):
         if name not in networks:
           continue
         if name in state.frozen:
-          out = model.apply(state.frozen[name], x, train=False)
+          if config.teacher.bn_mode == 'batch':  # VKD's teacher_mode(): batch moments,
+            out, _ = model.apply(state.frozen[name], x, train=True,  # running ones kept
+                                 mutable=['batch_stats'])
+          else:
+            out = model.apply(state.frozen[name], x, train=False)
           outputs[name] = jax.lax.stop_gradient(out)
           continue
+        own = network_params(params, name, config.model.shared_classifier)
         out, updates = model.apply(
-            {'params': params[name], 'batch_stats': state.batch_stats[name]},
+            {'params': own, 'batch_stats': state.batch_stats[name]},
             x, train=True, mutable=['batch_stats'])
         outputs[name], stats[name] = out, updates['batch_stats']
       total, metrics = objective(outputs['teacher'], outputs['student'], labels,

@@ -42,6 +42,18 @@ def test_presets_select_their_losses():
   assert cfg.teacher.mode == 'frozen' and cfg.input.student_frames == 2
   assert not cfg.model.nonlocal_blocks.enabled
   assert cfg.loss.vkd.temperature == 10.0 and cfg.loss.vkd.logits == 0.1
+  # VKD's train_distill.py, item by item (issue 10).
+  assert cfg.loss.student_level == 'set' and cfg.loss.triplet.soft_margin
+  assert cfg.teacher.bn_mode == 'batch' and cfg.teacher.init_student
+  assert cfg.teacher.reinit_student_layer4
+  assert cfg.input.sampling == 'multiview' and cfg.input.shuffle_frames
+  assert cfg.input.clip_len == 8
+  assert (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 1e-5)
+  assert tuple(cfg.optim.decay_at) == (300 / 400, 350 / 400)
+  terms, cfg = active('vkd_teacher')  # VKD's train_v2v.py
+  assert terms == {'id/teacher', 'triplet/teacher'} and cfg.networks == ('teacher',)
+  assert cfg.loss.triplet.soft_margin and not cfg.model.nonlocal_blocks.enabled
+  assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.input.clip_len) == (1e-4, 1e-5, 8)
   terms, cfg = active('teacher_only')
   assert terms == {'id/teacher', 'triplet/teacher'} and cfg.networks == ('teacher',)
   terms, cfg = active('student_only')

@@ -74,6 +74,39 @@ def test_clip_frames_follow_restricted_random_sampling():
         assert all(bounds[i] <= idx[i] < bounds[i + 1] for i in range(4))
 
 
+def sampler_for(data_dir, **kw):
+  args = dict(num_ids=4, tracklets_per_id=2, clip_len=4, height=64, width=32,
+              pad_crop=0, flip=False, erasing_prob=0.5, seed=7)
+  return ip.TrainSampler(records.load_index(data_dir, 'train'), **dict(args, **kw))
+
+
+def test_multiview_sampling_draws_each_frame_from_another_tracklet(data_dir):
+  """VKD's MultiViewTemporalTransform: frame k from the k-th tracklet of a random
+  order of the identity's tracklets (cycling when it has fewer than T)."""
+  rows = records.load_index(data_dir, 'train')
+  for step in range(10):
+    plan = sampler_for(data_dir, sampling='multiview', clip_len=5)(step)
+    for row, frame_rows, frames in zip(plan['rows'], plan['frame_rows'], plan['frames']):
+      own = [i for i, r in enumerate(rows) if r['label'] == rows[row]['label']]
+      assert set(frame_rows) <= set(own)
+      n = len(own)
+      assert len(set(frame_rows)) == min(n, 5)  # distinct until the order repeats
+      assert all(frame_rows[k] == frame_rows[k % n] for k in range(5))
+      assert all(0 <= f < rows[r]['num_frames'] for r, f in zip(frame_rows, frames))
+  with pytest.raises(ValueError, match="input.sampling='views'"):
+    sampler_for(data_dir, sampling='views')
+
+
+def test_shuffled_frames_are_the_same_frames_in_random_order(data_dir):
+  plain = sampler_for(data_dir)(3)
+  shuffled = sampler_for(data_dir, shuffle_frames=True)(3)
+  for k in ('rows', 'flip', 'crop', 'erase'):
+    np.testing.assert_array_equal(plain[k], shuffled[k])
+  pairs = lambda p: [sorted(zip(r, f)) for r, f in zip(p['frame_rows'], p['frames'])]
+  assert pairs(plain) == pairs(shuffled)
+  assert not np.array_equal(plain['frames'], shuffled['frames'])
+
+
 def test_augmentations_switch_off_to_the_plain_frames(data_dir):
   cfg = config(**{'input.flip': False, 'input.pad_crop': 0, 'input.erasing_prob': 0.0})
   b = batches(data_dir, cfg, 2, 1)[0]

@@ -169,7 +169,7 @@ def test_tcl_hand_worked_case():
   # tau=1: pi_T = softmax(-1, -2) = (0.7311, 0.2689); pi_S = (0.5, 0.5)
   # KL = 0.7311 ln(1.4621) + 0.2689 ln(0.5379) = 0.1109.
   # Anchor 1: teacher d(1,0)=1, d(1,2)=1 -> pi_T = (0.5, 0.5); student d(1,0)=2,
-  # d(1,2)=0 (clamped to 1e-6) -> pi_S = softmax(-2, -1e-6).
+  # d(1,2)=0 -> pi_S = softmax(-2, 0).
   # Anchor 2 (label b) has no positive: left out.
   t = np.array([[0.0], [1.0], [2.0]], np.float32)
   s = np.array([[0.0], [2.0], [2.0]], np.float32)
@@ -177,7 +177,7 @@ def test_tcl_hand_worked_case():
   kl = lambda p, q: sum(a * math.log(a / b) for a, b in zip(p, q))
   sm = lambda a, b: (1 / (1 + math.exp(b - a)), 1 / (1 + math.exp(a - b)))
   anchor0 = kl(sm(-1, -2), sm(-2, -2))
-  anchor1 = kl(sm(-1, -1), sm(-2, -1e-6))  # student d(1,2)=0 (clamped 1e-6)
+  anchor1 = kl(sm(-1, -1), sm(-2, 0.0))  # student d(1,2)=0 exactly
   np.testing.assert_allclose(anchor0, 0.1109, atol=1e-4)
   np.testing.assert_allclose(got, (anchor0 + anchor1) / 2, rtol=1e-4)
   np.testing.assert_allclose(aux['valid'], 2 / 3)
@@ -320,19 +320,6 @@ def test_objective_is_weighted_sum_of_its_terms():
                              np.mean(np.sum((s - tf) ** 2, -1)), rtol=1e-5)
 
 
-def test_objective_clip_level_teacher_repeats_clip_features():
-  teacher, student = fake_outputs(1, m=3)
-  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
-  cfg = all_terms_config()
-  cfg.tcl.teacher_level = 'clip'
-  _, metrics = losses.objective(teacher, student, labels, cfg)
-  s = np.asarray(student['features'])
-  tc = np.repeat(np.asarray(teacher['features']), 3, axis=0)
-  want = ref_tcl(s.tolist(), tc.tolist(), np.repeat(labels, 3).tolist(),
-                 cfg.tcl.temperature, 1, 'teacher', 'cosine', 'teacher_to_student')
-  np.testing.assert_allclose(metrics['loss/tcl'], want, rtol=1e-4)
-
-
 def test_objective_with_single_sample_identity_is_finite():
   teacher, student = fake_outputs(2, b=5, m=1)
   labels = jnp.asarray([0, 0, 1, 2, 2])
@@ -354,3 +341,259 @@ def test_objective_names_missing_network():
   cfg = base.get_config('preset=mdkt').loss
   with pytest.raises(ValueError, match="'id/teacher'.*no teacher network"):
     losses.objective(None, student, labels, cfg, ('student',))
+
+
+# ----------------------------------------- issue 10: VKD set level, TCL traps
+
+
+def ref_tcl_general(s_anc, s_cand, t_anc, t_cand, alab, clab, aidx, cidx, tau,
+                    num_negatives=1, metric='cosine', scale='none', cross=False):
+  """TCL (teacher -> student, mined on the teacher) from its definition, with
+  anchors and candidates as separate sets; ``scale='mean'`` divides each
+  network's distances by their mean over all positive and negative pairs;
+  ``cross`` measures the student's distances to the teacher's candidates."""
+  n, m = len(alab), len(clab)
+  dt = [[0.0 if aidx[i] == cidx[j] else ref_dist(t_anc[i], t_cand[j], metric)
+         for j in range(m)] for i in range(n)]
+  if cross:
+    ds = [[ref_dist(s_anc[i], t_cand[j], metric) for j in range(m)] for i in range(n)]
+  else:
+    ds = [[0.0 if aidx[i] == cidx[j] else ref_dist(s_anc[i], s_cand[j], metric)
+           for j in range(m)] for i in range(n)]
+  pairs = [(i, j) for i in range(n) for j in range(m) if aidx[i] != cidx[j]
+           or alab[i] != clab[j]]
+  ct = cs = 1.0
+  if scale == 'mean':
+    ct = sum(dt[i][j] for i, j in pairs) / len(pairs)
+    cs = sum(ds[i][j] for i, j in pairs) / len(pairs)
+  total, count, chosen_sets = 0.0, 0, []
+  for k in range(n):
+    pos = [j for j in range(m) if clab[j] == alab[k] and cidx[j] != aidx[k]]
+    neg = [j for j in range(m) if clab[j] != alab[k]]
+    if not pos or not neg:
+      continue
+    if num_negatives == 1:
+      chosen = [max(pos, key=lambda j: dt[k][j]), min(neg, key=lambda j: dt[k][j])]
+    else:
+      chosen = pos + sorted(neg, key=lambda j: dt[k][j])[:num_negatives]
+    chosen_sets.append(chosen)
+    pi_t = ref_softmax([-dt[k][j] / (tau * ct) for j in chosen])
+    pi_s = ref_softmax([-ds[k][j] / (tau * cs) for j in chosen])
+    total += ref_kl(pi_t, pi_s)
+    count += 1
+  return (total / count if count else 0.0), chosen_sets
+
+
+def clip_level_config(num_negatives):
+  cfg = base.get_config('preset=mdkt').loss
+  cfg.unlock()
+  cfg.tcl.teacher_level = 'clip'
+  cfg.tcl.num_negatives = num_negatives
+  return cfg
+
+
+@pytest.mark.parametrize('num_negatives', [1, 2])
+def test_clip_level_tcl_mines_distinct_tracklets(num_negatives):
+  """Item 5: at clip level the candidates are tracklets (teacher clip feature,
+  student mean of its M images), never M copies of one clip feature."""
+  b, m = 6, 3
+  teacher, student = fake_outputs(1, b=b, m=m)
+  labels = np.array([0, 0, 1, 1, 2, 2])
+  cfg = clip_level_config(num_negatives)
+  _, metrics = losses.objective(teacher, student, jnp.asarray(labels), cfg)
+  s = np.asarray(student['features'], np.float64)
+  v = np.asarray(teacher['features'], np.float64)
+  s_sets = s.reshape(b, m, -1).mean(1)
+  anchor_track = np.repeat(np.arange(b), m)
+  want, chosen = ref_tcl_general(
+      s.tolist(), s_sets.tolist(), v[anchor_track].tolist(), v.tolist(),
+      labels[anchor_track].tolist(), labels.tolist(), anchor_track.tolist(),
+      list(range(b)), cfg.tcl.temperature, num_negatives)
+  np.testing.assert_allclose(metrics['loss/tcl'], want, rtol=1e-4)
+  for c in chosen:  # every softmax entry is a different tracklet
+    assert len(set(c)) == len(c)
+  if num_negatives == 2:  # the one other tracklet of the id + 2 distinct negatives
+    assert all(len(c) == 3 for c in chosen)
+  # The result does not depend on the order of tracklets or of the frames in them.
+  perm = np.array([3, 0, 5, 1, 4, 2])
+  frames = np.array([2, 0, 1])
+  t2 = jax.tree.map(lambda x: x[perm], teacher)
+  s2 = jax.tree.map(lambda x: x.reshape((b, m) + x.shape[1:])[perm][:, frames]
+                    .reshape((b * m,) + x.shape[1:]), student)
+  _, metrics2 = losses.objective(t2, s2, jnp.asarray(labels[perm]), cfg)
+  np.testing.assert_allclose(metrics2['loss/tcl'], metrics['loss/tcl'], rtol=1e-5)
+
+
+def test_frame_level_tcl_depends_on_nothing_but_rows():
+  """The frame-level objective equals the loop on the student rows (alignment)."""
+  teacher, student = fake_outputs(4, m=2)
+  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
+  _, metrics = losses.objective(teacher, student, labels, base.get_config('preset=mdkt').loss)
+  s = np.asarray(student['features'])
+  tf = np.asarray(teacher['frame_features'])[:, :2].reshape(12, -1)
+  idx = list(range(12))
+  want, _ = ref_tcl_general(s.tolist(), s.tolist(), tf.tolist(), tf.tolist(),
+                            np.repeat(labels, 2).tolist(), np.repeat(labels, 2).tolist(),
+                            idx, idx, 0.1)
+  np.testing.assert_allclose(metrics['loss/tcl'], want, rtol=1e-4)
+
+
+def relu_features(seed, n, d=2048, per_id=3, spread=0.15):
+  """Trained-ResNet-like features: non-negative, mean ~1, norms ~50 (2048-d),
+  clustered by identity (rows i*per_id ... are one id): same-id distances ~10,
+  other-id distances ~40."""
+  rng = np.random.default_rng(seed)
+  base_ = np.abs(rng.standard_normal(d)) * 1.2
+  ids = 0.6 * rng.standard_normal((-(-n // per_id), d))
+  x = base_ + np.repeat(ids, per_id, axis=0)[:n] + spread * rng.standard_normal((n, d))
+  return np.maximum(x, 0).astype(np.float32)
+
+
+def test_euclidean_tcl_on_resnet_scale_features_keeps_a_gradient():
+  """Item 6: raw Euclidean distances (~10) / tau=0.1 saturate both softmaxes,
+  loss and gradient exactly 0; distance_scale='mean' keeps both, and the
+  'saturated' diagnostic says which case a run is in."""
+  labels = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+  s, t = relu_features(0, 12), relu_features(1, 12)
+  s_j = jnp.asarray(s)
+
+  def loss(s_, scale):
+    return tcl(s_, t, labels=labels, temperature=0.1, distance='euclidean',
+               distance_scale=scale)
+  (raw, aux_raw), g_raw = jax.value_and_grad(lambda x: loss(x, 'none'), has_aux=True)(s_j)
+  assert float(raw) == 0.0 and np.all(np.asarray(g_raw) == 0.0)
+  assert float(aux_raw['saturated']) == 1.0
+  (val, aux), grad = jax.value_and_grad(lambda x: loss(x, 'mean'), has_aux=True)(s_j)
+  idx = list(range(12))
+  want, _ = ref_tcl_general(s.tolist(), s.tolist(), t.tolist(), t.tolist(), labels,
+                            labels, idx, idx, 0.1, metric='euclidean', scale='mean')
+  np.testing.assert_allclose(val, want, rtol=1e-3)
+  assert float(val) > 0 and np.abs(np.asarray(grad)).max() > 0
+  assert float(aux['saturated']) < 1.0
+  # With the mean scale Euclidean TCL is invariant to either network's feature scale.
+  np.testing.assert_allclose(loss(s_j * 9.0, 'mean')[0], val, rtol=1e-4)
+
+
+def test_cross_network_tcl_matches_definition_and_reaches_only_the_student():
+  s, t = features(21), features(22)
+  got, _ = tcl(s, t, temperature=0.2, cross=True)
+  idx = list(range(7))
+  want, _ = ref_tcl_general(s.tolist(), s.tolist(), t.tolist(), t.tolist(), LABELS,
+                            LABELS, idx, idx, 0.2, cross=True)
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  gs, gt = jax.grad(lambda a, b: tcl(a, b, temperature=0.2, cross=True)[0],
+                    argnums=(0, 1))(jnp.asarray(s), jnp.asarray(t))
+  assert np.abs(gs).max() > 0 and np.all(gt == 0)
+
+
+def test_distances_are_exact_against_float64():
+  """Item 7: self-distances exactly 0 and small distances accurate under jit, in
+  both the difference form (small batches) and the centred expansion (large)."""
+  from i2v_jax.losses import distances as dist_mod  # the module's size switch
+  for n in (32, 160):  # 32*32*2048 < 2**24 <= 160*160*2048
+    assert (n * n * 2048 <= dist_mod.DIFFERENCE_FORM_MAX) == (n == 32)
+    x = relu_features(3, n)
+    x[1] = x[0] + 1e-3 * np.abs(np.random.default_rng(4).standard_normal(2048))
+    idx = jnp.arange(n)
+    d = jax.jit(lambda a: losses.pairwise_distance(
+        a, a, 'euclidean', idx[:, None] == idx[None, :]))(jnp.asarray(x))
+    d = np.asarray(d, np.float64)
+    x64 = x.astype(np.float64)
+    ref = np.sqrt(((x64[:, None] - x64[None]) ** 2).sum(-1))
+    assert np.all(np.diag(d) == 0.0)
+    off = ~np.eye(n, dtype=bool)
+    usual = off & (ref > 1.0)  # every pair but the near-duplicate
+    rel = np.abs(d - ref)[usual] / ref[usual]
+    assert rel.max() < 1e-5, (n, rel.max())
+    # The near-duplicate pair: distance 0.036 between rows of norm ~60. Exact in
+    # the difference form; in the centred expansion its error is bounded by the
+    # float32 rounding of the centred norms (~30²·6e-8), not of the raw ones.
+    if n == 32:
+      np.testing.assert_allclose(d[0, 1], ref[0, 1], rtol=1e-4)
+    else:
+      assert abs(d[0, 1] - ref[0, 1]) < 1e-3, (d[0, 1], ref[0, 1])
+      raw = (np.sum(x * x, -1)[:, None] + np.sum(x * x, -1)[None] - 2 * x @ x.T)
+      assert abs(d[0, 1] - ref[0, 1]) < abs(np.sqrt(max(raw[0, 1], 0)) - ref[0, 1])
+    sq = jax.jit(lambda a: dist_mod.squared_euclidean(a, a))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(sq)[usual], (ref ** 2)[usual], rtol=2e-5)
+  # The gradient of a zero distance is finite (0), not NaN.
+  g = jax.grad(lambda a: losses.pairwise_distance(a, a, 'euclidean').sum())(
+      jnp.ones((3, 4)))
+  assert np.all(np.isfinite(g))
+
+
+def ref_vkd_stage2(s_img, t_clip, zs_img, zt, labels, m, tau=10.0):
+  """VKD's train_distill.py losses from their definition: the student's M images
+  are one set (mean embedding, mean of per-image logits)."""
+  b = len(labels)
+  s_set = [[sum(s_img[i * m + k][d] for k in range(m)) / m for d in range(len(s_img[0]))]
+           for i in range(b)]
+  z_set = [[sum(zs_img[i * m + k][c] for k in range(m)) / m for c in range(len(zs_img[0]))]
+           for i in range(b)]
+  ce = 0.0
+  for i in range(b):
+    ls = math.log(sum(math.exp(v) for v in z_set[i]))
+    ce += (ls - z_set[i][labels[i]]) / b
+  trip = ref_triplet(s_set, labels, s_set, labels, 0.0, True, 'euclidean', True)
+  kl = 0.0
+  for i in range(b):
+    p = ref_softmax([v / tau for v in zt[i]])
+    q = ref_softmax([v / tau for v in z_set[i]])
+    kl += tau ** 2 * ref_kl(p, q) / b
+  sq = lambda a, c: sum((x - y) ** 2 for x, y in zip(a, c))
+  sim = 0.5 * sum((sq(s_set[i], s_set[j]) - sq(t_clip[i], t_clip[j])) ** 2
+                  for i in range(b) for j in range(b)) / b ** 2
+  return {'id/student': ce, 'triplet/student': trip, 'vkd/logits': kl, 'vkd/distance': sim}
+
+
+def test_vkd_preset_at_m2_is_vkds_set_level_loss():
+  """Item 1 (+2): with the vkd preset every student term works on the set of M=2
+  images, one row per sample, soft-margin triplet."""
+  cfg = base.get_config('preset=vkd').loss
+  assert cfg.student_level == 'set' and cfg.triplet.soft_margin
+  teacher, student = fake_outputs(7, b=6, m=2)
+  labels = [0, 0, 1, 1, 2, 2]
+  total, metrics = losses.objective(teacher, student, jnp.asarray(labels), cfg,
+                                    ('teacher', 'student'))
+  want = ref_vkd_stage2(np.asarray(student['features']).tolist(),
+                        np.asarray(teacher['features']).tolist(),
+                        np.asarray(student['logits']).tolist(),
+                        np.asarray(teacher['logits']).tolist(), labels, 2)
+  for name, value in want.items():
+    np.testing.assert_allclose(metrics[f'loss/{name}'], value, rtol=1e-4, err_msg=name)
+  np.testing.assert_allclose(
+      total, want['id/student'] + want['triplet/student'] + 0.1 * want['vkd/logits']
+      + 1e-4 * want['vkd/distance'], rtol=1e-4)
+
+
+def test_vkd_distance_term_hand_worked_at_m2():
+  """Two samples of M=2 one-dimensional images: student images {0, 2} and {4, 6}
+  form sets 1 and 5 (squared distance 16); teacher clips 0 and 3 (9). The
+  matrices differ by 7 in the 2 off-diagonal entries of 4:
+  ½ · (2 · 49) / 4 = 12.25. At frame level the rows are the 4 images and the
+  teacher clip repeated: frames 0 and 2 of sample 1 are pulled together (target 0)."""
+  cfg = base.get_config('preset=vkd').loss
+  teacher = {'features': jnp.asarray([[0.0], [3.0]]),
+             'frame_features': jnp.zeros((2, 2, 1)), 'logits': jnp.zeros((2, 3))}
+  student = {'features': jnp.asarray([[0.0], [2.0], [4.0], [6.0]]),
+             'logits': jnp.zeros((4, 3))}
+  _, metrics = losses.objective(teacher, student, jnp.asarray([0, 1]), cfg)
+  np.testing.assert_allclose(metrics['loss/vkd/distance'], 12.25, rtol=1e-6)
+  cfg.unlock()
+  cfg.student_level = 'frame'
+  _, frame = losses.objective(teacher, student, jnp.asarray([0, 1]), cfg)
+  # rows 0,2,4,6 vs teacher 0,0,3,3: squared distances (student − teacher):
+  # pairs (0,1): 4−0, (0,2): 16−9, (0,3): 36−9, (1,2): 4−9, (1,3): 16−9, (2,3): 4−0
+  want = 0.5 * 2 * (16 + 49 + 729 + 25 + 49 + 16) / 16
+  np.testing.assert_allclose(frame['loss/vkd/distance'], want, rtol=1e-6)
+
+
+def test_set_and_frame_level_agree_at_m1():
+  teacher, student = fake_outputs(8, m=1)
+  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
+  cfg = all_terms_config()
+  _, frame = losses.objective(teacher, student, labels, cfg)
+  cfg.student_level = 'set'
+  _, set_ = losses.objective(teacher, student, labels, cfg)
+  for k in frame:
+    np.testing.assert_allclose(set_[k], frame[k], rtol=1e-6, err_msg=k)

@@ -7,12 +7,12 @@ and its reverse in mutual learning.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from i2v_jax.losses.distances import pairwise_distance, squared_euclidean
+from i2v_jax.losses.distances import pairwise_distance, same_sample, squared_euclidean
 
 Aux = Dict[str, jnp.ndarray]
 
@@ -48,7 +48,9 @@ def feature_mse(student: jnp.ndarray, teacher: jnp.ndarray) -> Tuple[jnp.ndarray
 
 
 def distance_matrix_mse(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
-                        teacher_anchors: jnp.ndarray, teacher_cands: jnp.ndarray
+                        teacher_anchors: jnp.ndarray, teacher_cands: jnp.ndarray, *,
+                        anchor_index: Optional[jnp.ndarray] = None,
+                        cand_index: Optional[jnp.ndarray] = None
                         ) -> Tuple[jnp.ndarray, Aux]:
   """TKP's distance term on Euclidean distances between frames.
 
@@ -58,27 +60,34 @@ def distance_matrix_mse(student_anchors: jnp.ndarray, student_cands: jnp.ndarray
   under global mining); row k of the student and teacher arrays is one frame.
 
   Args: student_anchors (N, Ds), student_cands (M, Ds), teacher_anchors (N, Dt),
-    teacher_cands (M, Dt).
+    teacher_cands (M, Dt); anchor_index (N,) / cand_index (M,): sample ids, a
+    pair with equal ids is one sample (distance exactly 0 in both networks).
   """
-  d_s = pairwise_distance(student_anchors, student_cands, 'euclidean')
+  same = same_sample(anchor_index, cand_index)
+  d_s = pairwise_distance(student_anchors, student_cands, 'euclidean', same)
   d_t = jax.lax.stop_gradient(
-      pairwise_distance(teacher_anchors, teacher_cands, 'euclidean'))
+      pairwise_distance(teacher_anchors, teacher_cands, 'euclidean', same))
   return jnp.mean((d_s - d_t) ** 2), {}
 
 
 def squared_distance_mse(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
-                         teacher_anchors: jnp.ndarray, teacher_cands: jnp.ndarray
+                         teacher_anchors: jnp.ndarray, teacher_cands: jnp.ndarray, *,
+                         anchor_index: Optional[jnp.ndarray] = None,
+                         cand_index: Optional[jnp.ndarray] = None
                          ) -> Tuple[jnp.ndarray, Aux]:
   """VKD's pairwise-distance term on squared Euclidean distances.
 
       L = ½ · mean_{k,l} (D²^S_kl − stop_grad(D²^T_kl))²,  D²_kl = ‖x_k − x_l‖²
 
   (VKD ``SimilarityDistillationLoss('l2')``; its weight 1e-4 matches the large
-  scale of squared distances of un-normalised 2048-d features.) Arguments as
+  scale of squared distances of un-normalised 2048-d features.) VKD computes it
+  on one row per sample: the student's set embedding against the teacher's
+  clip embedding (``loss.student_level='set'``). Arguments as
   `distance_matrix_mse`.
   """
   f32 = lambda x: x.astype(jnp.float32)
-  d_s = squared_euclidean(f32(student_anchors), f32(student_cands))
+  same = same_sample(anchor_index, cand_index)
+  d_s = squared_euclidean(f32(student_anchors), f32(student_cands), same)
   d_t = jax.lax.stop_gradient(
-      squared_euclidean(f32(teacher_anchors), f32(teacher_cands)))
+      squared_euclidean(f32(teacher_anchors), f32(teacher_cands), same))
   return 0.5 * jnp.mean((d_s - d_t) ** 2), {}

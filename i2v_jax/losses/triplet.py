@@ -7,7 +7,7 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from i2v_jax.losses.distances import pair_masks, pairwise_distance
+from i2v_jax.losses.distances import pair_masks, pairwise_distance, same_sample
 
 
 def masked_mean(values: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
@@ -46,7 +46,8 @@ def batch_hard_triplet(anchors: jnp.ndarray, anchor_labels: jnp.ndarray,
     (loss, {'d_ap', 'd_an': mean hardest distances, 'active': fraction of
     anchors with non-zero loss, 'valid': fraction with a triplet}).
   """
-  dist = pairwise_distance(anchors, candidates, distance)
+  dist = pairwise_distance(anchors, candidates, distance,
+                           same_sample(anchor_index, cand_index))
   positive, negative = pair_masks(anchor_labels, cand_labels, anchor_index, cand_index)
   d_ap = jnp.max(jnp.where(positive, dist, -jnp.inf), axis=1)
   d_an = jnp.min(jnp.where(negative, dist, jnp.inf), axis=1)
