@@ -2,23 +2,43 @@ r"""The CPU-sized synthetic benchmark: the quickstart run and the README's ablat
 
     python -m i2v_jax.main --config=configs/synthetic_cpu.py --workdir=runs/quickstart
     python -m i2v_jax.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
-        --seeds=0,1,2 --jobs=2 --devices=2
+        --seeds=0,1,2,3,4 --jobs=2 --devices=2
 
 ``get_config(arg)`` is `configs/base.py`'s config (same arguments: preset=...)
-shrunk to the CPU-sized setting below; ``sweep()`` lists the variants. Each
-variant trains on the default synthetic dataset (64 training ids, 48 test ids)
-and is evaluated I2V / V2V / I2I / V2I at its last step.
+shrunk to the CPU-sized setting below. The quickstart trains it on the small
+default synthetic dataset from a random start; ``sweep()`` lists the benchmark's
+variants, which the sweep trains on the frozen ``benchmark`` dataset (`DATA`)
+from the backbone of ``pretraining()``.
 
-CPU-sized setting: ResNet with one bottleneck per stage at base width 16,
-one non-local block in layer2 and one in layer3, 64x32 inputs, P=8 x K=4
-tracklets of T=4 frames (M=4 student images), 150 steps (about 19 epochs of
-the 64 training ids), Adam lr 1e-3 decayed x0.1 at 70% and 90%. On this setting
-an mdkt run takes about 2 minutes on one core, student_only about 1.
+CPU-sized setting (every variant): ResNet with one bottleneck per stage at base
+width 16, one non-local block in layer2 and one in layer3 (where the preset has
+them), 64x32 inputs, P=8 x K=4 samples of T=4 frames, Adam lr 1e-3 (every
+preset: a shared schedule, not each paper's), x0.1 at 70% and 90% of the run's
+steps, weight decay as in the preset. Each preset keeps its losses, M and
+sampling (vkd: M=2 set embeddings, multi-view; T is 4 for all, not VKD's 8, so
+every run sees the same frames per step).
+
+Benchmark protocol (issue 12), fixed before any method was compared:
+  * data: `data_prep.synthetic.BENCHMARK` (128 training ids; test: 300 ids seen
+    by 3 of 6 cameras, 300 distractor tracklets, heavy occlusion and pose change);
+  * start: every network's trunk from one pre-training run (`pretraining()`:
+    student_only, 600 steps on `data_prep.synthetic.PRETRAIN`, 512 identities
+    disjoint from the benchmark's), the synthetic stand-in for ImageNet;
+  * budget: TOTAL steps for every method; the two-stage ones (vkd, and mdkt
+    after a teacher stage) spend half in a teacher stage and half after it;
+  * seeds 0-4, paired (seed s: same data order and initial weights everywhere);
+    differences to student_only and vkd with 95% t-intervals;
+  * every KD method is also evaluated with the other gallery encoder.
+The quickstart run takes about 3 minutes here; a benchmark run 3-6 minutes per
+variant on one core (bench/ablation/synthetic_cpu.md has each run's minutes).
 """
 
 from configs import base
 
-STEPS = 150
+STEPS = 150          # the quickstart run
+TOTAL = 300          # the benchmark's budget per method
+STAGE = TOTAL // 2   # each stage of a two-stage method
+DATA = 'benchmark'   # data_prep.synthetic.SPECS name the sweep builds
 
 
 def get_config(arg=None):
@@ -30,6 +50,7 @@ def get_config(arg=None):
   c.model.nonlocal_blocks.layer3 = (0,)
   c.input.height, c.input.width = 64, 32
   c.input.pad_crop = 4
+  c.input.clip_len = 4
   c.train.num_steps = STEPS
   c.train.log_every = 20
   c.train.eval_every = STEPS
@@ -42,42 +63,65 @@ def get_config(arg=None):
   return c
 
 
+def _steps(n):
+  return {'train.num_steps': n, 'train.eval_every': n, 'train.checkpoint_every': n}
+
+
+def pretraining():
+  """The pre-training run every benchmark variant starts from (built once)."""
+  return {'data': 'pretrain', 'arg': 'preset=student_only', 'steps': 600,
+          'overrides': _steps(600), 'network': 'student', 'seed': 0}
+
+
 def sweep():
-  """The variants of the README table: {'name', 'arg', 'overrides', 'about'}."""
+  """The benchmark's variants: {'name', 'arg', 'overrides', 'steps', 'about'}."""
   no_tcl = {'loss.tcl.weight': 0.0, 'loss.mutual.reverse_tcl': 0.0}
   no_ml = {'loss.mutual.student_from_teacher': 0.0, 'loss.mutual.teacher_from_student': 0.0,
            'loss.mutual.reverse_tcl': 0.0}
+  after_stage = {'teacher.checkpoint': '@teacher_stage'}
   runs = [
-      ('student_only', 'preset=student_only', {}, 'the image network alone'),
-      ('teacher_only', 'preset=teacher_only', {}, 'the video network alone; '
-       'I2V queries go through the teacher as one-frame clips'),
-      ('tkp', 'preset=tkp', {}, 'TKP losses (cross-modal triplets, feature and '
+      # name, arg, overrides, steps, about
+      ('student_only', 'preset=student_only', {}, TOTAL, 'the image network alone'),
+      ('teacher_only', 'preset=teacher_only', {}, TOTAL, 'the video network alone (non-local); '
+       'I2V queries go through it as one-frame clips'),
+      ('teacher_stage', 'preset=teacher_only', {}, STAGE, 'teacher_only for half the budget: '
+       'the first stage of mdkt_after_teacher'),
+      ('vkd_teacher', 'preset=vkd_teacher', {}, STAGE, "VKD's first stage (plain ResNet, "
+       'soft-margin triplet), half the budget'),
+      ('vkd', 'preset=vkd', {'teacher.checkpoint': '@vkd_teacher'}, STAGE,
+       "VKD's second stage from vkd_teacher (frozen teacher on batch statistics, student = "
+       'teacher with layer4 and head reset, M=2 set embedding, multi-view), half the budget'),
+      ('tkp', 'preset=tkp', {}, TOTAL, 'TKP losses (cross-modal triplets, feature and '
        'distance-matrix terms), joint training'),
-      ('teacher_only_plain', 'preset=teacher_only', {'model.nonlocal_blocks.enabled': False},
-       "VKD's first stage: the video network without non-local blocks"),
-      ('vkd', 'preset=vkd', {'teacher.checkpoint': '@teacher_only_plain'},
-       "VKD's second stage: teacher_only_plain frozen, the student initialised from "
-       "it, M=2, VKD's losses"),
-      ('mdkt', 'preset=mdkt', {}, 'ID + triplet + TCL + mutual learning (defaults)'),
-      ('mdkt_no_tcl', 'preset=mdkt', no_tcl, 'mdkt without TCL and reverse TCL'),
-      ('mdkt_no_ml', 'preset=mdkt', no_ml, 'mdkt without mutual learning'),
-      ('mdkt_xmodal', 'preset=mdkt', {'loss.triplet.student_to_teacher': 1.0,
-                                      'loss.triplet.teacher_to_student': 1.0},
-       "mdkt plus TKP's cross-modal triplets (student anchors against teacher clips "
-       'and the reverse), which tie the two feature spaces together'),
-      ('mdkt_teacher_gallery', 'preset=mdkt',
-       {'mode': 'evaluate', 'eval.from_workdir': '@mdkt', 'eval.gallery_encoder': 'teacher'},
-       'the mdkt runs evaluated with the teacher encoding gallery videos '
-       '(no training: evaluate mode on their checkpoints)'),
-      ('vkd_teacher_gallery', 'preset=vkd',
-       {'mode': 'evaluate', 'eval.from_workdir': '@vkd', 'eval.gallery_encoder': 'teacher',
-        'teacher.checkpoint': '@teacher_only_plain'},
-       'the vkd runs evaluated with the frozen teacher encoding gallery videos'),
-      ('mdkt_tau0.05', 'preset=mdkt', {'loss.tcl.temperature': 0.05}, 'TCL tau = 0.05'),
-      ('mdkt_tau0.5', 'preset=mdkt', {'loss.tcl.temperature': 0.5}, 'TCL tau = 0.5'),
-      ('mdkt_mining_local', 'preset=mdkt', {'parallel.mining_scope': 'local'},
-       'mining inside each of the 2 devices'),
-      ('mdkt_bn_global', 'preset=mdkt', {'parallel.bn_scope': 'global'},
-       'BatchNorm moments over both devices'),
+      ('mdkt', 'preset=mdkt', {}, TOTAL, 'ID + triplet + TCL + mutual learning, joint from '
+       'the pre-trained start'),
+      ('mdkt_after_teacher', 'preset=mdkt', after_stage, STAGE,
+       'mdkt whose teacher starts from teacher_stage and trains on (joint), half the budget: '
+       'the equal-terms comparison with vkd'),
+      ('mdkt_no_tcl', 'preset=mdkt', no_tcl, TOTAL, 'mdkt without TCL and reverse TCL'),
+      ('mdkt_no_ml', 'preset=mdkt', no_ml, TOTAL, 'mdkt without mutual learning'),
+      ('mdkt_tcl_x0.3', 'preset=mdkt', {'loss.tcl.weight': 0.3}, TOTAL, 'TCL weight 0.3'),
+      ('mdkt_tcl_x3', 'preset=mdkt', {'loss.tcl.weight': 3.0}, TOTAL, 'TCL weight 3'),
+      ('mdkt_tcl_x10', 'preset=mdkt', {'loss.tcl.weight': 10.0}, TOTAL, 'TCL weight 10'),
+      ('mdkt_tcl_clip', 'preset=mdkt', {'loss.tcl.teacher_level': 'clip'}, TOTAL,
+       'TCL against the teacher clip features (candidates are tracklets)'),
+      ('mdkt_tcl_k4', 'preset=mdkt', {'loss.tcl.num_negatives': 4}, TOTAL,
+       'TCL with all positives and the 4 nearest negatives in one softmax'),
+      ('mdkt_shared_classifier', 'preset=mdkt', {'model.shared_classifier': True}, TOTAL,
+       'one ID classifier for both networks (TKP)'),
+      ('mdkt_cross_tcl', 'preset=mdkt', {'loss.tcl.cross_network': True}, TOTAL,
+       "cross-network TCL: the student's distances to the teacher's candidates"),
   ]
-  return [dict(name=n, arg=a, overrides=o, about=t, steps=STEPS) for n, a, o, t in runs]
+  # Every KD method with the other gallery encoder (evaluate mode, no training).
+  other = {'tkp': 'student', 'mdkt': 'teacher', 'mdkt_after_teacher': 'teacher',
+           'vkd': 'teacher', 'mdkt_shared_classifier': 'teacher',
+           'mdkt_cross_tcl': 'teacher'}
+  evals = []
+  for name, encoder in other.items():
+    arg, overrides, steps = next((a, o, s) for n, a, o, s, _ in runs if n == name)
+    evals.append((f'{name}_{encoder}_gallery', arg,
+                  dict(overrides, **{'mode': 'evaluate', 'eval.from_workdir': f'@{name}',
+                                     'eval.gallery_encoder': encoder}), steps,
+                  f'the {name} runs evaluated with the {encoder} encoding gallery videos'))
+  return [dict(name=n, arg=a, overrides=dict(_steps(s), **o), about=t, steps=s)
+          for n, a, o, s, t in runs + evals]

@@ -1,6 +1,8 @@
 r"""Builds a dataset's sharded TFRecords, index and metadata.
 
     python -m data_prep.build --dataset synthetic --out_dir data/synthetic
+    python -m data_prep.build --dataset synthetic --synthetic_preset benchmark \
+        --out_dir data/benchmark
     python -m data_prep.build --dataset mars --manual_dir ~/datasets/MARS \
         --out_dir data/mars [--max_tracklets 50] [--workers 8]
 
@@ -13,6 +15,7 @@ when the build is complete.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -56,13 +59,16 @@ def main(argv=None) -> int:
   p.add_argument('--workers', type=int, default=os.cpu_count() or 4)
   p.add_argument('--no_verify', action='store_true',
                  help='skip decoding every JPEG once (faster, no corrupt-file check)')
+  p.add_argument('--synthetic_preset', default='small', choices=sorted(synthetic.SPECS),
+                 help='named generator settings (data_prep/synthetic.py SPECS)')
   for field in synthetic.SyntheticSpec.__dataclass_fields__.values():
-    p.add_argument(f'--synthetic_{field.name}', type=type(field.default),
-                   default=field.default, help='synthetic generator setting')
+    p.add_argument(f'--synthetic_{field.name}', type=type(field.default), default=None,
+                   help=f'override one setting of the preset (small: {field.default})')
   args = p.parse_args(argv)
-  spec = synthetic.SyntheticSpec(**{
+  spec = dataclasses.replace(synthetic.SPECS[args.synthetic_preset], **{
       name: getattr(args, f'synthetic_{name}')
-      for name in synthetic.SyntheticSpec.__dataclass_fields__})
+      for name in synthetic.SyntheticSpec.__dataclass_fields__
+      if getattr(args, f'synthetic_{name}') is not None})
   try:
     meta = build(args.dataset, args.out_dir, args.manual_dir, args.max_tracklets,
                  args.workers, not args.no_verify, spec=spec)

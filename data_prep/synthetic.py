@@ -13,7 +13,18 @@ the tracklet as a whole shows it. Everything is a pure function of the seed.
 Protocol: train ids and test ids are disjoint. Each identity is seen by
 ``cams_per_id`` of the ``num_cameras`` cameras, one tracklet per camera. For each
 test id one tracklet is the query; the gallery holds all test tracklets (the
-query's own is removed by the same-id-same-camera junk rule, as on Duke).
+query's own is removed by the same-id-same-camera junk rule, as on Duke) and
+``num_distractors`` one-camera tracklets of other people with pid 0 (as MARS's
+distractors: ordinary negatives).
+
+Identity namespaces. Identity p's appearance is drawn from the stream
+``[seed, 2, id_offset + p]`` and camera c's from ``[seed, 1, id_offset + c]``:
+a pool built with another ``id_offset`` (the pre-training pool, `SPECS`) shares
+no identity or camera with the benchmark, while coming from the same family.
+
+`SPECS` names the settings in use: ``small`` (the quickstart and tests),
+``benchmark`` (the README's ablation; frozen) and ``pretrain`` (the synthetic
+stand-in for ImageNet: many identities and cameras, short tracklets).
 """
 
 from __future__ import annotations
@@ -51,7 +62,24 @@ class SyntheticSpec:
   height: int = 128
   width: int = 64
   occlusion_prob: float = 0.5
+  occlusion_max: float = 0.65     # largest share of the frame an occluder covers
+  frame_jitter: float = 1.0       # x the per-frame scale / position change
+  num_distractors: int = 0        # gallery tracklets of pid 0
+  id_offset: int = 0              # identity / camera namespace (see module doc)
   seed: int = 0
+
+
+# Frozen once, before any method was compared on it (issue 12): 300 test ids
+# seen by 3 of 6 cameras, 300 distractors, heavier occlusion and pose change.
+BENCHMARK = SyntheticSpec(num_train_ids=128, num_test_ids=300, num_cameras=6,
+                          cams_per_id=3, min_frames=8, max_frames=24,
+                          occlusion_prob=0.7, occlusion_max=0.75, frame_jitter=1.5,
+                          num_distractors=300, seed=0)
+PRETRAIN = SyntheticSpec(num_train_ids=512, num_test_ids=32, num_cameras=8,
+                         cams_per_id=4, min_frames=4, max_frames=8,
+                         occlusion_prob=0.7, occlusion_max=0.75, frame_jitter=1.5,
+                         id_offset=1_000_000, seed=0)
+SPECS = {'small': SyntheticSpec(), 'benchmark': BENCHMARK, 'pretrain': PRETRAIN}
 
 
 def _identity(rng: np.random.Generator) -> Dict[str, object]:
@@ -80,15 +108,16 @@ def _camera(rng: np.random.Generator) -> Dict[str, object]:
 
 
 def render(ident, camera, rng: np.random.Generator, height: int, width: int,
-           occlusion_prob: float) -> np.ndarray:
+           occlusion_prob: float, occlusion_max: float = 0.65,
+           frame_jitter: float = 1.0) -> np.ndarray:
   """One (H, W, 3) uint8 frame of ``ident`` seen by ``camera``."""
   y, x = np.mgrid[0:height, 0:width].astype(np.float32)
   y, x = y / height, x / width
   img = camera['background'] + camera['gradient'] * y[..., None]
   img = img + rng.normal(0, 6, (height, width, 3))
-  scale = camera['scale'] * rng.uniform(0.9, 1.1)
-  cx = 0.5 + camera['offset'] + rng.normal(0, 0.03)
-  top_y = 0.5 - 0.45 * scale + rng.normal(0, 0.02)
+  scale = camera['scale'] * (1.0 + frame_jitter * rng.uniform(-0.1, 0.1))
+  cx = 0.5 + camera['offset'] + rng.normal(0, 0.03 * frame_jitter)
+  top_y = 0.5 - 0.45 * scale + rng.normal(0, 0.02 * frame_jitter)
   u = (x - cx) / scale   # body coordinates: u across, v down in [0, 1]
   v = (y - top_y) / (0.9 * scale)
   half = ident['width'] / 2
@@ -126,7 +155,7 @@ def render(ident, camera, rng: np.random.Generator, height: int, width: int,
     paint(bag, ident['bag_colour'])
   if rng.uniform() < occlusion_prob:  # a block hides part of the body
     kind = rng.integers(3)
-    extent = rng.uniform(0.35, 0.65)
+    extent = rng.uniform(0.35, occlusion_max)
     colour = rng.uniform(20, 235, 3)
     if kind == 0:
       mask = y > 1 - extent
@@ -147,28 +176,37 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
 
 def generate(spec: SyntheticSpec) -> Tuple[Dict[str, List[Tracklet]], Dict[str, object]]:
   """Renders every tracklet; returns (splits, protocol) for the writer."""
-  root = np.random.default_rng(spec.seed)
-  cameras = [_camera(np.random.default_rng([spec.seed, 1, c]))
+  off = spec.id_offset
+  root = np.random.default_rng(spec.seed if not off else [spec.seed, off])
+  cameras = [_camera(np.random.default_rng([spec.seed, 1, off + c]))
              for c in range(spec.num_cameras)]
   cams_per_id = min(spec.cams_per_id, spec.num_cameras)
   splits: Dict[str, List[Tracklet]] = {'train': [], 'query': [], 'gallery': []}
   num_ids = spec.num_train_ids + spec.num_test_ids
+
+  def tracklet(ident, key, cam, name, pid):
+    rng = np.random.default_rng(key)
+    n = int(rng.integers(spec.min_frames, spec.max_frames + 1))
+    frames = tuple(encode_jpeg(render(ident, cameras[cam], rng, spec.height, spec.width,
+                                      spec.occlusion_prob, spec.occlusion_max,
+                                      spec.frame_jitter))
+                   for _ in range(n))
+    return Tracklet(name=name, pid=pid, camid=int(cam) + 1, frames=frames)
+
   for pid in range(1, num_ids + 1):
-    ident = _identity(np.random.default_rng([spec.seed, 2, pid]))
+    ident = _identity(np.random.default_rng([spec.seed, 2, off + pid]))
     cams = np.sort(root.choice(spec.num_cameras, cams_per_id, replace=False))
-    tracklets = []
-    for cam in cams:
-      rng = np.random.default_rng([spec.seed, 3, pid, cam])
-      n = int(rng.integers(spec.min_frames, spec.max_frames + 1))
-      frames = tuple(encode_jpeg(render(ident, cameras[cam], rng, spec.height,
-                                        spec.width, spec.occlusion_prob))
-                     for _ in range(n))
-      tracklets.append(Tracklet(name=f'{pid:04d}C{cam + 1}', pid=pid,
-                                camid=int(cam) + 1, frames=frames))
+    tracklets = [tracklet(ident, [spec.seed, 3, off + pid, cam], cam,
+                          f'{pid:04d}C{cam + 1}', pid) for cam in cams]
     if pid <= spec.num_train_ids:
       splits['train'] += tracklets
     else:
       splits['query'].append(tracklets[int(root.integers(len(tracklets)))])
       splits['gallery'] += tracklets
+  for d in range(spec.num_distractors):  # people seen once, not among the test ids
+    ident = _identity(np.random.default_rng([spec.seed, 4, off + d]))
+    cam = int(root.integers(spec.num_cameras))
+    splits['gallery'].append(tracklet(ident, [spec.seed, 5, off + d], cam,
+                                      f'0000D{d:05d}C{cam + 1}', 0))
   splits['train'] = train_labels(splits['train'])
   return splits, dict(PROTOCOL, spec=dataclasses.asdict(spec))

@@ -85,31 +85,58 @@ class Checkpoints:
     self.best.close()
 
 
-def load_teacher(workdir: str) -> Dict[str, Any]:
-  """{'params', 'batch_stats'} of the teacher in a teacher_only run's latest checkpoint."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str, Any]:
+  """{'params', 'batch_stats'} of ``network`` in a run's checkpoint, whatever
+  topology wrote it (the restore target is built from the checkpoint's own
+  metadata, onto this process's first device).
+
+  Args:
+    workdir: a training run's workdir.
+    network: 'teacher' or 'student' (trained or frozen in that run).
+    which: 'latest', 'best' or a step number.
+  """
+  directory = os.path.join(os.path.abspath(workdir),
+                           'checkpoints_best' if which == 'best' else 'checkpoints')
   if not os.path.isdir(directory):
     raise FileNotFoundError(
-        f'{directory}: no checkpoints; config teacher.checkpoint must be the workdir '
-        'of a finished teacher_only run (preset=teacher_only)')
+        f'{directory}: no checkpoints; point at the workdir of a finished training run')
   manager = ocp.CheckpointManager(directory)
-  step = manager.latest_step()
+  steps = list(manager.all_steps())
   manager.close()
-  if step is None:
+  if not steps:
     raise FileNotFoundError(f'{directory}: no complete checkpoint yet')
-  # Restore onto this process's first device whatever topology wrote it: the
-  # target is built from the checkpoint's own metadata (shapes and dtypes).
+  step = max(steps) if which in ('latest', 'best') else int(which)
+  if step not in steps:
+    raise FileNotFoundError(f'{directory}: no checkpoint {which!r} (kept: {sorted(steps)})')
   path = os.path.join(directory, str(step), 'default')
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(path)
   metadata = getattr(metadata, 'item_metadata', metadata)
   metadata = getattr(metadata, 'tree', metadata)
-  if 'teacher' not in metadata.get('params', {}):
-    raise ValueError(f'{directory}/{step}: has no trained teacher (its networks: '
-                     f'{sorted(metadata.get("params", {}))}); use a teacher_only or mdkt run')
+  trained = sorted(metadata.get('params', {}))
+  frozen = sorted(metadata.get('frozen', {}) or {})
+  if network not in trained + frozen:
+    raise ValueError(f'{directory}/{step}: has no {network} network (trained: {trained}, '
+                     f'frozen: {frozen})')
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
   tree = checkpointer.restore(path, target)
   checkpointer.close()
-  return {'params': tree['params']['teacher'], 'batch_stats': tree['batch_stats']['teacher']}
+  if network in trained:
+    return {'params': tree['params'][network], 'batch_stats': tree['batch_stats'][network]}
+  return dict(tree['frozen'][network])
+
+
+def load_teacher(workdir: str) -> Dict[str, Any]:
+  """{'params', 'batch_stats'} of the trained teacher in a run's latest checkpoint
+  (a teacher_only / vkd_teacher run: ``config.teacher.checkpoint``)."""
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f'{directory}: no checkpoints; config teacher.checkpoint must be the workdir '
+        'of a finished teacher_only run (preset=teacher_only)')
+  try:
+    return load_network(workdir, 'teacher')
+  except ValueError as e:
+    raise ValueError(f'{e}; teacher.checkpoint must be a teacher_only or mdkt run') from None

@@ -1,59 +1,82 @@
-r"""Runs a config file's ``sweep()`` over seeds and writes the ablation table.
+r"""Runs a config file's ``sweep()`` over paired seeds and keeps every result.
 
-    python -m i2v_jax.sweep --config=configs/ablation.py --workdir=runs/ablation \
-        [--seeds=0,1,2] [--jobs=2] [--devices=2] [--only=mdkt,student_only]
+    python -m i2v_jax.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
+        [--seeds=0,1,2,3,4] [--jobs=2] [--devices=2] [--only=mdkt,student_only] \
+        [--results=bench/ablation/synthetic_cpu.jsonl]
 
-``sweep()`` yields dicts ``{'name', 'arg', 'overrides'}``: each variant trains
-with ``python -m i2v_jax.main --config=<file>:<arg> --config.<key>=<value> ...
---config.seed=<seed>`` into ``<workdir>/<name>/seed<seed>``. An override value
-``'@<name>'`` is the same seed's workdir of variant <name> (VKD's frozen teacher
-comes from the teacher_only run), and such a variant waits for that run (or
-finds it finished by an earlier sweep). A variant with ``'mode': 'evaluate'``
-and ``'eval.from_workdir': '@<name>'`` re-evaluates that run's checkpoints with
-other evaluation settings, without training. The
-synthetic dataset is built once into ``<workdir>/data``. A run whose
-``results.json`` reached its last step is not run again, so an interrupted sweep
-continues where it stopped; delete a finished run's ``results.json`` and the
-sweep re-evaluates it from its last checkpoint (with the config's current
-evaluation settings) without training again. On CPU, ``--devices`` fakes that many devices per run
-(so ``mining_scope``/``bn_scope`` variants mean something).
+``sweep()`` yields dicts ``{'name', 'arg', 'overrides', 'steps', 'about'}``: each
+variant trains with ``python -m i2v_jax.main --config=<file>:<arg>
+--config.<key>=<value> ... --config.seed=<seed>`` into
+``<workdir>/<name>/seed<seed>``. An override value ``'@<name>'`` is the same
+seed's workdir of variant <name> (VKD's frozen teacher comes from the
+vkd_teacher run), and such a variant waits for that run; if that run failed,
+it is skipped. A variant with ``'mode': 'evaluate'`` and
+``'eval.from_workdir': '@<name>'`` re-evaluates that run's checkpoints with other
+evaluation settings, without training.
 
-Writes ``<workdir>/ablation.md`` (and .json): I2V and V2V mAP and Rank-1,
-mean ± std (sample std) over the seeds that finished, and each run's wall time.
+Data and start. The config file's ``DATA`` names the synthetic generator
+settings of the benchmark (`data_prep.synthetic.SPECS`), built once into
+``<workdir>/data``. Its ``pretraining()`` (optional) names a pre-training pool
+and run: the pool is built into ``<workdir>/pretrain/data``, the run trained into
+``<workdir>/pretrain/run`` and its backbone exported to
+``<workdir>/pretrain/backbone.npz``, which every variant loads
+(``model.pretrained``). Each step is skipped when its output exists; all are
+deterministic, so a rebuild gives the same start.
+
+Results. Each finished run appends one JSON line (variant, seed, steps, every
+protocol's metrics, minutes, commit) to ``--results`` (default
+``bench/ablation/<config name>.jsonl``, meant to be committed). A (variant,
+seed) already there is not run again, unless a later variant needs its
+checkpoints and they are not on this machine (it is then re-run, without a new
+line). The table (``<config name>.md``: means, paired differences with 95%
+t-intervals) and figure (``.png``) beside the results file are regenerated from
+it after every run (`i2v_jax.sweep_report`), so an interrupted sweep, or one
+finished on another machine, completes the same table. On CPU, ``--devices``
+fakes that many devices per run (so ``mining_scope``/``bn_scope`` variants mean
+something).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-import numpy as np
 from absl import app, flags
 
 _CONFIG = flags.DEFINE_string('config', None, 'config file with get_config() and sweep()')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'root folder of the sweep')
-_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'seeds')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'paired seeds')
 _JOBS = flags.DEFINE_integer('jobs', 1, 'runs at once')
 _DEVICES = flags.DEFINE_integer('devices', 2, 'fake CPU devices per run (CPU only)')
 _ONLY = flags.DEFINE_list('only', [], 'run only these variant names')
+_RESULTS = flags.DEFINE_string('results', None, 'results file (one JSON line per run); '
+                               'default bench/ablation/<config name>.jsonl')
 
-COLUMNS = (('i2v', 'mAP'), ('i2v', 'rank1'), ('v2v', 'mAP'), ('v2v', 'rank1'))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_sweep(config_path: str) -> List[Dict[str, object]]:
+def load_module(config_path: str):
   path = config_path.partition(':')[0]
   if not os.path.exists(path):
     raise app.UsageError(f'--config={config_path}: {path} not found')
   spec = importlib.util.spec_from_file_location('sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_sweep(config_path: str) -> List[Dict[str, object]]:
+  path = config_path.partition(':')[0]
+  module = load_module(config_path)
   if not hasattr(module, 'sweep'):
     raise app.UsageError(f'{path} has no sweep() function; add one that yields '
                          "{'name', 'arg', 'overrides'} dicts")
@@ -77,9 +100,11 @@ def finished(workdir: str, steps: int) -> bool:
 
 
 def command(config_file: str, run: Dict[str, object], seed: int, root: str,
-            data_dir: str) -> List[str]:
+            data_dir: str, workdir: Optional[str] = None) -> List[str]:
+  """The training command of ``run`` at ``seed`` (``workdir``: default under root)."""
+  workdir = workdir or run_dir(root, run['name'], seed)
   args = [sys.executable, '-m', 'i2v_jax.main', f'--config={config_file}:{run["arg"]}',
-          f'--workdir={run_dir(root, run["name"], seed)}', f'--config.seed={seed}',
+          f'--workdir={workdir}', f'--config.seed={seed}',
           f'--config.data.dir={data_dir}']
   for key, value in run.get('overrides', {}).items():
     if isinstance(value, str) and value.startswith('@'):
@@ -90,48 +115,64 @@ def command(config_file: str, run: Dict[str, object], seed: int, root: str,
   return args
 
 
-def summarize(runs, seeds, root) -> Dict[str, Dict[str, object]]:
-  table = {}
-  for run in runs:
-    values = {f'{p}/{m}': [] for p, m in COLUMNS}
-    minutes = []
-    for seed in seeds:
-      path = os.path.join(run_dir(root, run['name'], seed), 'results.json')
-      if not os.path.exists(path):
-        continue
-      with open(path) as f:
-        protocols = json.load(f)['protocols']
-      for p, m in COLUMNS:
-        r = protocols[p]
-        values[f'{p}/{m}'].append(100 * (r['mAP'] if m == 'mAP' else r['cmc'][0]))
-      timing = os.path.join(run_dir(root, run['name'], seed), 'sweep_time.json')
-      if os.path.exists(timing):
-        with open(timing) as f:
-          minutes.append(json.load(f)['seconds'] / 60)
-    table[run['name']] = {'values': values, 'minutes': minutes,
-                          'about': run.get('about', '')}
-  return table
+def result_line(run: Dict[str, object], seed: int, workdir: str, seconds: float) -> dict:
+  """The results-file line of a finished run (from its results.json)."""
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  try:
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+  except OSError:
+    commit = ''
+  return {'variant': run['name'], 'seed': seed, 'steps': results['step'],
+          'protocols': results['protocols'], 'minutes': round(seconds / 60, 2),
+          'commit': commit, 'machine': f'{platform.node()} {os.cpu_count()} cpus',
+          'finished': datetime.datetime.now().isoformat(timespec='seconds')}
 
 
-def markdown(table, seeds) -> str:
-  head = ['variant'] + [f'{p.upper()} {m}' for p, m in COLUMNS] + ['seeds', 'min/run']
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
-  for name, row in table.items():
-    cells = [name]
-    for p, m in COLUMNS:
-      v = row['values'][f'{p}/{m}']
-      if not v:
-        cells.append('—')
-      elif len(v) == 1:
-        cells.append(f'{v[0]:.1f}')
-      else:
-        cells.append(f'{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}')
-    n = len(row['values']['i2v/mAP'])
-    cells.append(f'{n}/{len(seeds)}')
-    cells.append(f'{np.mean(row["minutes"]):.1f}' if row['minutes'] else '—')
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  notes = [f'- **{name}**: {row["about"]}' for name, row in table.items() if row['about']]
-  return '\n'.join(lines + [''] + notes) + '\n'
+def append_line(path: str, line: dict, lock: threading.Lock) -> None:
+  """Appends one JSON line and flushes it to disk (a crash loses no finished run)."""
+  with lock:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a') as f:
+      f.write(json.dumps(line, sort_keys=True) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def prepare_start(module, root: str, env: Dict[str, str]) -> Optional[str]:
+  """Builds the benchmark data and the pre-trained backbone (each once); returns
+  the backbone's path or None when the config has no ``pretraining()``."""
+  from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top  (tensorflow)
+  data_dir = os.path.join(root, 'data')
+  if not os.path.exists(os.path.join(data_dir, 'metadata.json')):
+    name = getattr(module, 'DATA', 'small')
+    print(f'building the {name!r} synthetic dataset in {data_dir}', flush=True)
+    build.build('synthetic', data_dir, spec=synthetic.SPECS[name], show_progress=False)
+  if not hasattr(module, 'pretraining'):
+    return None
+  pre = module.pretraining()
+  backbone = os.path.join(root, 'pretrain', 'backbone.npz')
+  if os.path.exists(backbone):
+    return backbone
+  pool = os.path.join(root, 'pretrain', 'data')
+  if not os.path.exists(os.path.join(pool, 'metadata.json')):
+    print(f'building the {pre["data"]!r} pre-training pool in {pool}', flush=True)
+    build.build('synthetic', pool, spec=synthetic.SPECS[pre['data']], show_progress=False)
+  run = {'name': 'run', 'arg': pre['arg'], 'overrides': pre.get('overrides', {})}
+  workdir = os.path.join(root, 'pretrain', 'run')
+  print(f'pre-training ({pre["arg"]}, {pre.get("steps")} steps) in {workdir}', flush=True)
+  cmd = command(module.__file__, run, pre.get('seed', 0), root, pool, workdir=workdir)
+  with open(os.path.join(root, 'pretrain', 'pretrain.log'), 'w') as log:
+    rc = subprocess.run(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+  if rc:
+    raise SystemExit(f'pre-training failed (exit {rc}); see {root}/pretrain/pretrain.log')
+  rc = subprocess.run([sys.executable, '-m', 'i2v_jax.models.export', f'--workdir={workdir}',
+                       f'--network={pre.get("network", "student")}', f'--out={backbone}'],
+                      env=env, cwd=REPO).returncode
+  if rc:
+    raise SystemExit(f'exporting the pre-trained backbone failed (exit {rc})')
+  return backbone
 
 
 def main(argv):
@@ -139,7 +180,7 @@ def main(argv):
   if not _CONFIG.value or not _WORKDIR.value:
     raise app.UsageError('--config and --workdir are required')
   sys.path.insert(0, REPO)
-  from i2v_jax import records  # pylint: disable=g-import-not-at-top
+  from i2v_jax import sweep_report  # pylint: disable=g-import-not-at-top  (after sys.path)
   root = os.path.abspath(_WORKDIR.value)
   os.makedirs(root, exist_ok=True)
   runs = load_sweep(_CONFIG.value)
@@ -149,33 +190,52 @@ def main(argv):
       raise app.UsageError(f'--only names {sorted(unknown)} are not in sweep()')
   seeds = [int(s) for s in _SEEDS.value]
   config_file = _CONFIG.value.partition(':')[0]
+  stem = os.path.splitext(os.path.basename(config_file))[0]
+  results_path = os.path.abspath(_RESULTS.value or os.path.join(REPO, 'bench', 'ablation',
+                                                                 f'{stem}.jsonl'))
+  recorded = {(r['variant'], r['seed']) for r in sweep_report.read_results(results_path)}
   data_dir = os.path.join(root, 'data')
-  if not os.path.exists(os.path.join(data_dir, 'metadata.json')):
-    from data_prep import build  # pylint: disable=g-import-not-at-top
-    build.build('synthetic', data_dir, show_progress=False)
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip())
-  todo = [(r, s) for s in seeds for r in runs if not _ONLY.value or r['name'] in _ONLY.value]
+  backbone = prepare_start(load_module(_CONFIG.value), root, env)
+  if backbone:
+    runs = [dict(r, overrides=dict({'model.pretrained': backbone}, **r.get('overrides', {})))
+            for r in runs]
+  names = {r['name'] for r in runs}
+  wanted = [r for r in runs if not _ONLY.value or r['name'] in _ONLY.value]
+  # Dependencies of wanted runs are run too (their checkpoints are needed here).
+  needed = {v[1:] for r in wanted for v in r.get('overrides', {}).values()
+            if isinstance(v, str) and v.startswith('@')} & names
+  todo = [(r, s) for s in seeds for r in runs if r in wanted or r['name'] in needed]
   done: Dict[tuple, bool] = {}
-
-  def launch(run, seed):
-    workdir = run_dir(root, run['name'], seed)
-    if finished(workdir, run.get('steps', 0)):
-      return run, seed, 0, 'kept'
-    os.makedirs(workdir, exist_ok=True)
-    t0 = time.time()
-    with open(os.path.join(workdir, 'sweep.log'), 'w') as log:
-      rc = subprocess.run(command(config_file, run, seed, root, data_dir), env=env, cwd=REPO,
-                          stdout=log, stderr=subprocess.STDOUT).returncode
-    timing = os.path.join(workdir, 'sweep_time.json')
-    if rc == 0 and not os.path.exists(timing):  # a re-evaluation keeps the training time
-      records.write_json({'seconds': time.time() - t0}, timing)
-    return run, seed, rc, f'{time.time() - t0:.0f} s'
+  lock = threading.Lock()
 
   def deps(run):
     return [v[1:] for v in run.get('overrides', {}).values()
             if isinstance(v, str) and v.startswith('@')]
+
+  dependants = {d for r, _ in todo for d in deps(r)}
+
+  def launch(run, seed):
+    workdir = run_dir(root, run['name'], seed)
+    needed_here = run['name'] in dependants and not finished(workdir, run.get('steps', 0))
+    if (run['name'], seed) in recorded and not needed_here:
+      return run, seed, 0, 'in the results file'
+    os.makedirs(workdir, exist_ok=True)
+    t0 = time.time()
+    if not finished(workdir, run.get('steps', 0)):
+      with open(os.path.join(workdir, 'sweep.log'), 'w') as log:
+        rc = subprocess.run(command(config_file, run, seed, root, data_dir), env=env,
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+      if rc:
+        return run, seed, rc, f'{time.time() - t0:.0f} s'
+    if (run['name'], seed) not in recorded:
+      append_line(results_path, result_line(run, seed, workdir, time.time() - t0), lock)
+      with lock:
+        recorded.add((run['name'], seed))
+        sweep_report.write_report(results_path, runs, os.path.dirname(results_path), stem)
+    return run, seed, 0, f'{time.time() - t0:.0f} s'
 
   steps = {r['name']: r.get('steps', 0) for r in runs}
   scheduled = {(r['name'], s) for r, s in todo}
@@ -212,11 +272,10 @@ def main(argv):
         done[(r['name'], s)] = rc == 0
         status = 'ok' if rc == 0 else f'FAILED (exit {rc}, see {run_dir(root, r["name"], s)}/sweep.log)'
         print(f'{r["name"]} seed {s}: {status} {took}', flush=True)
-  table = summarize(runs, seeds, root)
-  text = markdown(table, seeds)
-  records.write_text(text, os.path.join(root, 'ablation.md'))
-  records.write_json(table, os.path.join(root, 'ablation.json'))
-  print(text)
+  paths = sweep_report.write_report(results_path, runs, os.path.dirname(results_path), stem)
+  with open(paths['table']) as f:
+    print(f.read())
+  print(f'results: {results_path}\ntable: {paths["table"]}\nfigure: {paths["figure"]}')
   if not all(done.values()):
     sys.exit(1)
 

@@ -1,0 +1,159 @@
+"""The ablation table and figure from a sweep's results file (one JSON line per run).
+
+Each line: ``{'variant', 'seed', 'steps', 'protocols': {'i2v': {'mAP', 'cmc'}, ...},
+'minutes', ...}`` (metrics as fractions, as in ``results.json``). Only the
+results file is read, so a table started on one machine is finished on another.
+
+Statistics (SPEC §7). Seeds are paired: seed s gives every variant the same data
+order and initial weights. For a variant A and a reference R, over the seeds
+where both finished, the paired differences d_s = A_s − R_s give
+
+    mean ± t_{0.975, n−1} · sd(d) / √n          (95% t-interval, n ≥ 2)
+
+and the interval is marked when it excludes 0. The figure shows each variant's
+I2V mAP mean with the 95% t-interval of that mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import stats
+
+from i2v_jax import records
+
+METRICS = (('i2v', 'mAP'), ('i2v', 'rank1'), ('v2v', 'mAP'), ('v2v', 'rank1'))
+
+
+def read_results(path: str) -> List[dict]:
+  """Every run line of ``path``; for a (variant, seed) written twice, the last."""
+  if not os.path.exists(path):
+    return []
+  runs = {}
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        run = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path} line {number}: not JSON ({e}); remove or fix that line') from None
+      runs[(run['variant'], run['seed'])] = run
+  return list(runs.values())
+
+
+def metric(run: dict, protocol: str, name: str) -> float:
+  """A run's metric in percent (mAP, or rank1 = CMC at rank 1)."""
+  r = run['protocols'][protocol]
+  return 100.0 * (r['mAP'] if name == 'mAP' else r['cmc'][0])
+
+
+def t_interval(values: Sequence[float], level: float = 0.95
+               ) -> Tuple[float, Optional[float]]:
+  """(mean, half-width of the two-sided t-interval); half-width None for n < 2."""
+  x = np.asarray(values, np.float64)
+  if len(x) < 2:
+    return float(x.mean()) if len(x) else math.nan, None
+  half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+  return float(x.mean()), float(half)
+
+
+def paired(runs: Iterable[dict], variant: str, reference: str, protocol: str = 'i2v',
+           name: str = 'mAP') -> Tuple[List[int], List[float]]:
+  """Seeds where both finished, and the differences variant − reference there."""
+  by = {(r['variant'], r['seed']): r for r in runs}
+  seeds = sorted(s for v, s in by if v == variant and (reference, s) in by)
+  return seeds, [metric(by[variant, s], protocol, name) - metric(by[reference, s], protocol, name)
+                 for s in seeds]
+
+
+def _cell(mean: float, half: Optional[float]) -> str:
+  if math.isnan(mean):
+    return '—'
+  return f'{mean:.1f}' if half is None else f'{mean:.1f} ± {half:.1f}'
+
+
+def _diff_cell(diffs: List[float]) -> str:
+  if not diffs:
+    return '—'
+  mean, half = t_interval(diffs)
+  if half is None:
+    return f'{mean:+.1f} (1 seed)'
+  excludes = mean - half > 0 or mean + half < 0
+  return f'{mean:+.1f} ± {half:.1f}' + (' *' if excludes else '')
+
+
+def table(runs: List[dict], variants: Sequence[dict],
+          references: Sequence[str] = ('student_only', 'vkd')) -> str:
+  """Markdown: per variant, mean ± 95% t-half-width of I2V/V2V mAP and Rank-1,
+  the paired I2V mAP difference to each reference, seeds and minutes per run."""
+  head = (['variant'] + [f'{p.upper()} {m}' for p, m in METRICS]
+          + [f'Δ I2V mAP vs {r}' for r in references] + ['seeds', 'min/run'])
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+  for v in variants:
+    mine = [r for r in runs if r['variant'] == v['name']]
+    cells = [v['name']]
+    for p, m in METRICS:
+      values = [metric(r, p, m) for r in mine if p in r['protocols']]
+      cells.append(_cell(*t_interval(values)) if values else '—')
+    for ref in references:
+      cells.append('' if v['name'] == ref else _diff_cell(paired(runs, v['name'], ref)[1]))
+    cells.append(str(len(mine)))
+    minutes = [r['minutes'] for r in mine if r.get('minutes')]
+    cells.append(f'{np.mean(minutes):.1f}' if minutes else '—')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  notes = ['', 'Cells: mean ± half-width of the 95% t-interval over seeds; Δ: paired '
+           'difference (same seeds), * = its 95% interval excludes 0.', '']
+  notes += [f'- **{v["name"]}**: {v["about"]}' for v in variants if v.get('about')]
+  return '\n'.join(lines + notes) + '\n'
+
+
+def figure(runs: List[dict], variants: Sequence[dict], path: str,
+           title: str = 'I2V mAP per variant (mean, 95% t-interval over seeds)') -> None:
+  """A horizontal bar chart of I2V mAP per variant with its interval (PNG)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only the report draws)
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  names, means, halves, counts = [], [], [], []
+  for v in variants:
+    values = [metric(r, 'i2v', 'mAP') for r in runs if r['variant'] == v['name']]
+    if not values:
+      continue
+    mean, half = t_interval(values)
+    names.append(v['name'])
+    means.append(mean)
+    halves.append(half or 0.0)
+    counts.append(len(values))
+  fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(names), 1) + 1.2))
+  y = np.arange(len(names))[::-1]
+  ax.barh(y, means, xerr=halves, color='#7fa7d9', ecolor='black', capsize=3)
+  ref = {n: m for n, m in zip(names, means)}.get('student_only')
+  if ref is not None:
+    ax.axvline(ref, color='#c0392b', linestyle='--', linewidth=1, label='student_only mean')
+    ax.legend(loc='lower right', fontsize=8)
+  ax.set_yticks(y)
+  ax.set_yticklabels([f'{n} (n={c})' for n, c in zip(names, counts)], fontsize=8)
+  ax.set_xlabel('I2V mAP (%)')
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  tmp = f'{path}.tmp-{os.getpid()}.png'
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def write_report(results_path: str, variants: Sequence[dict], out_dir: str,
+                 stem: str) -> Dict[str, str]:
+  """Writes ``<stem>.md`` and ``<stem>.png`` into ``out_dir``; returns their paths."""
+  runs = read_results(results_path)
+  md = os.path.join(out_dir, f'{stem}.md')
+  png = os.path.join(out_dir, f'{stem}.png')
+  records.write_text(table(runs, variants), md)
+  figure(runs, variants, png)
+  return {'table': md, 'figure': png}
