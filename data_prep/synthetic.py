@@ -174,6 +174,19 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
   return buf.getvalue()
 
 
+def appearances(spec: SyntheticSpec) -> Dict[str, list]:
+  """Without rendering: the appearance of every identity (train + test ids, then
+  distractors) and every camera of ``spec``, drawn exactly as `generate` draws them."""
+  off = spec.id_offset
+  ids = [_identity(np.random.default_rng([spec.seed, 2, off + pid]))
+         for pid in range(1, spec.num_train_ids + spec.num_test_ids + 1)]
+  ids += [_identity(np.random.default_rng([spec.seed, 4, off + d]))
+          for d in range(spec.num_distractors)]
+  cams = [_camera(np.random.default_rng([spec.seed, 1, off + c]))
+          for c in range(spec.num_cameras)]
+  return {'identities': ids, 'cameras': cams}
+
+
 def generate(spec: SyntheticSpec) -> Tuple[Dict[str, List[Tracklet]], Dict[str, object]]:
   """Renders every tracklet; returns (splits, protocol) for the writer."""
   off = spec.id_offset

@@ -33,6 +33,7 @@ from i2v_jax.models import build_models
 from i2v_jax.models import convert
 
 AXIS = 'data'
+NETWORK_KEYS = {'teacher': 0, 'student': 1}  # rng fold-in per network (init_variables)
 
 
 @flax.struct.dataclass
@@ -118,11 +119,13 @@ def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
   clips = jnp.zeros((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
   models = {'teacher': (teacher, clips), 'student': (student, clips[:, 0])}
   out = {}
-  for i, name in enumerate(config.networks):
+  for name in config.networks:
     model, x = models[name]
-    # Init with running averages so no BatchNorm axis needs to be bound.
+    # Init with running averages so no BatchNorm axis needs to be bound. The key
+    # depends on the network's name, not its position in config.networks, so one
+    # seed gives the student the same weights in student_only as in mdkt (paired seeds).
     variables = jax.jit(lambda r, x, model=model: model.init(r, x, train=False))(
-        jax.random.fold_in(rng, i), x)
+        jax.random.fold_in(rng, NETWORK_KEYS[name]), x)
     variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
     if config.model.pretrained:
       variables = convert.merge_backbone(variables, convert.load_npz(config.model.pretrained),
