@@ -69,17 +69,6 @@ def prepare_data(config, workdir: str):
   return data_dir, records.load_metadata(data_dir)
 
 
-def initial_state(config, num_classes: int, mesh):
-  """A fresh, replicated train state (with ``teacher.checkpoint``'s teacher if set)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
-  teacher = None
-  if config.teacher.checkpoint and 'teacher' in config.networks:
-    teacher = checkpoint.load_teacher(config.teacher.checkpoint)
-  state = train.create_train_state(config, num_classes, jax.random.key(config.seed), teacher)
-  return train.replicate(state, mesh)
-
-
 def train_and_log(config, workdir: str) -> dict:
   """The training loop; returns the last logged metrics (and the last evaluation's)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -103,7 +92,7 @@ def train_and_log(config, workdir: str) -> dict:
 
   mesh = train.make_mesh()
   num_classes = meta['num_classes']
-  state = initial_state(config, num_classes, mesh)
+  state = train.initial_state(config, num_classes, mesh)
   ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
   start = 0
   if ckpt.latest_step() is not None:
@@ -203,7 +192,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   data_dir, meta = prepare_data(config, workdir)
   mesh = train.make_mesh()
-  state = initial_state(config, meta['num_classes'], mesh)
+  state = train.initial_state(config, meta['num_classes'], mesh)
   ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
   state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
   ckpt.close()

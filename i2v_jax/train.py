@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from i2v_jax import checkpoint
 from i2v_jax.losses import objective
 from i2v_jax.models import build_models
 from i2v_jax.models import convert
@@ -225,6 +226,16 @@ def create_train_state(config, num_classes: int, rng,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats={n: variables[n]['batch_stats'] for n in networks},
                     opt_state=make_optimizer(config).init(params), frozen=frozen)
+
+
+def initial_state(config, num_classes: int, mesh) -> TrainState:
+  """A fresh state replicated over ``mesh``, with ``config.teacher.checkpoint``'s
+  teacher loaded (frozen or as the joint teacher's start) when set."""
+  teacher = None
+  if config.teacher.checkpoint and 'teacher' in config.networks:
+    teacher = checkpoint.load_teacher(config.teacher.checkpoint)
+  state = create_train_state(config, num_classes, jax.random.key(config.seed), teacher)
+  return replicate(state, mesh)
 
 
 def network_params(params: Dict[str, Any], name: str, shared_classifier: bool):

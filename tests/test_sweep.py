@@ -2,9 +2,7 @@
 
 import json
 import os
-
-import numpy as np
-import pytest
+import threading
 
 from configs import synthetic_cpu
 from i2v_jax import records, sweep
@@ -16,10 +14,17 @@ CONFIG = os.path.join(REPO, 'configs', 'synthetic_cpu.py')
 def test_every_variant_is_a_valid_locked_config():
   runs = sweep.load_sweep(CONFIG)
   names = [r['name'] for r in runs]
-  for required in ('student_only', 'teacher_only', 'tkp', 'vkd', 'mdkt', 'mdkt_no_tcl',
-                   'mdkt_no_ml', 'mdkt_mining_local', 'mdkt_bn_global'):
+  for required in ('student_only', 'teacher_only', 'tkp', 'vkd', 'vkd_teacher', 'mdkt',
+                   'mdkt_after_teacher', 'mdkt_no_tcl', 'mdkt_no_ml', 'mdkt_tcl_clip',
+                   'mdkt_tcl_k4', 'mdkt_shared_classifier', 'mdkt_cross_tcl',
+                   'mdkt_teacher_gallery', 'vkd_teacher_gallery', 'tkp_student_gallery'):
     assert required in names
-  assert sum(n.startswith('mdkt_tau') for n in names) >= 2
+  assert sum(n.startswith('mdkt_tcl_x') for n in names) == 3
+  # Equal budgets: one-stage methods TOTAL steps, two-stage ones STAGE + STAGE.
+  steps = {r['name']: r['steps'] for r in runs}
+  assert steps['student_only'] == steps['mdkt'] == steps['tkp'] == synthetic_cpu.TOTAL
+  assert steps['vkd_teacher'] + steps['vkd'] == synthetic_cpu.TOTAL
+  assert steps['teacher_stage'] + steps['mdkt_after_teacher'] == synthetic_cpu.TOTAL
   for run in runs:
     c = synthetic_cpu.get_config(run['arg'])
     for key, value in run['overrides'].items():
@@ -46,20 +51,19 @@ def test_command_resolves_references_and_tuples():
   assert '--config.loss.tcl.temperature=0.5' in cmd
 
 
-def test_table_is_mean_and_sample_std_over_finished_seeds(tmp_path):
-  runs = [{'name': 'a', 'about': 'first'}, {'name': 'b'}]
-  maps = {0: 0.30, 1: 0.40}
-  for seed, m in maps.items():
-    d = sweep.run_dir(str(tmp_path), 'a', seed)
-    os.makedirs(d)
-    protocol = {'mAP': m, 'cmc': [m + 0.1] * 20, 'mINP': 0.0}
-    records.write_json({'step': 5, 'protocols': {'i2v': protocol, 'v2v': protocol}},
-                       os.path.join(d, 'results.json'))
-  table = sweep.summarize(runs, [0, 1, 2], str(tmp_path))
-  text = sweep.markdown(table, [0, 1, 2])
-  std = np.std([30.0, 40.0], ddof=1)
-  assert f'| a | 35.0 ± {std:.1f} | 45.0 ± {std:.1f} |' in text
-  assert '| 2/3 |' in text and '| b | — | — | — | — | 0/3 |' in text
-  assert '- **a**: first' in text
-  assert sweep.finished(sweep.run_dir(str(tmp_path), 'a', 0), 5)
-  assert not sweep.finished(sweep.run_dir(str(tmp_path), 'a', 0), 6)
+def test_a_finished_run_becomes_one_results_line(tmp_path):
+  d = sweep.run_dir(str(tmp_path), 'a', 3)
+  os.makedirs(d)
+  protocol = {'mAP': 0.3, 'cmc': [0.4] * 20, 'mINP': 0.0}
+  records.write_json({'step': 5, 'protocols': {'i2v': protocol}},
+                     os.path.join(d, 'results.json'))
+  line = sweep.result_line({'name': 'a'}, 3, d, 90.0)
+  assert (line['variant'], line['seed'], line['steps'], line['minutes']) == ('a', 3, 5, 1.5)
+  assert line['protocols']['i2v']['mAP'] == 0.3
+  path = str(tmp_path / 'results' / 'r.jsonl')
+  lock = threading.Lock()
+  sweep.append_line(path, line, lock)
+  sweep.append_line(path, dict(line, seed=4), lock)
+  with open(path) as f:
+    assert [json.loads(l)['seed'] for l in f] == [3, 4]
+  assert sweep.finished(d, 5) and not sweep.finished(d, 6)

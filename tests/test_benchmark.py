@@ -1,0 +1,188 @@
+"""The synthetic benchmark's protocol (issue 12): disjoint pre-training pool, export
+round trip, joint start from a teacher stage, paired seeds, interval statistics."""
+
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import synthetic_cpu
+from data_prep import synthetic
+from i2v_jax import checkpoint, sweep_report, train
+from i2v_jax.input_pipeline import TrainSampler
+from i2v_jax.models import build_models, export
+
+NUM_CLASSES = 12
+
+
+def test_benchmark_spec_is_frozen():
+  """The protocol was fixed before any method was compared: changing it is a
+  deliberate act that must update this test and the README's table."""
+  assert dataclasses.asdict(synthetic.BENCHMARK) == dict(
+      num_train_ids=128, num_test_ids=300, num_cameras=6, cams_per_id=3, min_frames=8,
+      max_frames=24, height=128, width=64, occlusion_prob=0.7, occlusion_max=0.75,
+      frame_jitter=1.5, num_distractors=300, id_offset=0, seed=0)
+  assert synthetic_cpu.DATA == 'benchmark' and synthetic_cpu.TOTAL == 300
+  assert synthetic_cpu.pretraining()['data'] == 'pretrain'
+
+
+def test_pretraining_pool_is_disjoint_from_the_benchmark():
+  pool = synthetic.appearances(synthetic.PRETRAIN)
+  bench = synthetic.appearances(synthetic.BENCHMARK)
+  assert len(pool['identities']) == 544 and len(bench['identities']) == 728
+
+  def key(ident):  # every continuous draw: equal only for the same random stream
+    return (tuple(np.round(ident['colours'].ravel(), 6)), round(ident['width'], 9),
+            round(ident['legs'], 9), round(ident['stripe_freq'], 9))
+  assert not {key(i) for i in pool['identities']} & {key(i) for i in bench['identities']}
+  cam = lambda c: (tuple(np.round(c['gain'], 9)), round(c['brightness'], 9))
+  assert not {cam(c) for c in pool['cameras']} & {cam(c) for c in bench['cameras']}
+  # Same family: the same generator with the same ranges.
+  assert synthetic.PRETRAIN.occlusion_prob == synthetic.BENCHMARK.occlusion_prob
+
+
+def tiny(preset='student_only'):
+  c = synthetic_cpu.get_config(f'preset={preset}')
+  c.model.width = 4
+  c.input.height, c.input.width = 32, 16
+  return c
+
+
+def save_state(workdir, state):
+  ckpt = checkpoint.Checkpoints(workdir, keep=1)
+  ckpt.save(1, state, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+
+def test_export_round_trips_into_model_pretrained(tmp_path):
+  """A model initialised from an exported backbone gives the exporting run's features."""
+  c = tiny('student_only')
+  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(1))
+  # Make the trunk differ from any fresh init (as training would).
+  state = state.replace(params=jax.tree.map(lambda x: x * 1.5 + 0.01, state.params))
+  save_state(str(tmp_path / 'run'), state)
+  out = str(tmp_path / 'backbone.npz')
+  assert export.main([f'--workdir={tmp_path / "run"}', '--network=student', f'--out={out}']) == 0
+  c2 = tiny('mdkt')
+  c2.model.pretrained = out
+  fresh = train.init_variables(c2, NUM_CLASSES, jax.random.key(99))
+  _, student = build_models(c.model, NUM_CLASSES)
+  images = jax.random.normal(jax.random.key(2), (3, 32, 16, 3))
+  want = student.apply({'params': state.params['student'],
+                        'batch_stats': state.batch_stats['student']}, images, train=False)
+  got = student.apply(fresh['student'], images, train=False)
+  np.testing.assert_array_equal(got['features'], want['features'])
+  # The teacher's trunk is the same one (non-local blocks keep their own init).
+  for name, sub in fresh['teacher']['params']['backbone'].items():
+    if 'nonlocal' not in name:
+      jax.tree.map(np.testing.assert_array_equal, sub,
+                   state.params['student']['backbone'][name])
+  assert export.main([f'--workdir={tmp_path / "run"}', '--network=teacher',
+                      f'--out={out}']) == 2  # a student_only run has no teacher
+
+
+def test_joint_mode_starts_from_exactly_the_teacher_stage(tmp_path):
+  stage = tiny('teacher_only')
+  stage_state = train.create_train_state(stage, NUM_CLASSES, jax.random.key(3))
+  stage_state = stage_state.replace(params=jax.tree.map(lambda x: x + 0.5, stage_state.params))
+  save_state(str(tmp_path / 'stage'), stage_state)
+  c = tiny('mdkt')
+  c.teacher.checkpoint = str(tmp_path / 'stage')
+  state = train.initial_state(c, NUM_CLASSES, train.make_mesh(jax.devices()[:1]))
+  assert c.teacher.mode == 'joint' and set(state.params) == {'teacher', 'student'}
+  jax.tree.map(np.testing.assert_array_equal, state.params['teacher'],
+               stage_state.params['teacher'])
+  jax.tree.map(np.testing.assert_array_equal, state.batch_stats['teacher'],
+               stage_state.batch_stats['teacher'])
+
+
+def config_of(entry, seed):
+  c = synthetic_cpu.get_config(entry['arg'])
+  for k, v in entry['overrides'].items():
+    if isinstance(v, str) and v.startswith('@'):
+      continue
+    node = c
+    *path, leaf = k.split('.')
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  c.seed = seed
+  return c
+
+
+def test_paired_seeds_give_every_variant_the_same_start():
+  rows = [{'label': i // 3, 'pid': i // 3 + 1, 'camid': i % 3 + 1, 'num_frames': 5 + i % 7}
+          for i in range(60)]
+  entries = [e for e in synthetic_cpu.sweep() if e['overrides'].get('mode') != 'evaluate']
+  for seed in (0, 3):
+    plans = {}
+    for e in entries:
+      c = config_of(e, seed)
+      i = c.input
+      plans[e['name']] = TrainSampler(
+          rows, num_ids=i.num_ids, tracklets_per_id=i.tracklets_per_id, clip_len=i.clip_len,
+          height=i.height, width=i.width, pad_crop=i.pad_crop, flip=i.flip,
+          erasing_prob=i.erasing_prob, seed=c.seed, sampling=i.sampling,
+          shuffle_frames=i.shuffle_frames)(0)
+    ref = plans['student_only']
+    for name, plan in plans.items():
+      # Identities and tracklets of the first batch: the same for every variant.
+      np.testing.assert_array_equal(plan['rows'], ref['rows'], err_msg=name)
+      if name not in ('vkd',):  # vkd samples its frames multi-view (VKD's method)
+        for k in ref:
+          np.testing.assert_array_equal(plan[k], ref[k], err_msg=f'{name} {k}')
+  # Initial weights: the student of student_only and of mdkt are the same at a seed.
+  a = train.init_variables(tiny('student_only'), NUM_CLASSES, jax.random.key(4))
+  b = train.init_variables(tiny('mdkt'), NUM_CLASSES, jax.random.key(4))
+  jax.tree.map(np.testing.assert_array_equal, a['student'], b['student'])
+
+
+def test_t_interval_hand_worked():
+  # d = (1, 2, 3): mean 2, sd 1, n 3, t_{0.975, 2} = 4.302653 -> 4.302653 / sqrt(3).
+  mean, half = sweep_report.t_interval([1.0, 2.0, 3.0])
+  assert mean == pytest.approx(2.0)
+  assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+  assert sweep_report.t_interval([5.0]) == (5.0, None)
+
+
+def run_line(variant, seed, i2v_map, v2v_map=0.5):
+  proto = lambda m: {'mAP': m, 'cmc': [m + 0.1] * 20, 'mINP': 0.0}
+  return {'variant': variant, 'seed': seed, 'steps': 10, 'minutes': 1.0,
+          'protocols': {'i2v': proto(i2v_map), 'v2v': proto(v2v_map)}}
+
+
+def test_table_pairs_seeds_and_marks_intervals_that_exclude_zero(tmp_path):
+  path = str(tmp_path / 'r.jsonl')
+  lines = []
+  for seed, (ref, a, b) in enumerate([(0.30, 0.31, 0.30), (0.40, 0.412, 0.43),
+                                      (0.35, 0.358, 0.33)]):
+    lines += [run_line('student_only', seed, ref), run_line('a', seed, a),
+              run_line('b', seed, b)]
+  lines.append(run_line('a', 7, 0.99))  # no student_only at seed 7: not paired
+  with open(path, 'w') as f:
+    f.write('\n'.join(json.dumps(l) for l in lines) + '\n')
+  runs = sweep_report.read_results(path)
+  seeds, diffs = sweep_report.paired(runs, 'a', 'student_only')
+  assert seeds == [0, 1, 2] and diffs == pytest.approx([1.0, 1.2, 0.8])
+  text = sweep_report.table(runs, [{'name': 'student_only'}, {'name': 'a', 'about': 'x'},
+                                   {'name': 'b'}], references=('student_only',))
+  # a: d = (1.0, 1.2, 0.8): mean 1.0, sd 0.2 -> ± 4.3027 * 0.2 / sqrt(3) = 0.50: excludes 0.
+  assert '| +1.0 ± 0.5 * |' in text
+  # b: d = (0, 3, -2): mean 0.33, interval includes 0: no mark.
+  b_row = next(l for l in text.splitlines() if l.startswith('| b |'))
+  assert '*' not in b_row and '+0.3 ±' in b_row
+  assert '- **a**: x' in text
+  png = str(tmp_path / 'fig.png')
+  sweep_report.figure(runs, [{'name': 'student_only'}, {'name': 'a'}], png)
+  assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  # A damaged line is named, with its number.
+  with open(path, 'a') as f:
+    f.write('{"variant": \n')
+  with pytest.raises(ValueError, match=r'r.jsonl line 11: not JSON'):
+    sweep_report.read_results(path)
