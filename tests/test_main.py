@@ -90,8 +90,7 @@ def test_non_finite_loss_names_the_term(tmp_path, data_dir):
 
 def test_vkd_second_stage_loads_the_teacher_only_run(tmp_path, data_dir):
   teacher = str(tmp_path / 'teacher')
-  plain = '--config.model.nonlocal_blocks.enabled=False'  # VKD's teacher has none
-  subprocess.run(command(teacher, data_dir, plain, preset='teacher_only', steps=2),
+  subprocess.run(command(teacher, data_dir, preset='vkd_teacher', steps=2),  # VKD stage 1
                  env=ENV, cwd=REPO, check=True, capture_output=True, timeout=600)
   student = str(tmp_path / 'vkd')
   # Stage 2 on one device: the teacher written by a 2-device run loads anyway.
