@@ -15,10 +15,8 @@ SPEC = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=10, min_frames=3,
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('syn'))
-  build.build('synthetic', out, spec=SPEC, show_progress=False)
-  return out
+def data_dir(synthetic_data):
+  return synthetic_data(SPEC)
 
 
 def config(**overrides):
