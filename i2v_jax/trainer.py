@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from data_prep import build
-from i2v_jax import checkpoint, evaluate, input_pipeline, records, train
+from i2v_jax import checkpoint, evaluation, input_pipeline, records, train
 from i2v_jax.logging_utils import MetricWriter
 
 
@@ -100,9 +100,9 @@ def train_and_log(config, workdir: str) -> dict:
   warned = False  # TCL saturation, said once
 
   def evaluate_and_keep_best(done):
-    results = evaluate.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
+    results = evaluation.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
                            step=done, verbose=lead)
-    scalars = evaluate.scalar_metrics(results)
+    scalars = evaluation.scalar_metrics(results)
     writer.write(done, scalars)
     if ckpt.save_best(done, state, scalars) and lead:
       print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
@@ -181,5 +181,5 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   ckpt.close()
   if jax.process_index() == 0:
     print(f'evaluating {config.preset} at step {step} on {data_dir}', flush=True)
-  return evaluate.run(config, data_dir, state, meta['num_classes'], mesh, workdir=workdir,
+  return evaluation.run(config, data_dir, state, meta['num_classes'], mesh, workdir=workdir,
                       step=step)

@@ -35,7 +35,7 @@ def test_train_then_evaluate_in_process(tmp_path, cli_data_dir):
   assert steps == [2, 4]
   assert os.listdir(os.path.join(workdir, 'checkpoints_best')) == ['4']
   # Evaluate mode on the same checkpoint gives the same numbers.
-  c.mode, c.eval.checkpoint = 'evaluate', 'best'
+  c.mode, c.eval.checkpoint, c.eval.from_workdir = 'evaluate', 'best', workdir
   again = trainer.evaluate_checkpoint(c, str(tmp_path / 'eval'))
   for protocol in ('i2v', 'v2v'):
     assert again[protocol]['mAP'] == results['protocols'][protocol]['mAP']
