@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from data_prep import build
-from i2v_jax import checkpoint, evaluation, input_pipeline, records, train
+from i2v_jax import atomic, checkpoint, evaluation, input_pipeline, records, train
 from i2v_jax.logging_utils import MetricWriter
 
 
@@ -73,7 +73,7 @@ def train_and_log(config, workdir: str) -> dict:
     if changes and lead:
       print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
   if lead:
-    records.write_json(current, config_path)
+    atomic.write_json(current, config_path)
 
   mesh = train.make_mesh()
   num_classes = meta['num_classes']

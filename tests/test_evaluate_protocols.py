@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from configs import base
-from data_prep import build, synthetic
+from data_prep import synthetic
 from i2v_jax import evaluation, input_pipeline as ip, train
 from i2v_jax.distances import pairwise_distance
 from i2v_jax.evaluation import visualize

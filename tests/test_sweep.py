@@ -5,7 +5,7 @@ import os
 import threading
 
 from configs import synthetic_cpu
-from i2v_jax import records, sweep
+from i2v_jax import atomic, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'synthetic_cpu.py')
@@ -55,7 +55,7 @@ def test_a_finished_run_becomes_one_results_line(tmp_path):
   d = sweep.run_dir(str(tmp_path), 'a', 3)
   os.makedirs(d)
   protocol = {'mAP': 0.3, 'cmc': [0.4] * 20, 'mINP': 0.0}
-  records.write_json({'step': 5, 'protocols': {'i2v': protocol}},
+  atomic.write_json({'step': 5, 'protocols': {'i2v': protocol}},
                      os.path.join(d, 'results.json'))
   line = sweep.result_line({'name': 'a'}, 3, d, 90.0)
   assert (line['variant'], line['seed'], line['steps'], line['minutes']) == ('a', 3, 5, 1.5)

@@ -7,7 +7,7 @@ from typing import Dict
 
 import numpy as np
 
-from i2v_jax import records
+from i2v_jax import atomic
 
 
 def scalar_metrics(results: Dict[str, Dict[str, object]]) -> Dict[str, float]:
@@ -43,8 +43,8 @@ def write_results(results: Dict[str, Dict[str, object]], workdir: str, *, step: 
       p: {'cmc': [float(x) for x in r['cmc']], 'mAP': r['mAP'], 'mINP': r['mINP'],
           'num_valid_queries': r['num_valid_queries'],
           'num_skipped_queries': r['num_skipped_queries']} for p, r in results.items()}}
-  records.write_json(summary, os.path.join(workdir, 'results.json'))
-  records.write_text(results_table(results, title), os.path.join(workdir, 'results.md'))
+  atomic.write_json(summary, os.path.join(workdir, 'results.json'))
+  atomic.write_text(results_table(results, title), os.path.join(workdir, 'results.md'))
 
 
 def export_features(features: Dict[str, Dict[str, np.ndarray]], workdir: str) -> list:
