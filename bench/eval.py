@@ -7,10 +7,10 @@ r"""Evaluation speed and memory: features -> CMC/mAP/mINP for a MARS-size I2V pr
 random 2048-d features with identity structure. Two implementations, each in its
 own child process so peak memory is measured separately:
 
-  device   `i2v_jax.evaluate.ranked_metrics`: distances, sort and metrics on the
+  device   `i2v_jax.evaluation.blocked_metrics`: distances, sort and metrics on the
            default JAX backend, query_block queries at a time
   numpy    the straightforward way: the whole (Q, G) cosine distance matrix in
-           numpy, then `rank_metrics` (argsort of the full matrix, a loop over queries)
+           numpy, then `reference_metrics` (argsort of the full matrix, a loop over queries)
 
 Prints the median wall time over --runs runs (after one warm-up, which includes
 compilation), the speed-up, the peak resident memory of each child above an
@@ -57,18 +57,18 @@ def problem(dim: int, seed: int = 0, noise: float = 4.0):
 def child(impl: str, runs: int, dim: int, query_block: int) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from i2v_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
   qf, gf, qp, gp, qc, gc, source = problem(dim)
   idle_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
   def device():
-    return evaluate.ranked_metrics(qf, gf, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
+    return metrics.blocked_metrics(qf, gf, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
                                    query_block=query_block)
 
   def straightforward():
     norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     dist = 1.0 - norm(qf.astype(np.float64)) @ norm(gf.astype(np.float64)).T
-    return evaluate.rank_metrics(dist, qp, gp, qc, gc)
+    return metrics.reference_metrics(dist, qp, gp, qc, gc)
 
   fn = device if impl == 'device' else straightforward
   times, out = [], None

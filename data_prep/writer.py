@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from i2v_jax import records
+from i2v_jax import atomic, records
 from i2v_jax.records import Tracklet
 
 
@@ -92,7 +92,7 @@ def write_split(out_dir: str, split: str, tracklets: Sequence[Tracklet],
     for old in glob.glob(os.path.join(out_dir, f'{split}-*.tfrecord*')):
       os.remove(old)
     plan[split] = digest
-    records.write_json(plan, os.path.join(out_dir, 'build-plan.json'))
+    atomic.write_json(plan, os.path.join(out_dir, 'build-plan.json'))
 
   bounds = [len(tracklets) * i // num_shards for i in range(num_shards + 1)]
   shards = [(records.shard_name(split, i, num_shards), tracklets[bounds[i]:bounds[i + 1]])
@@ -117,7 +117,7 @@ def write_split(out_dir: str, split: str, tracklets: Sequence[Tracklet],
     index += [{'shard': name, 'offset': o, 'name': t.name, 'pid': t.pid,
                'camid': t.camid, 'label': t.label, 'num_frames': len(t.frames)}
               for o, t in zip(offsets, ts)]
-  records.write_json({'split': split, 'tracklets': index},
+  atomic.write_json({'split': split, 'tracklets': index},
                      os.path.join(out_dir, f'index-{split}.json'))
   return summarize(index) | {'shards': [n for n, _ in shards]}
 
@@ -168,7 +168,7 @@ def write_dataset(out_dir: str, dataset: str, splits: Dict[str, List[Tracklet]],
       'protocol': protocol,
       'source_hashes': {os.path.basename(p): sha256(p) for p in source_files},
   }
-  records.write_json(meta, meta_path)
+  atomic.write_json(meta, meta_path)
   return meta
 
 

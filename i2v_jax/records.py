@@ -76,19 +76,6 @@ def parse(serialized: bytes) -> Dict[str, object]:
   }
 
 
-def feature_spec():
-  """tf.io.parse_example spec of the schema (graph-mode parsing)."""
-  tf = _tf()
-  return {
-      'frames': tf.io.RaggedFeature(tf.string),
-      'num_frames': tf.io.FixedLenFeature([], tf.int64),
-      'pid': tf.io.FixedLenFeature([], tf.int64),
-      'label': tf.io.FixedLenFeature([], tf.int64),
-      'camid': tf.io.FixedLenFeature([], tf.int64),
-      'name': tf.io.FixedLenFeature([], tf.string),
-  }
-
-
 def shard_name(split: str, index: int, count: int) -> str:
   return f'{split}-{index:05d}-of-{count:05d}.tfrecord'
 
@@ -151,22 +138,6 @@ def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
     raise FileNotFoundError(f'{path} not found; rebuild with python -m data_prep.build')
   with open(path) as f:
     return json.load(f)['tracklets']
-
-
-def write_json(obj, path: str) -> None:
-  """JSON to ``path`` atomically (temporary name, then rename)."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
-def write_text(text: str, path: str) -> None:
-  """Text to ``path`` atomically (temporary name, then rename)."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def summary_table(meta: Dict[str, object]) -> str:

@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
@@ -113,6 +113,31 @@ def command(config_file: str, run: Dict[str, object], seed: int, root: str,
       value = '(' + ','.join(map(str, value)) + (',)' if len(value) == 1 else ')')
     args.append(f'--config.{key}={value}')
   return args
+
+
+Key = Tuple[str, int]  # (variant name, seed)
+
+
+def plan(pending: Sequence[Key], deps: Dict[str, Sequence[str]],
+         status: Callable[[str, int], Optional[bool]], free_slots: int
+         ) -> Tuple[List[Key], List[Key]]:
+  """The scheduler's decision, as a pure function.
+
+  Args:
+    pending: runs not started yet, in sweep order (seed-major).
+    deps: variant name -> the variants it needs (its ``'@name'`` overrides).
+    status: (name, seed) -> True (finished, now or by an earlier sweep), False
+      (failed, skipped, or missing and not scheduled) or None (still to come).
+    free_slots: how many runs may start now.
+
+  Returns:
+    (start, skip): the first ``free_slots`` pending runs whose dependencies
+    all finished, in order; and every pending run with a failed dependency.
+  """
+  skip = [k for k in pending if any(status(d, k[1]) is False for d in deps.get(k[0], ()))]
+  ready = [k for k in pending if k not in skip
+           and all(status(d, k[1]) for d in deps.get(k[0], ()))]
+  return ready[:max(free_slots, 0)], skip
 
 
 def result_line(run: Dict[str, object], seed: int, workdir: str, seconds: float) -> dict:
@@ -248,22 +273,24 @@ def main(argv):
       return None
     return finished(run_dir(root, name, seed), steps.get(name, 0))  # from an earlier sweep
 
-  pending = list(todo)
+  by_name = {r['name']: r for r in runs}
+  needs = {r['name']: deps(r) for r in runs}
+  pending = [(r['name'], s) for r, s in todo]
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
     running = set()
     while pending or running:
-      ready = [(r, s) for r, s in pending if all(state_of(d, s) for d in deps(r))]
-      blocked = [(r, s) for r, s in pending if any(state_of(d, s) is False for d in deps(r))]
-      for r, s in blocked:
-        print(f'{r["name"]} seed {s}: skipped, a run it needs ({deps(r)}) failed or is '
+      start, skip = plan(pending, needs, state_of, _JOBS.value - len(running))
+      for name, s in skip:
+        print(f'{name} seed {s}: skipped, a run it needs ({needs[name]}) failed or is '
               'missing', flush=True)
-        done[(r['name'], s)] = False
-        pending.remove((r, s))
-      while ready and len(running) < _JOBS.value:
-        r, s = ready.pop(0)
-        pending.remove((r, s))
-        running.add(pool.submit(launch, r, s))
+        done[(name, s)] = False
+        pending.remove((name, s))
+      for name, s in start:
+        pending.remove((name, s))
+        running.add(pool.submit(launch, by_name[name], s))
       if not running:
+        if pending:  # nothing can start and nothing runs: report what waits
+          print(f'not run (waiting on runs that never finished): {pending}', flush=True)
         break
       finished_now, running = concurrent.futures.wait(
           running, return_when=concurrent.futures.FIRST_COMPLETED)

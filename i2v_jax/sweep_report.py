@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
-from i2v_jax import records
+from i2v_jax import atomic
 
 METRICS = (('i2v', 'mAP'), ('i2v', 'rank1'), ('v2v', 'mAP'), ('v2v', 'rank1'))
 
@@ -154,6 +154,6 @@ def write_report(results_path: str, variants: Sequence[dict], out_dir: str,
   runs = read_results(results_path)
   md = os.path.join(out_dir, f'{stem}.md')
   png = os.path.join(out_dir, f'{stem}.png')
-  records.write_text(table(runs, variants), md)
+  atomic.write_text(table(runs, variants), md)
   figure(runs, variants, png)
   return {'table': md, 'figure': png}

@@ -102,8 +102,14 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = devices if devices is not None else jax.devices()
-  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+  """A 1-D mesh over ``devices`` (default: all) with the axis ``data``.
+
+  Auto axis type (``jax.make_mesh`` defaults to Explicit): the step is written
+  as per-device code inside ``shard_map``, which needs no sharding-in-types.
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  return jax.make_mesh((len(devices),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def _models(config, num_classes):

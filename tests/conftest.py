@@ -18,3 +18,35 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 # XLA:CPU compiles threefry slowly (~8 s for a tiny ResNet's init); the 'rbg'
 # generator compiles in a fraction of that. Tests only need determinism.
 jax.config.update('jax_default_prng_impl', 'rbg')
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The tiny dataset of the command-line and in-process training tests.
+CLI_SPEC = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=4, min_frames=3,
+                                   max_frames=8, height=64, width=32)
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'slow: runs the command line in subprocesses (deselect with -m "not slow")')
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory):
+  """Factory: a SyntheticSpec -> the folder of that dataset, built once per session."""
+  built = {}
+
+  def make(spec):
+    if spec not in built:
+      out = str(tmp_path_factory.mktemp('syn'))
+      build.build('synthetic', out, spec=spec, show_progress=False)
+      built[spec] = out
+    return built[spec]
+  return make
+
+
+@pytest.fixture(scope='session')
+def cli_data_dir(synthetic_data):
+  return synthetic_data(CLI_SPEC)

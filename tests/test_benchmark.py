@@ -4,10 +4,8 @@ round trip, joint start from a teacher stage, paired seeds, interval statistics.
 import dataclasses
 import json
 import math
-import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

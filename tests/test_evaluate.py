@@ -9,7 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from i2v_jax.evaluate import rank_metrics, ranked_metrics, pairwise_distance
+from i2v_jax.distances import pairwise_distance
+from i2v_jax.evaluation.metrics import blocked_metrics as ranked_metrics
+from i2v_jax.evaluation.metrics import reference_metrics as rank_metrics
 
 
 def one_query(pattern, junk_at=()):

@@ -6,20 +6,21 @@ import os
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import base
-from data_prep import build, synthetic
-from i2v_jax import evaluate, input_pipeline as ip, train
+from data_prep import synthetic
+from i2v_jax import evaluation, input_pipeline as ip, train
+from i2v_jax.distances import pairwise_distance
+from i2v_jax.evaluation import visualize
 
 SPEC = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=5, min_frames=3,
                                max_frames=9, height=64, width=32, seed=5)
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('syn'))
-  build.build('synthetic', out, spec=SPEC, show_progress=False)
-  return out
+def data_dir(synthetic_data):
+  return synthetic_data(SPEC)
 
 
 @pytest.fixture(scope='module')
@@ -41,9 +42,9 @@ def frames_of(data_dir, split, row, c):
 
 def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
   c, mesh, state = setup
-  fn = evaluate.make_encode_fn(c, SPEC.num_train_ids, 'student')
-  variables = evaluate.network_variables(state, 'student')
-  got = evaluate.extract_features(c, data_dir, 'gallery', mode='video', encode_fn=fn,
+  fn = evaluation.make_encode_fn(c, SPEC.num_train_ids, 'student')
+  variables = evaluation.network_variables(state, 'student')
+  got = evaluation.extract_features(c, data_dir, 'gallery', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
   _, student = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
   rows = ip.TrackletReader(data_dir, 'gallery').rows
@@ -56,9 +57,9 @@ def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
 
 def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup):
   c, mesh, state = setup
-  fn = evaluate.make_encode_fn(c, SPEC.num_train_ids, 'teacher')
-  variables = jax.device_get(evaluate.network_variables(state, 'teacher'))
-  got = evaluate.extract_features(c, data_dir, 'query', mode='video', encode_fn=fn,
+  fn = evaluation.make_encode_fn(c, SPEC.num_train_ids, 'teacher')
+  variables = jax.device_get(evaluation.network_variables(state, 'teacher'))
+  got = evaluation.extract_features(c, data_dir, 'query', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
   teacher, _ = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
   for r in range(len(ip.TrackletReader(data_dir, 'query').rows)):
@@ -73,12 +74,12 @@ def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup)
 
 def test_image_mode_uses_the_chosen_frame(data_dir, setup):
   c, mesh, state = setup
-  fn = evaluate.make_encode_fn(c, SPEC.num_train_ids, 'student')
-  variables = jax.device_get(evaluate.network_variables(state, 'student'))
+  fn = evaluation.make_encode_fn(c, SPEC.num_train_ids, 'student')
+  variables = jax.device_get(evaluation.network_variables(state, 'student'))
   _, student = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
   for which in ('first', 'middle'):
     c.eval.query_frame = which
-    got = evaluate.extract_features(c, data_dir, 'query', mode='image', encode_fn=fn,
+    got = evaluation.extract_features(c, data_dir, 'query', mode='image', encode_fn=fn,
                                     variables=variables, mesh=mesh)
     for r in range(2):
       frames = frames_of(data_dir, 'query', r, c)
@@ -94,7 +95,7 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   c.eval.visualize = 2
   c.eval.visualize_top = 3
   try:
-    results = evaluate.run(c, data_dir, state, SPEC.num_train_ids, mesh,
+    results = evaluation.run(c, data_dir, state, SPEC.num_train_ids, mesh,
                            workdir=str(tmp_path), step=7, verbose=False)
   finally:
     c.eval.export, c.eval.visualize = False, 0
@@ -110,37 +111,37 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   npz = np.load(tmp_path / 'features-gallery-video.npz')
   assert npz['features'].shape[0] == len(npz['pids']) == len(npz['names'])
   assert set(os.listdir(tmp_path)) >= {'ranked_i2v.png', 'features-query-image.npz'}
-  scalars = evaluate.scalar_metrics(results)
+  scalars = evaluation.scalar_metrics(results)
   assert scalars['i2v/mAP'] == pytest.approx(100 * results['i2v']['mAP'])
 
 
 def test_video_queries_of_an_image_only_query_split():
   query = {'pids': np.array([3, 3, 9]), 'camids': np.array([1, 2, 1])}
   gallery = {'pids': np.array([3, 4, 3, 3]), 'camids': np.array([2, 1, 1, 1])}
-  np.testing.assert_array_equal(evaluate.video_query_rows(query, gallery), [2, 0, -1])
+  np.testing.assert_array_equal(evaluation.video_query_rows(query, gallery), [2, 0, -1])
 
 
 def test_encoders_follow_config_and_available_networks():
   c = base.get_config('preset=teacher_only')
-  assert evaluate.encoders(c) == {'image': 'teacher', 'video': 'teacher'}
+  assert evaluation.encoders(c) == {'image': 'teacher', 'video': 'teacher'}
   c = base.get_config('preset=student_only')
-  assert evaluate.encoders(c) == {'image': 'student', 'video': 'student'}
+  assert evaluation.encoders(c) == {'image': 'student', 'video': 'student'}
   c = base.get_config('preset=tkp')
-  assert evaluate.encoders(c) == {'image': 'student', 'video': 'teacher'}
+  assert evaluation.encoders(c) == {'image': 'student', 'video': 'teacher'}
   c.eval.gallery_encoder = 'student'
-  assert evaluate.encoders(c) == {'image': 'student', 'video': 'student'}
+  assert evaluation.encoders(c) == {'image': 'student', 'video': 'student'}
   for preset in ('mdkt', 'vkd'):  # their feature spaces are not tied: student gallery
-    assert evaluate.encoders(base.get_config(f'preset={preset}'))['video'] == 'student'
+    assert evaluation.encoders(base.get_config(f'preset={preset}'))['video'] == 'student'
 
 
 def test_ranked_lists_worst_first_without_junk_and_png_borders(data_dir, tmp_path):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from i2v_jax import visualize  # pylint: disable=g-import-not-at-top
   query = {'features': np.array([[1.0, 0.0], [0.0, 1.0]]), 'pids': np.array([1, 2]),
            'camids': np.array([1, 1])}
   gallery = {'features': np.array([[1.0, 0.1], [1.0, 0.0], [0.1, 1.0], [1.0, 0.2]]),
              'pids': np.array([1, 1, 2, 3]), 'camids': np.array([2, 1, 2, 2])}
-  lists = visualize.ranked_lists(query, gallery, np.array([0.9, 0.4]), num_queries=2, top=3)
+  rows = visualize.worst_queries(np.array([0.9, 0.4]), 2)
+  distmat = pairwise_distance(query['features'][rows], gallery['features'], 'cosine', xp=np)
+  lists = visualize.ranked_lists(rows, distmat, query, gallery, top=3)
   # Query 1 (AP 0.4) first; gallery row 1 is junk for query 0 (same pid and camera).
   assert lists == [(1, [(2, True), (3, False), (0, False)]),
                    (0, [(0, True), (3, False), (2, False)])]

@@ -8,17 +8,15 @@ from PIL import Image
 
 from configs import base
 from data_prep import build, synthetic
-from i2v_jax import evaluate, input_pipeline as ip, records
+from i2v_jax import evaluation, input_pipeline as ip, records
 
 SPEC = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=10, min_frames=3,
                                max_frames=9, height=64, width=32, seed=3)
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('syn'))
-  build.build('synthetic', out, spec=SPEC, show_progress=False)
-  return out
+def data_dir(synthetic_data):
+  return synthetic_data(SPEC)
 
 
 def config(**overrides):
@@ -198,10 +196,10 @@ def test_synthetic_is_learnable_and_single_frames_are_harder(tmp_path):
   (qf, qp, qc), (gf, gp, gc) = feats['query'], feats['gallery']
   gallery = np.stack([f.mean(0) for f in gf])
   dist = lambda q: ((q[:, None] - gallery[None]) ** 2).sum(-1)
-  i2v = evaluate.rank_metrics(dist(np.stack([f[0] for f in qf])), qp, gp, qc, gc)
-  v2v = evaluate.rank_metrics(dist(np.stack([f.mean(0) for f in qf])), qp, gp, qc, gc)
+  i2v = evaluation.reference_metrics(dist(np.stack([f[0] for f in qf])), qp, gp, qc, gc)
+  v2v = evaluation.reference_metrics(dist(np.stack([f.mean(0) for f in qf])), qp, gp, qc, gc)
   rng = np.random.default_rng(0)
-  chance = np.mean([evaluate.rank_metrics(rng.random(dist(gallery[:48]).shape),
+  chance = np.mean([evaluation.reference_metrics(rng.random(dist(gallery[:48]).shape),
                                           qp, gp, qc, gc)['mAP'] for _ in range(10)])
   assert i2v['num_valid_queries'] == 48
   # Measured: chance 0.024, I2V 0.20, V2V 0.35 (seed 11).

@@ -4,37 +4,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from data_prep import build, synthetic
+from tests.cli import ENV, REPO, command
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('syn'))
-  spec = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=4, min_frames=3,
-                                 max_frames=8, height=64, width=32)
-  build.build('synthetic', out, spec=spec, show_progress=False)
-  return out
+pytestmark = pytest.mark.slow
 
 
-def command(workdir, data_dir, *extra, preset='mdkt', steps=6):
-  return [sys.executable, '-m', 'i2v_jax.main',
-          f'--config=configs/base.py:preset={preset},runlocal', f'--workdir={workdir}',
-          f'--config.data.dir={data_dir}', f'--config.train.num_steps={steps}',
-          '--config.train.log_every=1', '--config.train.checkpoint_every=3',
-          '--config.model.width=4', *extra]
-
-
-ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-           JAX_PLATFORMS='cpu', PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+@pytest.fixture
+def data_dir(cli_data_dir):
+  return cli_data_dir
 
 
 def losses(workdir):

@@ -10,8 +10,11 @@ import socket
 import subprocess
 
 import numpy as np
+import pytest
 
-from tests.test_main import ENV, REPO, command, data_dir  # pylint: disable=unused-import
+from tests.cli import ENV, REPO, command
+
+pytestmark = pytest.mark.slow
 
 
 def free_port():
@@ -20,7 +23,8 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_agree_with_one(tmp_path, data_dir):  # pylint: disable=redefined-outer-name
+def test_two_processes_agree_with_one(tmp_path, cli_data_dir):
+  data_dir = cli_data_dir
   one_device = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=1')
   port = free_port()
   multi = str(tmp_path / 'multi')

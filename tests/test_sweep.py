@@ -5,7 +5,7 @@ import os
 import threading
 
 from configs import synthetic_cpu
-from i2v_jax import records, sweep
+from i2v_jax import atomic, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'synthetic_cpu.py')
@@ -55,7 +55,7 @@ def test_a_finished_run_becomes_one_results_line(tmp_path):
   d = sweep.run_dir(str(tmp_path), 'a', 3)
   os.makedirs(d)
   protocol = {'mAP': 0.3, 'cmc': [0.4] * 20, 'mINP': 0.0}
-  records.write_json({'step': 5, 'protocols': {'i2v': protocol}},
+  atomic.write_json({'step': 5, 'protocols': {'i2v': protocol}},
                      os.path.join(d, 'results.json'))
   line = sweep.result_line({'name': 'a'}, 3, d, 90.0)
   assert (line['variant'], line['seed'], line['steps'], line['minutes']) == ('a', 3, 5, 1.5)
@@ -67,3 +67,29 @@ def test_a_finished_run_becomes_one_results_line(tmp_path):
   with open(path) as f:
     assert [json.loads(l)['seed'] for l in f] == [3, 4]
   assert sweep.finished(d, 5) and not sweep.finished(d, 6)
+
+
+def test_plan_waits_for_dependencies_skips_after_failures_and_fills_free_slots():
+  deps = {'vkd': ['vkd_teacher'], 'vkd_gallery': ['vkd', 'vkd_teacher']}
+  pending = [('vkd_teacher', 0), ('vkd', 0), ('student_only', 0), ('vkd_gallery', 0),
+             ('vkd_teacher', 1), ('vkd', 1)]
+  status = {}
+  state = lambda name, seed: status.get((name, seed))  # None: still to come
+  # Nothing finished: vkd waits for its teacher; two slots take the first two ready.
+  start, skip = sweep.plan(pending, deps, state, 2)
+  assert start == [('vkd_teacher', 0), ('student_only', 0)] and skip == []
+  # One slot: only the first ready run.
+  assert sweep.plan(pending, deps, state, 1)[0] == [('vkd_teacher', 0)]
+  assert sweep.plan(pending, deps, state, 0)[0] == []
+  # The seed-0 teacher finished: vkd seed 0 may start, not vkd seed 1.
+  status[('vkd_teacher', 0)] = True
+  start, _ = sweep.plan([('vkd', 1), ('vkd', 0)], deps, state, 2)
+  assert start == [('vkd', 0)]
+  # The seed-1 teacher failed: everything that needs it is skipped, transitively
+  # once vkd seed 1 is marked failed in turn.
+  status[('vkd_teacher', 1)] = False
+  start, skip = sweep.plan([('vkd', 1), ('vkd_gallery', 1)], deps, state, 2)
+  assert start == [] and skip == [('vkd', 1), ('vkd_gallery', 1)]
+  # Resume: a dependency finished by an earlier sweep counts as finished.
+  earlier = lambda name, seed: True if name == 'vkd_teacher' else None
+  assert sweep.plan([('vkd', 3)], deps, earlier, 1)[0] == [('vkd', 3)]

@@ -1,7 +1,6 @@
 """The sharded step: 8 fake devices against 1 device, and a few optimizer steps."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -28,6 +28,7 @@ tracklet, so an anchor is never its own positive).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax.numpy as jnp
@@ -50,24 +51,131 @@ def set_outputs(student: Dict[str, jnp.ndarray], b: int) -> Dict[str, jnp.ndarra
   return {k: v.reshape((b, -1) + v.shape[1:]).mean(axis=1) for k, v in student.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class Aligned:
+  """The batch's quantities, aligned row for row as the module docstring says.
+
+  Teacher fields are None without a teacher, student fields without a student.
+  """
+  labels: jnp.ndarray                 # (B,) tracklet labels
+  labels_s: jnp.ndarray               # (B·m,) labels of the student rows
+  index_t: jnp.ndarray                # (B,) global tracklet ids
+  index_s: jnp.ndarray                # (B·m,) global student-row ids
+  gather: Gather
+  m: int                              # student rows per tracklet (1 at set level)
+  m_images: int                       # student images per tracklet (M)
+  t_feat: Optional[jnp.ndarray] = None       # (B, D) clip features
+  t_logits: Optional[jnp.ndarray] = None     # (B, C)
+  t_frames: Optional[jnp.ndarray] = None     # (B·m, D) teacher counterpart of each row
+  t_clip_rep: Optional[jnp.ndarray] = None   # (B·m, D) clip feature per row
+  t_logits_rep: Optional[jnp.ndarray] = None  # (B·m, C)
+  s_feat: Optional[jnp.ndarray] = None       # (B·m, D) student rows
+  s_logits: Optional[jnp.ndarray] = None     # (B·m, C)
+  s_images: Optional[jnp.ndarray] = None     # (B·M, D) per-image student features
+
+
+Compute = Callable[[Aligned, ml_collections.ConfigDict], Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One entry of `TERMS`: ``weight`` is its path under ``config.loss``,
+  ``needs`` the networks it reads, ``compute`` (aligned batch, config.loss) ->
+  (value, diagnostics)."""
+  weight: str
+  needs: Tuple[str, ...]
+  compute: Compute
+
+
+def _triplet_kw(loss):
+  return dict(margin=loss.triplet.margin, soft_margin=loss.triplet.soft_margin,
+              distance=loss.triplet.distance)
+
+
+def _intra_triplet(feat, labels, index):
+  def compute(a: Aligned, loss):
+    f, y, i = getattr(a, feat), getattr(a, labels), getattr(a, index)
+    return batch_hard_triplet(f, y, a.gather(f), a.gather(y), anchor_index=i,
+                              cand_index=a.gather(i), **_triplet_kw(loss))
+  return compute
+
+
+def _tcl(direction: str):
+  """TCL (direction teacher_to_student) or reverse TCL, at frame or clip level."""
+  def compute(a: Aligned, loss):
+    if loss.tcl.teacher_level == 'frame':
+      args = (a.s_feat, a.gather(a.s_feat), a.t_frames, a.gather(a.t_frames),
+              a.labels_s, a.gather(a.labels_s))
+      indices = dict(anchor_index=a.index_s, cand_index=a.gather(a.index_s))
+    else:  # candidates are tracklets: clip features and student set means
+      b = a.labels.shape[0]
+      s_sets = a.s_images.reshape(b, a.m_images, -1).mean(axis=1)
+      args = (a.s_feat, a.gather(s_sets), a.t_clip_rep, a.gather(a.t_feat),
+              a.labels_s, a.gather(a.labels))
+      indices = dict(anchor_index=jnp.repeat(a.index_t, a.m),
+                     cand_index=a.gather(a.index_t))
+    return triplet_contrast(
+        *args, direction=direction, temperature=loss.tcl.temperature,
+        num_negatives=loss.tcl.num_negatives, mine_on=loss.tcl.mine_on,
+        distance=loss.tcl.distance, distance_scale=loss.tcl.distance_scale,
+        cross=loss.tcl.cross_network and direction == 'teacher_to_student', **indices)
+  return compute
+
+
+# The one table of loss terms: name (the logged key) -> Term. A new term is one
+# entry here and its weight in configs/base.py.
+TERMS: Dict[str, Term] = {
+    'id/teacher': Term('id.teacher', ('teacher',), lambda a, l: cross_entropy(
+        a.t_logits, a.labels, l.id.label_smoothing)),
+    'id/student': Term('id.student', ('student',), lambda a, l: cross_entropy(
+        a.s_logits, a.labels_s, l.id.label_smoothing)),
+    'triplet/teacher': Term('triplet.teacher', ('teacher',),
+                            _intra_triplet('t_feat', 'labels', 'index_t')),
+    'triplet/student': Term('triplet.student', ('student',),
+                            _intra_triplet('s_feat', 'labels_s', 'index_s')),
+    'triplet/student_to_teacher': Term(
+        'triplet.student_to_teacher', ('teacher', 'student'),
+        lambda a, l: batch_hard_triplet(a.s_feat, a.labels_s, a.gather(a.t_feat),
+                                        a.gather(a.labels), **_triplet_kw(l))),
+    'triplet/teacher_to_student': Term(
+        'triplet.teacher_to_student', ('teacher', 'student'),
+        lambda a, l: batch_hard_triplet(a.t_feat, a.labels, a.gather(a.s_feat),
+                                        a.gather(a.labels_s), **_triplet_kw(l))),
+    'tcl': Term('tcl.weight', ('teacher', 'student'), _tcl('teacher_to_student')),
+    'mutual/student_from_teacher': Term(
+        'mutual.student_from_teacher', ('teacher', 'student'),
+        lambda a, l: logit_kl(a.t_logits_rep, a.s_logits, l.mutual.temperature)),
+    'mutual/teacher_from_student': Term(
+        'mutual.teacher_from_student', ('teacher', 'student'),
+        lambda a, l: logit_kl(a.s_logits, a.t_logits_rep, l.mutual.temperature)),
+    'mutual/reverse_tcl': Term('mutual.reverse_tcl', ('teacher', 'student'),
+                               _tcl('student_to_teacher')),
+    'tkp/feature': Term('tkp.feature', ('teacher', 'student'),
+                        lambda a, l: feature_mse(a.s_feat, a.t_frames)),
+    'tkp/distance': Term('tkp.distance', ('teacher', 'student'),
+                         lambda a, l: distance_matrix_mse(
+                             a.s_feat, a.gather(a.s_feat), a.t_frames, a.gather(a.t_frames),
+                             anchor_index=a.index_s, cand_index=a.gather(a.index_s))),
+    'vkd/logits': Term('vkd.logits', ('teacher', 'student'),
+                       lambda a, l: logit_kl(a.t_logits_rep, a.s_logits, l.vkd.temperature)),
+    'vkd/distance': Term('vkd.distance', ('teacher', 'student'),
+                         lambda a, l: squared_distance_mse(
+                             a.s_feat, a.gather(a.s_feat), a.t_clip_rep,
+                             a.gather(a.t_clip_rep), anchor_index=a.index_s,
+                             cand_index=a.gather(a.index_s))),
+}
+
+
+def _weight(loss: ml_collections.ConfigDict, path: str) -> float:
+  node = loss
+  for key in path.split('.'):
+    node = node[key]
+  return node
+
+
 def term_weights(loss: ml_collections.ConfigDict) -> Dict[str, float]:
-  """Name -> weight of every term; the names are the logged keys."""
-  return {
-      'id/teacher': loss.id.teacher,
-      'id/student': loss.id.student,
-      'triplet/teacher': loss.triplet.teacher,
-      'triplet/student': loss.triplet.student,
-      'triplet/student_to_teacher': loss.triplet.student_to_teacher,
-      'triplet/teacher_to_student': loss.triplet.teacher_to_student,
-      'tcl': loss.tcl.weight,
-      'mutual/student_from_teacher': loss.mutual.student_from_teacher,
-      'mutual/teacher_from_student': loss.mutual.teacher_from_student,
-      'mutual/reverse_tcl': loss.mutual.reverse_tcl,
-      'tkp/feature': loss.tkp.feature,
-      'tkp/distance': loss.tkp.distance,
-      'vkd/logits': loss.vkd.logits,
-      'vkd/distance': loss.vkd.distance,
-  }
+  """Name -> weight of every term in `TERMS`; the names are the logged keys."""
+  return {name: _weight(loss, term.weight) for name, term in TERMS.items()}
 
 
 def active_terms(loss: ml_collections.ConfigDict, networks) -> Dict[str, float]:
@@ -78,18 +186,44 @@ def active_terms(loss: ml_collections.ConfigDict, networks) -> Dict[str, float]:
   """
   weights = {k: w for k, w in term_weights(loss).items() if w}
   for name in weights:
-    needs = {'teacher', 'student'}
-    if name.endswith('/teacher'):
-      needs = {'teacher'}
-    elif name.endswith('/student'):
-      needs = {'student'}
-    missing = needs - set(networks)
+    missing = set(TERMS[name].needs) - set(networks)
     if missing:
       raise ValueError(
-          f'config loss term {name!r} has weight {weights[name]} but the run has '
-          f'no {missing.pop()} network (config.networks={tuple(networks)}); set '
-          f'its weight to 0 or add the network.')
+          f'config loss term {name!r} (loss.{TERMS[name].weight}) has weight '
+          f'{weights[name]} but the run has no {sorted(missing)[0]} network '
+          f'(config.networks={tuple(networks)}); set its weight to 0 or add the network.')
   return weights
+
+
+def align(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
+          loss: ml_collections.ConfigDict, *, gather: Gather = lambda x: x,
+          offset: Any = 0) -> Aligned:
+  """The networks' outputs as the rows every term reads (module docstring)."""
+  level = loss.student_level
+  if level not in STUDENT_LEVELS:
+    raise ValueError(f'config loss.student_level={level!r}: choose one of {STUDENT_LEVELS}')
+  if loss.tcl.teacher_level not in TEACHER_LEVELS:
+    raise ValueError(f'config loss.tcl.teacher_level={loss.tcl.teacher_level!r}: '
+                     f'choose one of {TEACHER_LEVELS}')
+  b = labels.shape[0]
+  m_images = student['features'].shape[0] // b if student is not None else 1
+  m = 1 if level == 'set' else m_images   # student rows per tracklet
+  fields = dict(labels=labels, labels_s=jnp.repeat(labels, m),
+                index_t=offset + jnp.arange(b), index_s=offset * m + jnp.arange(b * m),
+                gather=gather, m=m, m_images=m_images)
+  if student is not None:
+    fields['s_images'] = student['features']
+    if level == 'set':
+      student = set_outputs(student, b)
+    fields.update(s_feat=student['features'], s_logits=student['logits'])
+  if teacher is not None:
+    t_seen = teacher['frame_features'][:, :m_images]  # the frames the student saw
+    fields.update(
+        t_feat=teacher['features'], t_logits=teacher['logits'],
+        t_frames=t_seen.mean(axis=1) if level == 'set' else t_seen.reshape(b * m, -1),
+        t_clip_rep=jnp.repeat(teacher['features'], m, axis=0),
+        t_logits_rep=jnp.repeat(teacher['logits'], m, axis=0))
+  return Aligned(**fields)
 
 
 def objective(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
@@ -114,96 +248,8 @@ def objective(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
     ``diag/<term>/<name>`` diagnostics.
   """
   weights = active_terms(loss, networks)
-  level = loss.student_level
-  if level not in STUDENT_LEVELS:
-    raise ValueError(f'config loss.student_level={level!r}: choose one of {STUDENT_LEVELS}')
-  if loss.tcl.teacher_level not in TEACHER_LEVELS:
-    raise ValueError(f'config loss.tcl.teacher_level={loss.tcl.teacher_level!r}: '
-                     f'choose one of {TEACHER_LEVELS}')
-  b = labels.shape[0]
-  m_images = student['features'].shape[0] // b if student is not None else 1
-  m = 1 if level == 'set' else m_images   # student rows per tracklet
-  labels_s = jnp.repeat(labels, m)
-  index_t = offset + jnp.arange(b)
-  index_s = offset * m + jnp.arange(b * m)
-  terms: Dict[str, Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]] = {}
-
-  def want(name):
-    return name in weights
-
-  if student is not None:
-    s_images = student['features']
-    if level == 'set':
-      student = set_outputs(student, b)
-    s_feat, s_logits = student['features'], student['logits']
-  if teacher is not None:
-    t_feat, t_logits = teacher['features'], teacher['logits']
-    t_seen = teacher['frame_features'][:, :m_images]  # the frames the student saw
-    t_frames = (t_seen.mean(axis=1) if level == 'set'
-                else t_seen.reshape(b * m, -1))
-    t_clip_rep = jnp.repeat(t_feat, m, axis=0)
-    t_logits_rep = jnp.repeat(t_logits, m, axis=0)
-
-  triplet_kw = dict(margin=loss.triplet.margin, soft_margin=loss.triplet.soft_margin,
-                    distance=loss.triplet.distance)
-  if want('id/teacher'):
-    terms['id/teacher'] = cross_entropy(t_logits, labels, loss.id.label_smoothing)
-  if want('id/student'):
-    terms['id/student'] = cross_entropy(s_logits, labels_s, loss.id.label_smoothing)
-  if want('triplet/teacher'):
-    terms['triplet/teacher'] = batch_hard_triplet(
-        t_feat, labels, gather(t_feat), gather(labels),
-        anchor_index=index_t, cand_index=gather(index_t), **triplet_kw)
-  if want('triplet/student'):
-    terms['triplet/student'] = batch_hard_triplet(
-        s_feat, labels_s, gather(s_feat), gather(labels_s),
-        anchor_index=index_s, cand_index=gather(index_s), **triplet_kw)
-  if want('triplet/student_to_teacher'):
-    terms['triplet/student_to_teacher'] = batch_hard_triplet(
-        s_feat, labels_s, gather(t_feat), gather(labels), **triplet_kw)
-  if want('triplet/teacher_to_student'):
-    terms['triplet/teacher_to_student'] = batch_hard_triplet(
-        t_feat, labels, gather(s_feat), gather(labels_s), **triplet_kw)
-
-  if want('tcl') or want('mutual/reverse_tcl'):
-    if loss.tcl.teacher_level == 'frame':
-      tcl_args = (s_feat, gather(s_feat), t_frames, gather(t_frames), labels_s,
-                  gather(labels_s))
-      indices = dict(anchor_index=index_s, cand_index=gather(index_s))
-    else:  # candidates are tracklets: clip features and student set means
-      s_sets = s_images.reshape(b, m_images, -1).mean(axis=1)
-      tcl_args = (s_feat, gather(s_sets), t_clip_rep, gather(t_feat), labels_s,
-                  gather(labels))
-      indices = dict(anchor_index=jnp.repeat(index_t, m), cand_index=gather(index_t))
-    tcl_kw = dict(temperature=loss.tcl.temperature,
-                  num_negatives=loss.tcl.num_negatives, mine_on=loss.tcl.mine_on,
-                  distance=loss.tcl.distance, distance_scale=loss.tcl.distance_scale,
-                  **indices)
-    if want('tcl'):
-      terms['tcl'] = triplet_contrast(*tcl_args, direction='teacher_to_student',
-                                      cross=loss.tcl.cross_network, **tcl_kw)
-    if want('mutual/reverse_tcl'):
-      terms['mutual/reverse_tcl'] = triplet_contrast(
-          *tcl_args, direction='student_to_teacher', **tcl_kw)
-
-  tau_m = loss.mutual.temperature
-  if want('mutual/student_from_teacher'):
-    terms['mutual/student_from_teacher'] = logit_kl(t_logits_rep, s_logits, tau_m)
-  if want('mutual/teacher_from_student'):
-    terms['mutual/teacher_from_student'] = logit_kl(s_logits, t_logits_rep, tau_m)
-  if want('tkp/feature'):
-    terms['tkp/feature'] = feature_mse(s_feat, t_frames)
-  if want('tkp/distance'):
-    terms['tkp/distance'] = distance_matrix_mse(
-        s_feat, gather(s_feat), t_frames, gather(t_frames),
-        anchor_index=index_s, cand_index=gather(index_s))
-  if want('vkd/logits'):
-    terms['vkd/logits'] = logit_kl(t_logits_rep, s_logits, loss.vkd.temperature)
-  if want('vkd/distance'):
-    terms['vkd/distance'] = squared_distance_mse(
-        s_feat, gather(s_feat), t_clip_rep, gather(t_clip_rep),
-        anchor_index=index_s, cand_index=gather(index_s))
-
+  aligned = align(teacher, student, labels, loss, gather=gather, offset=offset)
+  terms = {name: TERMS[name].compute(aligned, loss) for name in weights}
   total = sum(weights[name] * value for name, (value, _) in terms.items())
   metrics = {f'loss/{name}': value for name, (value, _) in terms.items()}
   for name, (_, aux) in terms.items():

@@ -14,20 +14,26 @@ from typing import Dict, Sequence
 import numpy as np
 from PIL import Image
 
-from i2v_jax import input_pipeline
-from i2v_jax.evaluate import pairwise_distance
 
 GREEN, RED, BLUE = (0, 170, 0), (220, 0, 0), (40, 80, 220)
 
 
-def ranked_lists(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray], ap: np.ndarray,
-                 *, num_queries: int, top: int, distance: str = 'cosine'):
-  """[(query row, [(gallery row, is_match)])] for the ``num_queries`` worst-AP queries."""
+def worst_queries(ap: np.ndarray, num_queries: int) -> np.ndarray:
+  """Rows of the ``num_queries`` queries with the lowest AP (skipped ones, NaN, left out)."""
   valid = np.flatnonzero(~np.isnan(ap))
-  worst = valid[np.argsort(ap[valid], kind='stable')][:num_queries]
-  dist = pairwise_distance(query['features'][worst], gallery['features'], distance, xp=np)
+  return valid[np.argsort(ap[valid], kind='stable')][:num_queries]
+
+
+def ranked_lists(rows: Sequence[int], distmat: np.ndarray, query: Dict[str, np.ndarray],
+                 gallery: Dict[str, np.ndarray], *, top: int):
+  """[(query row, [(gallery row, is_match)])]: the ``top`` nearest non-junk entries.
+
+  Args:
+    rows: query rows to show; distmat: (len(rows), G) their distances to the
+      gallery; query / gallery: ``pids`` and ``camids`` of every entry.
+  """
   out = []
-  for qi, row in zip(worst, dist):
+  for qi, row in zip(rows, distmat):
     same_pid = gallery['pids'] == query['pids'][qi]
     junk = same_pid & (gallery['camids'] == query['camids'][qi])
     order = [g for g in np.argsort(row, kind='stable') if not junk[g]][:top]
@@ -42,11 +48,12 @@ def _thumbnail(jpeg: bytes, size, color) -> Image.Image:
   return framed
 
 
-def render(lists, query_reader: input_pipeline.TrackletReader, query_frame: Sequence[int],
-           gallery_reader: input_pipeline.TrackletReader, path: str,
+def render(lists, query_reader, query_frame: Sequence[int], gallery_reader, path: str,
            size=(64, 128)) -> None:
   """Draws ``lists`` from `ranked_lists` into ``path`` (written whole, then renamed).
 
+  ``query_reader`` / ``gallery_reader``: anything with ``frames(row)`` -> JPEG
+  bytes per frame (`i2v_jax.input_pipeline.TrackletReader`);
   ``query_frame[q]``: which frame of query tracklet q is the query image.
   """
   cell_w, cell_h = size[0] + 8, size[1] + 8

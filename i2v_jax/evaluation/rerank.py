@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from i2v_jax.evaluate import pairwise_distance
-
 
 def _reciprocal(ranking: np.ndarray, i: int, k: int) -> np.ndarray:
   """R(i, k): i's k nearest neighbours (itself included) that have i among theirs."""
@@ -28,15 +26,15 @@ def _reciprocal(ranking: np.ndarray, i: int, k: int) -> np.ndarray:
   return forward[(backward == i).any(axis=1)]
 
 
-def k_reciprocal(query: np.ndarray, gallery: np.ndarray, *, distance: str = 'cosine',
-                 k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
-  """(Q, D), (G, D) features -> (Q, G) re-ranked distances d*."""
+def k_reciprocal(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, *, k1: int = 20,
+                 k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+  """Query-gallery (Q, G), query-query (Q, Q) and gallery-gallery (G, G) distances
+  -> (Q, G) re-ranked distances d* (as torchreid's ``re_ranking``)."""
   if not (k1 >= 1 and k2 >= 1 and 0.0 <= lambda_value <= 1.0):
     raise ValueError(f'eval.rerank_k1={k1}, rerank_k2={k2}, rerank_lambda={lambda_value}: '
                      'need k1 >= 1, k2 >= 1 and 0 <= lambda <= 1')
-  q = len(query)
-  everything = np.concatenate([query, gallery]).astype(np.float64)
-  original = np.maximum(pairwise_distance(everything, everything, distance, xp=np), 0.0)
+  q = len(q_q)
+  original = np.maximum(np.block([[q_q, q_g], [q_g.T, g_g]]).astype(np.float64), 0.0)
   original = (original / np.maximum(original.max(axis=0, keepdims=True), 1e-12)).T
   n = len(original)
   ranking = np.argsort(original, axis=1, kind='stable')

@@ -1,0 +1,146 @@
+"""The protocols (SPEC §1): I2V, V2V, I2I, V2I from one set of features.
+
+`PROTOCOLS` is the one table: name -> (query kind, gallery kind); `run` extracts
+the features the configured protocols need, ranks each, optionally re-ranks
+(`rerank`), writes the results (`report`) and the ranked-list pictures
+(`visualize`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import jax
+import numpy as np
+
+from i2v_jax import input_pipeline, records
+from i2v_jax.distances import pairwise_distance
+from i2v_jax.evaluation import rerank, visualize
+from i2v_jax.evaluation.features import encoders, extract_features, make_encode_fn, network_variables
+from i2v_jax.evaluation.metrics import blocked_metrics
+from i2v_jax.evaluation.report import export_features, results_table, write_results
+
+
+PROTOCOLS = {'i2v': ('image', 'video'), 'v2v': ('video', 'video'),
+             'i2i': ('image', 'image'), 'v2i': ('video', 'image')}
+
+
+def split_info(data_dir: str, split: str) -> Dict[str, np.ndarray]:
+  rows = records.load_index(data_dir, split)
+  return {'pids': np.array([r['pid'] for r in rows], np.int32),
+          'camids': np.array([r['camid'] for r in rows], np.int32),
+          'names': np.array([r['name'] for r in rows])}
+
+
+def video_query_rows(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray]) -> np.ndarray:
+  """For image-only query splits (VeRi): the gallery track with the query's pid and camera.
+
+  Returns (Q,) gallery row indices, −1 where no such track exists (that query
+  is then skipped in V2V and V2I and counted).
+  """
+  first = {}
+  for i, key in enumerate(zip(gallery['pids'], gallery['camids'])):
+    first.setdefault(key, i)
+  return np.array([first.get(key, -1) for key in zip(query['pids'], query['camids'])])
+
+
+def compute_features(config, data_dir: str, state, num_classes: int, mesh
+                     ) -> Dict[str, Dict[str, np.ndarray]]:
+  """Features of every (split, kind) the configured protocols need.
+
+  Returns {'query/image': {'features', 'pids', 'camids', 'names'}, ...}. Image
+  entries use the first (or middle, ``eval.query_frame``) frame of a tracklet.
+  When the query split holds single images (VeRi), 'query/video' is the gallery
+  track with the query's vehicle and camera (``video_query_rows``).
+  """
+  protocols = tuple(config.eval.protocols)
+  unknown = [p for p in protocols if p not in PROTOCOLS]
+  if unknown:
+    raise ValueError(f'config eval.protocols has {unknown}: choose from {tuple(PROTOCOLS)}')
+  meta = records.load_metadata(data_dir)
+  image_only_queries = 'v2v_query' in meta.get('protocol', {})
+  needed = set()
+  for p in protocols:
+    q_kind, g_kind = PROTOCOLS[p]
+    needed.add(('gallery', g_kind))
+    needed.add(('gallery', 'video') if (q_kind == 'video' and image_only_queries)
+               else ('query', q_kind))
+  nets = encoders(config)
+  fns = {}
+  info = {s: split_info(data_dir, s) for s in ('query', 'gallery')}
+  out = {}
+  for split, kind in sorted(needed):
+    net = nets[kind]
+    if net not in fns:
+      fns[net] = make_encode_fn(config, num_classes, net)
+    features = extract_features(config, data_dir, split, mode=kind, encode_fn=fns[net],
+                                variables=network_variables(state, net), mesh=mesh)
+    out[f'{split}/{kind}'] = dict(info[split], features=features)
+  if image_only_queries and any(PROTOCOLS[p][0] == 'video' for p in protocols):
+    rows = video_query_rows(info['query'], info['gallery'])
+    g = out['gallery/video']['features']
+    features = np.where((rows >= 0)[:, None], g[np.maximum(rows, 0)], 0.0).astype(np.float32)
+    # A query without a track gets pid −2 (matches nothing) so it is skipped and counted.
+    pids = np.where(rows >= 0, info['query']['pids'], -2).astype(np.int32)
+    out['query/video'] = dict(info['query'], features=features, pids=pids)
+  return out
+
+
+def protocol_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
+                     ) -> Dict[str, Dict[str, object]]:
+  """{protocol: blocked_metrics(...)}; with ``eval.rerank`` also '<protocol>+rerank'."""
+  ev = config.eval
+  results = {}
+  for p in ev.protocols:
+    q_kind, g_kind = PROTOCOLS[p]
+    q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
+    labels = dict(q_pids=q['pids'], g_pids=g['pids'], q_camids=q['camids'],
+                  g_camids=g['camids'], ap_mode=ev.ap_mode, max_rank=ev.max_rank,
+                  query_block=ev.query_block)
+    results[p] = blocked_metrics(q['features'], g['features'], distance=ev.distance, **labels)
+    if ev.rerank:
+      qf, gf = (x['features'].astype(np.float64) for x in (q, g))
+      dist = lambda a, b: pairwise_distance(a, b, ev.distance, xp=np)
+      distmat = rerank.k_reciprocal(dist(qf, gf), dist(qf, qf), dist(gf, gf),
+                                    k1=ev.rerank_k1, k2=ev.rerank_k2,
+                                    lambda_value=ev.rerank_lambda)
+      results[f'{p}+rerank'] = blocked_metrics(distmat=distmat, **labels)
+  return results
+
+
+def run(config, data_dir: str, state, num_classes: int, mesh, *, workdir: str,
+        step: int, verbose: bool = True) -> Dict[str, Dict[str, object]]:
+  """Features -> every protocol -> table printed and written; export and PNGs if asked.
+
+  Every process computes the same results; only process 0 prints and writes.
+  """
+  features = compute_features(config, data_dir, state, num_classes, mesh)
+  results = protocol_metrics(config, features)
+  if jax.process_index() != 0:
+    return results
+  title = f'{records.load_metadata(data_dir)["dataset"]}, step {step}'
+  write_results(results, workdir, step=step, title=title)
+  if verbose:
+    print(results_table(results, title), flush=True)
+  if config.eval.export:
+    paths = export_features(features, workdir)
+    if verbose:
+      print('wrote ' + ', '.join(paths), flush=True)
+  if config.eval.visualize:
+    query_reader = input_pipeline.TrackletReader(data_dir, 'query')
+    frame = [0 if config.eval.query_frame == 'first' else int(r['num_frames']) // 2
+             for r in query_reader.rows]
+    gallery_reader = input_pipeline.TrackletReader(data_dir, 'gallery')
+    for p in config.eval.protocols:
+      q_kind, g_kind = PROTOCOLS[p]
+      q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
+      rows = visualize.worst_queries(results[p]['ap'], config.eval.visualize)
+      distmat = pairwise_distance(q['features'][rows], g['features'], config.eval.distance,
+                                  xp=np)
+      lists = visualize.ranked_lists(rows, distmat, q, g, top=config.eval.visualize_top)
+      path = os.path.join(workdir, f'ranked_{p}.png')
+      visualize.render(lists, query_reader, frame, gallery_reader, path)
+      if verbose:
+        print(f'wrote {path}', flush=True)
+  return results

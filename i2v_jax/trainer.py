@@ -1,0 +1,185 @@
+"""The training loop, evaluation during training and evaluate mode (importable).
+
+`train_and_log` prepares the data (building the synthetic dataset when no
+``data.dir`` is given), creates or resumes the train state, runs the sharded
+step, logs (console, metrics.jsonl, TensorBoard), evaluates every
+``train.eval_every`` steps keeping the best checkpoint, saves checkpoints and
+stops cleanly on SIGTERM. `evaluate_checkpoint` evaluates a trained workdir.
+`i2v_jax.main` is only the command line around these.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+from absl import app
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from data_prep import build
+from i2v_jax import atomic, checkpoint, evaluation, input_pipeline, records, train
+from i2v_jax.logging_utils import MetricWriter
+
+
+def config_diff(old: dict, new: dict, prefix: str = '') -> list:
+  """['key: old -> new'] for every leaf that differs."""
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_diff(a, b, f'{prefix}{key}.')
+    elif a != b and not (isinstance(a, list) and isinstance(b, (list, tuple)) and list(b) == a):
+      out.append(f'{prefix}{key}: {a!r} -> {b!r}')
+  return out
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+def prepare_data(config, workdir: str):
+  """The dataset folder (building the synthetic one if none is given) and its metadata."""
+  data_dir = config.data.dir or os.path.join(workdir, 'data')
+  if not config.data.dir and config.data.name == 'synthetic':
+    if not os.path.exists(os.path.join(data_dir, 'metadata.json')) and jax.process_index() == 0:
+      print(f'building the synthetic dataset in {data_dir}', flush=True)
+      build.build('synthetic', data_dir, show_progress=False)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('synthetic dataset built')
+  elif not config.data.dir:
+    raise app.UsageError(f'config data.name={config.data.name!r} needs --config.data.dir='
+                         '<output of python -m data_prep.build>')
+  return data_dir, records.load_metadata(data_dir)
+
+
+def train_and_log(config, workdir: str) -> dict:
+  """The training loop; returns the last logged metrics (and the last evaluation's)."""
+
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  data_dir, meta = prepare_data(config, workdir)
+
+  config_path = os.path.join(workdir, 'config.json')
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      changes = config_diff(json.load(f), current)
+    if changes and lead:
+      print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
+  if lead:
+    atomic.write_json(current, config_path)
+
+  mesh = train.make_mesh()
+  num_classes = meta['num_classes']
+  state = train.initial_state(config, num_classes, mesh)
+  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
+  start = 0
+  if ckpt.latest_step() is not None:
+    state, start = ckpt.restore(state)
+    if lead:
+      print(f'resumed from {ckpt.directory}/{start}', flush=True)
+  step_fn = train.make_train_step(config, num_classes, mesh)
+  total = config.train.num_steps
+  ds = input_pipeline.train_dataset(
+      data_dir, config, seed=config.seed, start_step=start, num_steps=total - start,
+      process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.AXIS))
+  writer = MetricWriter(workdir, enabled=lead)
+  stop = {'signal': None}
+  signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+  bar = tqdm(total=total, initial=start, disable=not lead, unit='step', dynamic_ncols=True)
+  last = {}
+  batch_size = config.input.num_ids * config.input.tracklets_per_id
+  wait, t_last, logged_at, it = 0.0, time.perf_counter(), start, ds.as_numpy_iterator()
+  warned = False  # TCL saturation, said once
+
+  def evaluate_and_keep_best(done):
+    results = evaluation.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
+                           step=done, verbose=lead)
+    scalars = evaluation.scalar_metrics(results)
+    writer.write(done, scalars)
+    if ckpt.save_best(done, state, scalars) and lead:
+      print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
+            f' (step {done}), saved in {ckpt.best_directory}', flush=True)
+    return scalars
+  for step in range(start, total):
+    t0 = time.perf_counter()
+    local = next(it)
+    wait += time.perf_counter() - t0
+    batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
+             for k in ('clips', 'labels')}
+    state, metrics = step_fn(state, batch)
+    done = step + 1
+    if done % config.train.log_every == 0 or done == total:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      bad = [k for k, v in metrics.items() if k.startswith('loss/') and not math.isfinite(v)]
+      if bad:
+        good = ckpt.latest_step()
+        raise NonFiniteLoss(
+            f'step {done}: {", ".join(bad)} not finite '
+            f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
+            + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
+               if good is not None else 'no checkpoint was written'))
+      saturated = sorted(k for k, v in metrics.items()
+                         if k.endswith('/saturated') and v > 0.5)
+      if saturated and lead and not warned:
+        warned = True
+        print(f'warning: step {done}: {", ".join(saturated)} > 0.5: most TCL softmaxes are '
+              'one-hot, so TCL and its gradient are ~0 (distances too large for '
+              'loss.tcl.temperature); set --config.loss.tcl.distance_scale=mean or use '
+              'cosine distance', flush=True)
+      steps = done - logged_at  # since the last log line
+      metrics['images_per_s'] = (steps * batch_size * config.input.clip_len
+                                 / (time.perf_counter() - t_last))
+      metrics['data_wait_s'] = wait / steps
+      wait, t_last, logged_at = 0.0, time.perf_counter(), done
+      writer.write(done, metrics)
+      bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
+      last.update(metrics)
+    bar.update(1)
+    if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
+      last.update(evaluate_and_keep_best(done))
+    if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
+      ckpt.save(done, state, force=True)
+    if stop['signal']:
+      ckpt.wait()
+      if lead:
+        print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
+      sys.exit(128 + stop['signal'])
+  if start == total and config.train.eval_every:
+    # Nothing left to train (a finished run started again): evaluate it, with
+    # this command's evaluation settings.
+    last.update(evaluate_and_keep_best(total))
+  bar.close()
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return last
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """Evaluates ``eval.checkpoint`` (latest | best | step) of the workdir (or of
+  ``eval.from_workdir``, writing results to the workdir); returns the results."""
+  source = config.eval.from_workdir or workdir
+  ckpt_dir = os.path.join(source, 'checkpoints')
+  if not os.path.isdir(ckpt_dir):
+    raise app.UsageError(f'{ckpt_dir}: no checkpoints; train into --workdir={source} first '
+                         '(config mode=train) or point --workdir (or eval.from_workdir) '
+                         'at a trained run')
+  os.makedirs(workdir, exist_ok=True)
+  data_dir, meta = prepare_data(config, workdir)
+  mesh = train.make_mesh()
+  state = train.initial_state(config, meta['num_classes'], mesh)
+  ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
+  state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
+  ckpt.close()
+  if jax.process_index() == 0:
+    print(f'evaluating {config.preset} at step {step} on {data_dir}', flush=True)
+  return evaluation.run(config, data_dir, state, meta['num_classes'], mesh, workdir=workdir,
+                      step=step)
