@@ -22,13 +22,20 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int, best_metric: str = ''):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    # Each manager gets its own multi-process barrier names: orbax names its
+    # async-save barriers by step, so the latest and best managers saving the
+    # same step at once (the final evaluation) collided across processes
+    # ("Barrier _async_write_complete.<step> is already ongoing") and aborted.
+    barriers = lambda prefix: ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
     self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, multiprocessing_options=barriers('latest')))
     self.best_metric = best_metric
     self.best_directory = self.directory + '_best'
     self.best = ocp.CheckpointManager(
         self.best_directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode='max'))
+            max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode='max',
+            multiprocessing_options=barriers('best')))
 
   def best_value(self) -> Optional[float]:
     step = self.best.best_step()
