@@ -209,7 +209,7 @@ def _apply_preset(c, preset):
     # Nothing ties the student's feature space to the teacher's in these recipes
     # (TKP's feature term does), so the student encodes gallery videos too, as in
     # VKD. On the synthetic benchmark a teacher-encoded gallery puts mdkt's I2V at
-    # chance (README "Ablation", row mdkt_teacher_gallery).
+    # chance (README "The synthetic benchmark", rows *_teacher_gallery).
     c.eval.gallery_encoder = 'student'
   if preset == 'tkp':
     _transfer_off(loss)
