@@ -9,7 +9,9 @@ r"""Builds a dataset's sharded TFRecords, index and metadata.
 ``--manual_dir`` is the folder you downloaded and extracted (see README for the
 layout each dataset needs). Interrupt it at any time: re-running the same command
 keeps the finished shards and writes the rest; ``metadata.json`` appears only
-when the build is complete.
+when the build is complete. The folder is also a TFDS dataset
+(``tfds.builder_from_directory(out_dir)``); ``data_prep/tfds_builders.py`` has the
+builders, for ``tfds build`` as well.
 """
 
 from __future__ import annotations
@@ -19,39 +21,34 @@ import dataclasses
 import os
 import sys
 
-from data_prep import duke, mars, synthetic, veri
+from data_prep import synthetic, tfds_builders
 from data_prep.writer import DataError, write_dataset
 from i2v_jax import records
-
-CONVERTERS = {'mars': mars.convert, 'duke': duke.convert, 'veri': veri.convert}
 
 
 def build(dataset: str, out_dir: str, manual_dir: str = '', max_tracklets: int = 0,
           workers: int = 4, verify: bool = True, show_progress: bool = True,
           spec: synthetic.SyntheticSpec | None = None):
-  """Converts and writes; returns the metadata dict."""
+  """Converts with the dataset's TFDS builder and writes; returns the metadata."""
   if dataset == 'synthetic':
-    splits, protocol = synthetic.generate(spec or synthetic.SyntheticSpec())
-    if max_tracklets:
-      splits = {k: v[:max_tracklets] for k, v in splits.items()}
-    sources = []
+    spec = spec or synthetic.SyntheticSpec()
+    names = [n for n, s in synthetic.SPECS.items() if s == spec]
+    config = names[0] if names else tfds_builders.SyntheticConfig(
+        name='custom', spec=spec, description='data_prep.build --synthetic_* settings')
+    builder = tfds_builders.Synthetic(config=config, data_dir=out_dir)
   else:
-    if not manual_dir:
-      raise DataError(f'--manual_dir is required for --dataset {dataset}: the '
-                      'folder where you extracted the dataset')
-    if not os.path.isdir(manual_dir):
-      raise DataError(f'{manual_dir}: --manual_dir does not exist')
-    splits, protocol, sources = CONVERTERS[dataset](manual_dir, max_tracklets)
+    builder = tfds_builders.BUILDERS[dataset](data_dir=out_dir)
+  splits, protocol, sources = builder.convert(manual_dir, max_tracklets)
   shards = {'train': max(1, len(splits['train']) // 128),
             'query': max(1, len(splits['query']) // 256),
             'gallery': max(1, len(splits['gallery']) // 128)}
-  return write_dataset(out_dir, dataset, splits, protocol, sources, shards,
+  return write_dataset(out_dir, builder, splits, protocol, sources, shards,
                        workers=workers, verify=verify, show_progress=show_progress)
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--dataset', required=True, choices=['synthetic', *CONVERTERS])
+  p.add_argument('--dataset', required=True, choices=sorted(tfds_builders.BUILDERS))
   p.add_argument('--manual_dir', default='', help='the extracted dataset folder')
   p.add_argument('--out_dir', required=True)
   p.add_argument('--max_tracklets', type=int, default=0,

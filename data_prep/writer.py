@@ -78,24 +78,26 @@ def _write_shard(path: str, tracklets: Sequence[Tracklet], verify: bool,
       os.remove(tmp)
 
 
-def write_split(out_dir: str, split: str, tracklets: Sequence[Tracklet],
+def write_split(out_dir: str, dataset: str, split: str, tracklets: Sequence[Tracklet],
                 num_shards: int, workers: int = 4, verify: bool = True,
                 plan: Optional[Dict[str, str]] = None, show_progress: bool = True
                 ) -> Dict[str, object]:
-  """Writes one split's shards and its index; returns the split's summary."""
+  """Writes one split's shards (TFDS file names) and its index; returns the
+  split's summary with its shard names and lengths."""
   if not tracklets:
     raise DataError(f'split {split!r} has no tracklets; check --manual_dir')
   num_shards = max(1, min(num_shards, len(tracklets)))
   digest = _plan_hash(split, tracklets, num_shards)
   plan = plan if plan is not None else {}
   if plan.get(split) != digest:  # another build's shards: start afresh
-    for old in glob.glob(os.path.join(out_dir, f'{split}-*.tfrecord*')):
+    for old in glob.glob(os.path.join(out_dir, f'{dataset}-{split}.tfrecord*')):
       os.remove(old)
     plan[split] = digest
     atomic.write_json(plan, os.path.join(out_dir, 'build-plan.json'))
 
   bounds = [len(tracklets) * i // num_shards for i in range(num_shards + 1)]
-  shards = [(records.shard_name(split, i, num_shards), tracklets[bounds[i]:bounds[i + 1]])
+  shards = [(records.shard_name(dataset, split, i, num_shards),
+             tracklets[bounds[i]:bounds[i + 1]])
             for i in range(num_shards)]
   todo = [(n, ts) for n, ts in shards if not os.path.exists(os.path.join(out_dir, n))]
   done = len(tracklets) - sum(len(ts) for _, ts in todo)
@@ -119,7 +121,8 @@ def write_split(out_dir: str, split: str, tracklets: Sequence[Tracklet],
               for o, t in zip(offsets, ts)]
   atomic.write_json({'split': split, 'tracklets': index},
                      os.path.join(out_dir, f'index-{split}.json'))
-  return summarize(index) | {'shards': [n for n, _ in shards]}
+  return summarize(index) | {'shards': [n for n, _ in shards],
+                             'shard_lengths': [len(ts) for _, ts in shards]}
 
 
 def summarize(index: Sequence[Dict[str, object]]) -> Dict[str, int]:
@@ -138,12 +141,73 @@ def sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def write_dataset(out_dir: str, dataset: str, splits: Dict[str, List[Tracklet]],
+def dataset_metadata(dataset: str, splits: Dict[str, List[Tracklet]],
+                     protocol: Dict[str, object], source_files: Sequence[str] = ()
+                     ) -> Dict[str, object]:
+  """``metadata.json``: counts per split, the training id map, the protocol."""
+  train_pids = sorted({t.pid for t in splits.get('train', [])})
+  return {
+      'schema_version': records.SCHEMA_VERSION,
+      'dataset': dataset,
+      'splits': {split: summarize([{'pid': t.pid, 'camid': t.camid,
+                                    'num_frames': len(t.frames)} for t in ts])
+                 for split, ts in splits.items()},
+      'num_classes': len(train_pids),
+      'id_map': {str(pid): i for i, pid in enumerate(train_pids)},
+      'protocol': protocol,
+      'source_hashes': {os.path.basename(p): sha256(p) for p in source_files},
+  }
+
+
+def require_dir(manual_dir: str, dataset: str) -> str:
+  """``manual_dir`` if it is a folder, else a DataError saying what to pass."""
+  if not manual_dir:
+    raise DataError(f'--manual_dir is required for --dataset {dataset}: the '
+                    'folder where you extracted the dataset')
+  if not os.path.isdir(manual_dir):
+    raise DataError(f'{manual_dir}: --manual_dir does not exist')
+  return manual_dir
+
+
+def write_info(out_dir: str, builder, counts: Dict[str, Dict[str, object]],
+               meta: Dict[str, object]) -> None:
+  """TFDS's ``dataset_info.json`` and ``features.json`` of ``builder`` for the
+  shards in ``out_dir`` (so ``tfds.builder_from_directory(out_dir)`` reads the
+  build), then ``meta`` as ``metadata.json``, last: it marks the build complete."""
+  from tensorflow_datasets.core import naming, splits as tfds_splits  # pylint: disable=g-import-not-at-top
+  # (tensorflow_datasets imports tensorflow: only a build pays for it)
+  infos = []
+  for split, c in counts.items():
+    paths = [os.path.join(out_dir, n) for n in c['shards']]
+    infos.append(tfds_splits.SplitInfo(
+        name=split, shard_lengths=c['shard_lengths'],
+        num_bytes=sum(os.path.getsize(p) for p in paths),
+        filename_template=naming.ShardedFileTemplate(
+            data_dir=out_dir, dataset_name=builder.name, split=split,
+            filetype_suffix='tfrecord')))
+  builder.info.set_splits(tfds_splits.SplitDict(infos))
+  builder.info.metadata.clear()
+  builder.info.metadata.update(meta)  # TFDS writes it as metadata.json
+  staging = os.path.join(out_dir, f'.info.tmp-{os.getpid()}')
+  os.makedirs(staging, exist_ok=True)
+  builder.info.write_to_directory(staging)
+  names = sorted(os.listdir(staging), key=lambda n: n == 'metadata.json')
+  for name in names:  # each file whole, metadata.json last
+    os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+  os.rmdir(staging)
+
+
+def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
                   protocol: Dict[str, object], source_files: Sequence[str] = (),
                   shards_per_split: Optional[Dict[str, int]] = None,
                   workers: int = 4, verify: bool = True, show_progress: bool = True
                   ) -> Dict[str, object]:
-  """Writes every split, then ``metadata.json``; returns the metadata."""
+  """Writes every split, the builder's TFDS info, then ``metadata.json``.
+
+  ``builder`` is the dataset's ``data_prep.tfds_builders`` builder: it names the
+  shards and supplies the TFDS features, version and citation. Returns the
+  metadata.
+  """
   os.makedirs(out_dir, exist_ok=True)
   meta_path = os.path.join(out_dir, 'metadata.json')
   if os.path.exists(meta_path):
@@ -156,19 +220,10 @@ def write_dataset(out_dir: str, dataset: str, splits: Dict[str, List[Tracklet]],
   counts = {}
   for split, tracklets in splits.items():
     n = (shards_per_split or {}).get(split, max(1, len(tracklets) // 256))
-    counts[split] = write_split(out_dir, split, tracklets, n, workers, verify,
-                                plan, show_progress)
-  train_pids = sorted({t.pid for t in splits.get('train', [])})
-  meta = {
-      'schema_version': records.SCHEMA_VERSION,
-      'dataset': dataset,
-      'splits': counts,
-      'num_classes': len(train_pids),
-      'id_map': {str(pid): i for i, pid in enumerate(train_pids)},
-      'protocol': protocol,
-      'source_hashes': {os.path.basename(p): sha256(p) for p in source_files},
-  }
-  atomic.write_json(meta, meta_path)
+    counts[split] = write_split(out_dir, builder.name, split, tracklets, n, workers,
+                                verify, plan, show_progress)
+  meta = dataset_metadata(builder.name, splits, protocol, source_files)
+  write_info(out_dir, builder, counts, meta)
   return meta
 
 

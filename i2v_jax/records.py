@@ -9,10 +9,12 @@ Features of an example:
   ``camid``       int64, camera id as the dataset numbers it (1-based)
   ``name``        bytes, the tracklet's name in the source dataset
 
-A dataset folder holds ``<split>-<i>-of-<n>.tfrecord`` shards, an
-``index-<split>.json`` per split (byte offset of every record, with its pid,
-camid, frame count and name, so the input pipeline can read any tracklet without
-scanning), and ``metadata.json`` written last: its presence marks a complete build.
+A dataset folder is a TFDS dataset folder (``data_prep/tfds_builders.py``):
+``<dataset>-<split>.tfrecord-<i>-of-<n>`` shards, TFDS's ``dataset_info.json`` and
+``features.json``, an ``index-<split>.json`` per split (byte offset of every
+record, with its pid, camid, frame count and name, so the input pipeline can read
+any tracklet without scanning), and ``metadata.json`` written last: its presence
+marks a complete build.
 
 Serialization is used by ``data_prep``; parsing by ``i2v_jax.input_pipeline``.
 """
@@ -20,10 +22,13 @@ Serialization is used by ``data_prep``; parsing by ``i2v_jax.input_pipeline``.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import struct
 from typing import Dict, List, Sequence
+
+from i2v_jax import atomic
 
 SCHEMA_VERSION = 1
 SPLITS = ('train', 'query', 'gallery')
@@ -76,8 +81,9 @@ def parse(serialized: bytes) -> Dict[str, object]:
   }
 
 
-def shard_name(split: str, index: int, count: int) -> str:
-  return f'{split}-{index:05d}-of-{count:05d}.tfrecord'
+def shard_name(dataset: str, split: str, index: int, count: int) -> str:
+  """TFDS's file name of a shard (``tfds.core.naming.DEFAULT_FILENAME_TEMPLATE``)."""
+  return f'{dataset}-{split}.tfrecord-{index:05d}-of-{count:05d}'
 
 
 def read_record(path: str, offset: int) -> bytes:
@@ -132,12 +138,41 @@ def load_metadata(data_dir: str) -> Dict[str, object]:
 
 
 def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
-  """Per-tracklet rows of ``index-<split>.json`` (shard, offset, pid, ...)."""
+  """Per-tracklet rows of ``index-<split>.json`` (shard, offset, pid, ...).
+
+  A ``tfds build`` output has no index: it is computed from the split's shards
+  on first use (`index_shards`) and kept as ``index-<split>.json`` when the
+  folder is writable.
+  """
   path = os.path.join(data_dir, f'index-{split}.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found; rebuild with python -m data_prep.build')
+    if not os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
+      raise FileNotFoundError(f'{path} not found; rebuild with python -m data_prep.build')
+    rows = index_shards(data_dir, split)
+    try:
+      atomic.write_json({'split': split, 'tracklets': rows}, path)
+    except OSError:  # a read-only dataset folder: use the rows without caching
+      pass
+    return rows
   with open(path) as f:
     return json.load(f)['tracklets']
+
+
+def index_shards(data_dir: str, split: str) -> List[Dict[str, object]]:
+  """The index rows of a split, read from its shards (every record is parsed)."""
+  dataset = load_metadata(data_dir)['dataset']
+  shards = sorted(glob.glob(os.path.join(data_dir, f'{dataset}-{split}.tfrecord-*-of-*')))
+  if not shards:
+    raise FileNotFoundError(f'{data_dir}: no {dataset}-{split}.tfrecord-* shards and no '
+                            f'index-{split}.json; rebuild with python -m data_prep.build')
+  rows = []
+  for shard in shards:
+    for offset in record_offsets(shard):
+      r = parse(read_record(shard, offset))
+      rows.append({'shard': os.path.basename(shard), 'offset': offset, 'name': r['name'],
+                   'pid': r['pid'], 'camid': r['camid'], 'label': r['label'],
+                   'num_frames': r['num_frames']})
+  return rows
 
 
 def summary_table(meta: Dict[str, object]) -> str:
