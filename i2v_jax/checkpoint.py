@@ -138,12 +138,8 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
 def load_teacher(workdir: str) -> Dict[str, Any]:
   """{'params', 'batch_stats'} of the trained teacher in a run's latest checkpoint
   (a teacher_only / vkd_teacher run: ``config.teacher.checkpoint``)."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(
-        f'{directory}: no checkpoints; config teacher.checkpoint must be the workdir '
-        'of a finished teacher_only run (preset=teacher_only)')
   try:
     return load_network(workdir, 'teacher')
-  except ValueError as e:
-    raise ValueError(f'{e}; teacher.checkpoint must be a teacher_only or mdkt run') from None
+  except (FileNotFoundError, ValueError) as e:
+    raise type(e)(f'{e}; config teacher.checkpoint must be the workdir of a finished '
+                  'teacher_only (or mdkt, vkd_teacher) run') from None

@@ -74,9 +74,10 @@ def load_module(config_path: str):
   return module
 
 
-def load_sweep(config_path: str) -> List[Dict[str, object]]:
+def load_sweep(config_path: str, module=None) -> List[Dict[str, object]]:
+  """The runs of the config's ``sweep()`` (``module``: the config, if loaded)."""
   path = config_path.partition(':')[0]
-  module = load_module(config_path)
+  module = module or load_module(config_path)
   if not hasattr(module, 'sweep'):
     raise app.UsageError(f'{path} has no sweep() function; add one that yields '
                          "{'name', 'arg', 'overrides'} dicts")
@@ -85,6 +86,24 @@ def load_sweep(config_path: str) -> List[Dict[str, object]]:
   if len(set(names)) != len(names):
     raise app.UsageError(f'{path}: sweep() names repeat: {names}')
   return runs
+
+
+def dependencies(run: Dict[str, object]) -> List[str]:
+  """The variants a run needs: its ``'@name'`` override values."""
+  return [v[1:] for v in run.get('overrides', {}).values()
+          if isinstance(v, str) and v.startswith('@')]
+
+
+def with_dependencies(wanted: Sequence[str], runs: Sequence[Dict[str, object]]) -> set:
+  """``wanted`` and every variant they need, directly or through others."""
+  needs = {r['name']: dependencies(r) for r in runs}
+  closure, stack = set(), list(wanted)
+  while stack:
+    name = stack.pop()
+    if name not in closure:
+      closure.add(name)
+      stack += needs.get(name, [])
+  return closure
 
 
 def run_dir(root: str, name: str, seed: int) -> str:
@@ -140,8 +159,10 @@ def plan(pending: Sequence[Key], deps: Dict[str, Sequence[str]],
   return ready[:max(free_slots, 0)], skip
 
 
-def result_line(run: Dict[str, object], seed: int, workdir: str, seconds: float) -> dict:
-  """The results-file line of a finished run (from its results.json)."""
+def result_line(run: Dict[str, object], seed: int, workdir: str,
+                seconds: Optional[float]) -> dict:
+  """The results-file line of a finished run (from its results.json); ``seconds``
+  None: the run was trained by an earlier sweep, and its time is not known."""
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   try:
@@ -150,7 +171,8 @@ def result_line(run: Dict[str, object], seed: int, workdir: str, seconds: float)
   except OSError:
     commit = ''
   return {'variant': run['name'], 'seed': seed, 'steps': results['step'],
-          'protocols': results['protocols'], 'minutes': round(seconds / 60, 2),
+          'protocols': results['protocols'],
+          'minutes': None if seconds is None else round(seconds / 60, 2),
           'commit': commit, 'machine': f'{platform.node()} {os.cpu_count()} cpus',
           'finished': datetime.datetime.now().isoformat(timespec='seconds')}
 
@@ -208,7 +230,8 @@ def main(argv):
   from i2v_jax import sweep_report  # pylint: disable=g-import-not-at-top  (after sys.path)
   root = os.path.abspath(_WORKDIR.value)
   os.makedirs(root, exist_ok=True)
-  runs = load_sweep(_CONFIG.value)
+  module = load_module(_CONFIG.value)
+  runs = load_sweep(_CONFIG.value, module)
   if _ONLY.value:
     unknown = set(_ONLY.value) - {r['name'] for r in runs}
     if unknown:
@@ -223,24 +246,16 @@ def main(argv):
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip())
-  backbone = prepare_start(load_module(_CONFIG.value), root, env)
+  backbone = prepare_start(module, root, env)
   if backbone:
     runs = [dict(r, overrides=dict({'model.pretrained': backbone}, **r.get('overrides', {})))
             for r in runs]
-  names = {r['name'] for r in runs}
-  wanted = [r for r in runs if not _ONLY.value or r['name'] in _ONLY.value]
   # Dependencies of wanted runs are run too (their checkpoints are needed here).
-  needed = {v[1:] for r in wanted for v in r.get('overrides', {}).values()
-            if isinstance(v, str) and v.startswith('@')} & names
-  todo = [(r, s) for s in seeds for r in runs if r in wanted or r['name'] in needed]
+  needed = with_dependencies(_ONLY.value or [r['name'] for r in runs], runs)
+  todo = [(r, s) for s in seeds for r in runs if r['name'] in needed]
   done: Dict[tuple, bool] = {}
   lock = threading.Lock()
-
-  def deps(run):
-    return [v[1:] for v in run.get('overrides', {}).values()
-            if isinstance(v, str) and v.startswith('@')]
-
-  dependants = {d for r, _ in todo for d in deps(r)}
+  dependants = {d for r, _ in todo for d in dependencies(r)}
 
   def launch(run, seed):
     workdir = run_dir(root, run['name'], seed)
@@ -248,15 +263,17 @@ def main(argv):
     if (run['name'], seed) in recorded and not needed_here:
       return run, seed, 0, 'in the results file'
     os.makedirs(workdir, exist_ok=True)
-    t0 = time.time()
+    t0, trained = time.time(), False
     if not finished(workdir, run.get('steps', 0)):
+      trained = True
       with open(os.path.join(workdir, 'sweep.log'), 'w') as log:
         rc = subprocess.run(command(config_file, run, seed, root, data_dir), env=env,
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
       if rc:
         return run, seed, rc, f'{time.time() - t0:.0f} s'
     if (run['name'], seed) not in recorded:
-      append_line(results_path, result_line(run, seed, workdir, time.time() - t0), lock)
+      seconds = time.time() - t0 if trained else None
+      append_line(results_path, result_line(run, seed, workdir, seconds), lock)
       with lock:
         recorded.add((run['name'], seed))
         sweep_report.write_report(results_path, runs, os.path.dirname(results_path), stem)
@@ -274,7 +291,7 @@ def main(argv):
     return finished(run_dir(root, name, seed), steps.get(name, 0))  # from an earlier sweep
 
   by_name = {r['name']: r for r in runs}
-  needs = {r['name']: deps(r) for r in runs}
+  needs = {r['name']: dependencies(r) for r in runs}
   pending = [(r['name'], s) for r, s in todo]
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
     running = set()

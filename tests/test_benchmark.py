@@ -98,6 +98,14 @@ def test_joint_mode_starts_from_exactly_the_teacher_stage(tmp_path):
                stage_state.params['teacher'])
   jax.tree.map(np.testing.assert_array_equal, state.batch_stats['teacher'],
                stage_state.batch_stats['teacher'])
+  # A student-only run has no teacher; a folder with no run has no checkpoints.
+  student = tiny('student_only')
+  save_state(str(tmp_path / 'student'), train.create_train_state(
+      student, NUM_CLASSES, jax.random.key(3)))
+  with pytest.raises(ValueError, match='teacher.checkpoint must be the workdir'):
+    checkpoint.load_teacher(str(tmp_path / 'student'))
+  with pytest.raises(FileNotFoundError, match='no checkpoints.*teacher.checkpoint'):
+    checkpoint.load_teacher(str(tmp_path / 'nothing'))
 
 
 def config_of(entry, seed):

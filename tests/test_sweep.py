@@ -67,6 +67,17 @@ def test_a_finished_run_becomes_one_results_line(tmp_path):
   with open(path) as f:
     assert [json.loads(l)['seed'] for l in f] == [3, 4]
   assert sweep.finished(d, 5) and not sweep.finished(d, 6)
+  # A run trained by an earlier sweep: no made-up time.
+  assert sweep.result_line({'name': 'a'}, 3, d, None)['minutes'] is None
+
+
+def test_dependencies_are_followed_through_every_level():
+  runs = [{'name': 'gallery', 'overrides': {'x': '@student', 'y': 3}},
+          {'name': 'student', 'overrides': {'teacher.checkpoint': '@teacher'}},
+          {'name': 'teacher'}, {'name': 'other'}]
+  assert sweep.dependencies(runs[0]) == ['student']
+  assert sweep.with_dependencies(['gallery'], runs) == {'gallery', 'student', 'teacher'}
+  assert sweep.with_dependencies(['other'], runs) == {'other'}
 
 
 def test_plan_waits_for_dependencies_skips_after_failures_and_fills_free_slots():
