@@ -42,7 +42,7 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.preset = arg.preset
   c.seed = 0
-  c.mode = 'train'  # train | evaluate (from the workdir's latest/best checkpoint)
+  c.mode = 'train'  # train | evaluate (a checkpoint of the workdir) | print (the config)
 
   # Which networks exist in this run. Teacher-only / student-only presets drop one.
   c.networks = ('teacher', 'student')
@@ -177,6 +177,7 @@ def get_config(arg=None):
   c.eval.rerank_lambda = 0.3
   c.eval.checkpoint = 'latest'      # mode=evaluate: latest | best | a step number
   c.eval.from_workdir = ''          # mode=evaluate: read checkpoints here, write to --workdir
+  c.eval.tag = ''                   # mode=evaluate: results in eval/<step>-<checkpoint>-<tag>/
   c.eval.export = False             # write features-<split>-<kind>.npz to the workdir
   c.eval.visualize = 0              # N > 0: ranked_<protocol>.png of the N worst-AP queries
   c.eval.visualize_top = 10         # gallery entries shown per query

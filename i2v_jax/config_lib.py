@@ -1,4 +1,5 @@
-"""Helpers for config files: typed ``get_config`` arguments, big_vision style.
+"""Helpers for config files: typed ``get_config`` arguments (big_vision style),
+validation before anything runs, and the workdir's saved config.
 
 ``--config=configs/base.py:preset=tkp,runlocal`` calls ``get_config('preset=tkp,runlocal')``;
 `parse_arg` turns that into a ConfigDict typed by the defaults the config file
@@ -7,7 +8,9 @@ declares, so ``runlocal`` alone means True and ``seed=3`` is an int.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+from typing import Any, Optional, Sequence
 
 import ml_collections
 
@@ -38,3 +41,149 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
           f'{", ".join(sorted(defaults))}')
     values[name] = _convert(name, text.strip(), defaults[name])
   return ml_collections.ConfigDict(values)
+
+
+class ConfigError(ValueError):
+  """A config that cannot run: the message names the key, the value and the fix."""
+
+
+# The switches that take one of a few values: key -> choices. `validate` checks
+# them (and a few other rules) before anything is loaded or compiled.
+CHOICES = {
+    'mode': ('train', 'evaluate', 'print'),
+    'preset': ('mdkt', 'tkp', 'vkd', 'vkd_teacher', 'teacher_only', 'student_only'),
+    'data.name': ('synthetic', 'mars', 'duke', 'veri'),
+    'input.sampling': ('restricted', 'multiview'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'loss.student_level': ('frame', 'set'),
+    'loss.triplet.distance': ('euclidean', 'cosine'),
+    'loss.tcl.mine_on': ('teacher', 'student'),
+    'loss.tcl.teacher_level': ('frame', 'clip'),
+    'loss.tcl.distance': ('cosine', 'euclidean'),
+    'loss.tcl.distance_scale': ('none', 'mean'),
+    'teacher.mode': ('joint', 'frozen'),
+    'teacher.bn_mode': ('running', 'batch'),
+    'parallel.mining_scope': ('global', 'local'),
+    'parallel.bn_scope': ('local', 'global'),
+    'optim.name': ('adam', 'adamw'),
+    'optim.schedule': ('multistep', 'cosine'),
+    'eval.distance': ('cosine', 'euclidean'),
+    'eval.ap_mode': ('trapezoid', 'standard'),
+    'eval.feature': ('features', 'bn_features'),
+    'eval.gallery_encoder': ('teacher', 'student'),
+    'eval.query_frame': ('first', 'middle'),
+}
+NETWORKS = ('teacher', 'student')
+PROTOCOLS = ('i2v', 'v2v', 'i2i', 'v2i')
+
+# What may differ from the workdir's config.json. Evaluate mode: evaluation
+# settings, where the dataset now lives. Resume: also how long to train (the
+# schedule's milestones are fractions of num_steps, so they move with it) and how
+# often to log, evaluate and save.
+EVALUATE_MAY_CHANGE = ('mode', 'eval.', 'data.dir')
+RESUME_MAY_CHANGE = EVALUATE_MAY_CHANGE + (
+    'train.num_steps', 'train.log_every', 'train.eval_every', 'train.checkpoint_every',
+    'train.keep_checkpoints')
+
+
+def get(config, key: str) -> Any:
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the key, the value and the choices (one line)."""
+  for key, choices in CHOICES.items():
+    value = get(config, key)
+    if value not in choices:
+      raise ConfigError(f'config {key}={value!r}: choose one of {" | ".join(choices)}')
+  checkpoint = str(config.eval.checkpoint)
+  if checkpoint not in ('latest', 'best') and not checkpoint.isdigit():
+    raise ConfigError(f'config eval.checkpoint={checkpoint!r}: choose latest | best | '
+                     'a step number')
+  networks = tuple(config.networks)
+  if not networks or set(networks) - set(NETWORKS) or len(set(networks)) != len(networks):
+    raise ConfigError(f'config networks={networks!r}: a non-empty subset of {NETWORKS}')
+  unknown = set(config.eval.protocols) - set(PROTOCOLS)
+  if unknown:
+    raise ConfigError(f'config eval.protocols={tuple(config.eval.protocols)!r}: '
+                     f'{sorted(unknown)} unknown; choose from {PROTOCOLS}')
+  for key in ('train.num_steps', 'train.log_every', 'train.checkpoint_every',
+              'input.num_ids', 'input.tracklets_per_id', 'input.clip_len'):
+    if get(config, key) < 1:
+      raise ConfigError(f'config {key}={get(config, key)!r}: must be at least 1')
+  if config.input.student_frames > config.input.clip_len:
+    raise ConfigError(f'config input.student_frames={config.input.student_frames} > '
+                     f'input.clip_len={config.input.clip_len}: M images come from the '
+                     'T frames of a clip; lower student_frames or raise clip_len')
+
+
+def flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in d.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def config_diff(old: dict, new: dict) -> list:
+  """[(key, old, new)] for every leaf that differs (tuples and lists alike)."""
+  a, b = flatten(old), flatten(new)
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def saved_path(workdir: str) -> str:
+  return os.path.join(workdir, 'config.json')
+
+
+def load_saved(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in ``workdir`` was trained with (its ``config.json``), locked."""
+  path = saved_path(workdir)
+  if not os.path.exists(path):
+    raise ConfigError(f'{path} not found: --workdir={workdir} holds no trained run; '
+                            'pass --config=<config file> to train one')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(_tuples(json.load(f)))
+  config.lock()
+  return config
+
+
+def _tuples(d):
+  """JSON lists back to tuples, as the config files write them."""
+  if isinstance(d, dict):
+    return {k: _tuples(v) for k, v in d.items()}
+  return tuple(_tuples(v) for v in d) if isinstance(d, list) else d
+
+
+def refuse_changes(config, workdir: str, may_change: Optional[Sequence[str]],
+                   what: str) -> list:
+  """Compares ``config`` with the workdir's ``config.json``: returns the allowed
+  differences as 'key: old -> new' lines; any other difference is a ConfigError
+  naming the keys (``what``: what the run is doing, for the message).
+  ``may_change`` None allows every difference."""
+  path = saved_path(workdir)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    saved = json.load(f)
+  diff = config_diff(saved, json.loads(config.to_json_best_effort()))
+  allowed = lambda k: may_change is None or any(
+      k == p or (p.endswith('.') and k.startswith(p)) for p in may_change)
+  refused = [f'{k}: {a!r} -> {b!r}' for k, a, b in diff if not allowed(k)]
+  if refused:
+    raise ConfigError(
+        f'{what}: the config differs from {path} in {"; ".join(refused)}. Drop --config to '
+        f'use the saved one (changing only {", ".join(may_change)}), or use a new --workdir')
+  return [f'{k}: {a!r} -> {b!r}' for k, a, b in diff]
+
+
+def describe(config) -> str:
+  """The resolved config, one ``key = value`` a line, and the presets to choose from."""
+  lines = [f'{k} = {v!r}' for k, v in flatten(json.loads(config.to_json_best_effort())).items()]
+  return '\n'.join(lines + [
+      '', f'presets: {" | ".join(CHOICES["preset"])} (configs/base.py:preset=<name>)',
+      f'datasets: {" | ".join(CHOICES["data.name"])} (configs/base.py:dataset=<name>)'])

@@ -1,37 +1,76 @@
-r"""Command line: train (and resume) from a config, or evaluate a trained workdir.
+r"""Command line: train (and resume), evaluate a trained workdir, or print a config.
 
     python -m i2v_jax.main --config=configs/base.py:preset=mdkt,runlocal \
         --workdir=/tmp/mdkt [--config.data.dir=data/synthetic] [--config.key=value ...]
-    python -m i2v_jax.main --config=configs/base.py:preset=mdkt,runlocal \
-        --workdir=/tmp/mdkt --config.mode=evaluate [--config.eval.checkpoint=best]
+    python -m i2v_jax.main --workdir=/tmp/mdkt --config.mode=evaluate \
+        [--config.eval.checkpoint=best] [--config.eval.rerank=True]
+    python -m i2v_jax.main --config=configs/base.py:preset=tkp --config.mode=print
 
-Training evaluates every ``train.eval_every`` steps and at the end (results.md,
-results.json, metrics.jsonl, checkpoints_best/).
-
-Running the same command again resumes from the workdir's latest checkpoint,
-schedule included, and prints what changed in the config. Multi-host: pass
-``--distributed`` (TPU pods, Slurm: ``jax.distributed.initialize()`` finds its
-peers) or ``--coordinator_address/--num_processes/--process_id``.
+Without ``--config`` the workdir's own ``config.json`` is the config
+(``configs/workdir.py``): evaluate mode and resume use what the run was trained
+with; a ``--config`` that differs from it beyond ``eval.*`` (and, to resume, the
+step counts of ``config_lib.RESUME_MAY_CHANGE``) is refused, naming the keys.
+Every config is checked (``config_lib.validate``) before anything loads.
+Multi-host: ``--distributed`` (TPU pods, Slurm) or
+``--coordinator_address/--num_processes/--process_id``.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from i2v_jax import trainer
+from i2v_jax import config_lib, trainer
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
+                                          "the workdir's config.json")
 _WORKDIR = flags.DEFINE_string('workdir', None, 'output folder (checkpoints, logs)')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'call jax.distributed.initialize()')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'number of processes')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process index')
+SAVED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     'configs', 'workdir.py')
+
+
+def parse_flags(argv):
+  """absl flags, with ``--config=configs/workdir.py:<workdir>`` when --config is absent."""
+  if not any(a == '--config' or a.startswith('--config=') for a in argv):
+    workdir = [a.split('=', 1)[1] if '=' in a else b
+               for a, b in zip(argv, argv[1:] + [''])
+               if a.startswith('--workdir=') or a == '--workdir']
+    if workdir and os.path.exists(config_lib.saved_path(workdir[-1])):
+      argv = [argv[0], f'--config={SAVED}:{workdir[-1]}', *argv[1:]]
+    elif any(a.startswith('--config.') for a in argv):
+      sys.exit(f'error: --config.<key> overrides need --config=<config file>, or a --workdir '
+               'that holds a trained run (its config.json)')
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, ValueError) as e:  # a bad flag, a misspelt key, a bad value
+    text = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()
+    if 'Traceback' in text:  # an error inside the config file: its last line says it
+      text = text.splitlines()[-1]
+    sys.exit('error: ' + text.replace('\n', ' ') + ' (python -m i2v_jax.main '
+             '--config=<file> --config.mode=print lists every key)')
 
 
 def main(argv):
   del argv
+  config = _CONFIG.value
+  if config is None:
+    sys.exit(f'error: no --config, and {config_lib.saved_path(_WORKDIR.value or ".")} '
+             'does not exist (--workdir is not a trained run); pass --config=<config file>')
+  try:
+    config_lib.validate(config)
+  except config_lib.ConfigError as e:
+    sys.exit(f'error: {e}')
+  if config.mode == 'print':
+    print(config_lib.describe(config))
+    return
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -39,15 +78,12 @@ def main(argv):
     jax.distributed.initialize()
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required')
-  config = _CONFIG.value
-  if config.mode == 'train':
-    trainer.train_and_log(config, _WORKDIR.value)
-  elif config.mode == 'evaluate':
-    trainer.evaluate_checkpoint(config, _WORKDIR.value)
-  else:
-    raise app.UsageError(f'config mode={config.mode!r}: train or evaluate')
+  run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
+  try:
+    run(config, _WORKDIR.value)
+  except config_lib.ConfigError as e:
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -110,8 +110,21 @@ def run_dir(root: str, name: str, seed: int) -> str:
   return os.path.join(root, name, f'seed{seed}')
 
 
-def finished(workdir: str, steps: int) -> bool:
+def results_path(workdir: str) -> str:
+  """A run's results: a training run's ``results.json``, or an evaluate-mode run's
+  latest evaluation (``eval/index.jsonl``)."""
   path = os.path.join(workdir, 'results.json')
+  index = os.path.join(workdir, 'eval', 'index.jsonl')
+  if not os.path.exists(path) and os.path.exists(index):
+    with open(index) as f:
+      lines = [json.loads(line) for line in f if line.strip()]
+    if lines:
+      return os.path.join(workdir, lines[-1]['dir'], 'results.json')
+  return path
+
+
+def finished(workdir: str, steps: int) -> bool:
+  path = results_path(workdir)
   if not os.path.exists(path):
     return False
   with open(path) as f:
@@ -163,7 +176,7 @@ def result_line(run: Dict[str, object], seed: int, workdir: str,
                 seconds: Optional[float]) -> dict:
   """The results-file line of a finished run (from its results.json); ``seconds``
   None: the run was trained by an earlier sweep, and its time is not known."""
-  with open(os.path.join(workdir, 'results.json')) as f:
+  with open(results_path(workdir)) as f:
     results = json.load(f)
   try:
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,

@@ -23,20 +23,8 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from data_prep import build
-from i2v_jax import atomic, checkpoint, evaluation, input_pipeline, records, train
+from i2v_jax import atomic, checkpoint, config_lib, evaluation, input_pipeline, records, train
 from i2v_jax.logging_utils import MetricWriter
-
-
-def config_diff(old: dict, new: dict, prefix: str = '') -> list:
-  """['key: old -> new'] for every leaf that differs."""
-  out = []
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key), new.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += config_diff(a, b, f'{prefix}{key}.')
-    elif a != b and not (isinstance(a, list) and isinstance(b, (list, tuple)) and list(b) == a):
-      out.append(f'{prefix}{key}: {a!r} -> {b!r}')
-  return out
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -62,18 +50,19 @@ def train_and_log(config, workdir: str) -> dict:
   """The training loop; returns the last logged metrics (and the last evaluation's)."""
 
   lead = jax.process_index() == 0
+  config_lib.validate(config)
+  # Resuming: only what RESUME_MAY_CHANGE names may differ from the saved config.
+  resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
+  changes = config_lib.refuse_changes(
+      config, workdir, config_lib.RESUME_MAY_CHANGE if resuming else None,
+      f'resuming the run in {workdir}')
   os.makedirs(workdir, exist_ok=True)
   data_dir, meta = prepare_data(config, workdir)
-
-  config_path = os.path.join(workdir, 'config.json')
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      changes = config_diff(json.load(f), current)
-    if changes and lead:
-      print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
+  if changes and lead:
+    print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
   if lead:
-    atomic.write_json(current, config_path)
+    atomic.write_json(json.loads(config.to_json_best_effort()),
+                      config_lib.saved_path(workdir))
 
   mesh = train.make_mesh()
   num_classes = meta['num_classes']
@@ -82,8 +71,9 @@ def train_and_log(config, workdir: str) -> dict:
   start = 0
   if ckpt.latest_step() is not None:
     state, start = ckpt.restore(state)
-    if lead:
-      print(f'resumed from {ckpt.directory}/{start}', flush=True)
+  if lead:
+    print(startup_block(config, meta, data_dir, mesh, workdir, start,
+                        ckpt.directory if start else None), flush=True)
   step_fn = train.make_train_step(config, num_classes, mesh)
   total = config.train.num_steps
   ds = input_pipeline.train_dataset(
@@ -100,22 +90,41 @@ def train_and_log(config, workdir: str) -> dict:
   warned = False  # TCL saturation, said once
 
   def evaluate_and_keep_best(done):
+    t = time.perf_counter()
+    if lead:
+      bar.write(f'evaluating step {done}…')
     results = evaluation.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
-                           step=done, verbose=lead)
+                             step=done, verbose=lead,
+                             title=heading(config, meta, done, 'final' if done == total
+                                           else 'during training'))
+    if lead:
+      bar.write(f'evaluated in {time.perf_counter() - t:.1f} s')
     scalars = evaluation.scalar_metrics(results)
     writer.write(done, scalars)
     if ckpt.save_best(done, state, scalars) and lead:
       print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
             f' (step {done}), saved in {ckpt.best_directory}', flush=True)
     return scalars
+  in_flight = None  # the previous step's metrics: the bar counts finished steps
   for step in range(start, total):
     t0 = time.perf_counter()
     local = next(it)
     wait += time.perf_counter() - t0
     batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
              for k in ('clips', 'labels')}
+    if step == start and lead:
+      bar.write('compiling the train step…')
+      t_compile = time.perf_counter()
     state, metrics = step_fn(state, batch)
     done = step + 1
+    if step == start:
+      jax.block_until_ready(metrics)
+      if lead:
+        bar.write(f'compiled and ran step {done} in {time.perf_counter() - t_compile:.1f} s')
+    if in_flight is not None:
+      jax.block_until_ready(in_flight)
+      bar.update(1)
+    in_flight = metrics
     if done % config.train.log_every == 0 or done == total:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       bad = [k for k, v in metrics.items() if k.startswith('loss/') and not math.isfinite(v)]
@@ -141,8 +150,9 @@ def train_and_log(config, workdir: str) -> dict:
       wait, t_last, logged_at = 0.0, time.perf_counter(), done
       writer.write(done, metrics)
       bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
+      if lead:
+        bar.write(log_line(done, metrics))
       last.update(metrics)
-    bar.update(1)
     if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
       last.update(evaluate_and_keep_best(done))
     if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
@@ -152,6 +162,9 @@ def train_and_log(config, workdir: str) -> dict:
       if lead:
         print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
       sys.exit(128 + stop['signal'])
+  if in_flight is not None:
+    jax.block_until_ready(in_flight)
+    bar.update(1)
   if start == total and config.train.eval_every:
     # Nothing left to train (a finished run started again): evaluate it, with
     # this command's evaluation settings.
@@ -163,15 +176,65 @@ def train_and_log(config, workdir: str) -> dict:
   return last
 
 
+def log_line(step: int, metrics: dict) -> str:
+  """The console line of a logged step: every loss term, the learning rate, speed."""
+  terms = ' '.join(f'{k[len("loss/"):]}={v:.4f}' for k, v in sorted(metrics.items())
+                   if k.startswith('loss/') and k != 'loss/total')
+  return (f'step {step}: loss {metrics["loss/total"]:.4f} ({terms}) lr {metrics["lr"]:.2e} '
+          f'{metrics["images_per_s"]:.0f} img/s, data wait {metrics["data_wait_s"]:.3f} s/step')
+
+
+def startup_block(config, meta, data_dir, mesh, workdir, start, resumed_from) -> str:
+  """What this run is, printed before it starts."""
+  c = config.input
+  clips = c.num_ids * c.tracklets_per_id
+  return '\n'.join([
+      f'preset     {config.preset} (networks: {", ".join(config.networks)}), seed {config.seed}',
+      f'dataset    {meta["dataset"]} in {data_dir}: {meta["num_classes"]} training ids, '
+      + ', '.join(f'{s} {v["tracklets"]}' for s, v in meta['splits'].items()) + ' tracklets',
+      f'devices    {mesh.size} {jax.devices()[0].platform} device(s), '
+      f'{jax.process_count()} process(es), mesh {dict(mesh.shape)}',
+      f'batch      {clips} clips ({c.num_ids} ids x {c.tracklets_per_id}) of {c.clip_len} '
+      f'frames at {c.height}x{c.width}; student: {c.student_frames} images a clip',
+      f'steps      {start} -> {config.train.num_steps} (log every {config.train.log_every}, '
+      f'evaluate every {config.train.eval_every or "—"})',
+      f'workdir    {workdir}' + (f' (resumed from {resumed_from}/{start})'
+                                 if resumed_from else '')])
+
+
+def heading(config, meta, step: int, which: str) -> str:
+  """The title of a results table: what was evaluated, and how."""
+  ev = config.eval
+  encoders = evaluation.encoders(config)
+  return (f'{meta["dataset"]}, {config.preset}, step {step} ({which}); images: '
+          f'{encoders["image"]}, videos: {encoders["video"]}; {ev.distance} distance, '
+          f'{ev.ap_mode} AP' + (', with re-ranking' if ev.rerank else ''))
+
+
+def evaluation_dir(workdir: str, step: int, which: str, tag: str) -> str:
+  """``<workdir>/eval/<step>-<latest|best|step>[-<tag>]``: one folder an evaluation."""
+  name = f'{step}-{which}' + (f'-{tag}' if tag else '')
+  return os.path.join(workdir, 'eval', name)
+
+
 def evaluate_checkpoint(config, workdir: str) -> dict:
   """Evaluates ``eval.checkpoint`` (latest | best | step) of the workdir (or of
-  ``eval.from_workdir``, writing results to the workdir); returns the results."""
+  ``eval.from_workdir``); returns the results.
+
+  The config must be the trained run's (its ``config.json``) but for
+  ``config_lib.EVALUATE_MAY_CHANGE``. Results go to their own folder,
+  `evaluation_dir`, listed in ``<workdir>/eval/index.jsonl``; the training run's
+  ``results.*`` are never touched.
+  """
+  config_lib.validate(config)
   source = config.eval.from_workdir or workdir
   ckpt_dir = os.path.join(source, 'checkpoints')
   if not os.path.isdir(ckpt_dir):
     raise app.UsageError(f'{ckpt_dir}: no checkpoints; train into --workdir={source} first '
                          '(config mode=train) or point --workdir (or eval.from_workdir) '
                          'at a trained run')
+  config_lib.refuse_changes(config, source, config_lib.EVALUATE_MAY_CHANGE,
+                            f'evaluating the run in {source}')
   os.makedirs(workdir, exist_ok=True)
   data_dir, meta = prepare_data(config, workdir)
   mesh = train.make_mesh()
@@ -179,7 +242,23 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
   state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
   ckpt.close()
-  if jax.process_index() == 0:
-    print(f'evaluating {config.preset} at step {step} on {data_dir}', flush=True)
-  return evaluation.run(config, data_dir, state, meta['num_classes'], mesh, workdir=workdir,
-                      step=step)
+  which = str(config.eval.checkpoint)
+  out = evaluation_dir(workdir, step, which, config.eval.tag)
+  lead = jax.process_index() == 0
+  if lead:
+    os.makedirs(out, exist_ok=True)
+    print(f'evaluating {source} ({config.preset}, {which} checkpoint: step {step}) on '
+          f'{data_dir} into {out}', flush=True)
+  t = time.perf_counter()
+  results = evaluation.run(config, data_dir, state, meta['num_classes'], mesh, workdir=out,
+                           step=step, title=heading(config, meta, step, which))
+  if lead:
+    print(f'evaluated in {time.perf_counter() - t:.1f} s', flush=True)
+    line = {'dir': os.path.relpath(out, workdir), 'source': os.path.abspath(source),
+            'step': step, 'checkpoint': which, 'tag': config.eval.tag,
+            'eval': json.loads(config.eval.to_json_best_effort()),
+            'scalars': evaluation.scalar_metrics(results),
+            'finished': time.strftime('%Y-%m-%dT%H:%M:%S')}
+    with open(os.path.join(workdir, 'eval', 'index.jsonl'), 'a') as f:
+      f.write(json.dumps(line, sort_keys=True) + '\n')
+  return results

@@ -1,14 +1,20 @@
 """configs/base.py: presets, locking, command-line overrides."""
 
+import json
 import os
+import re
+import subprocess
 import sys
+import time
 
 from absl import flags
 from ml_collections import config_flags
 import pytest
 
 from configs import base
-from i2v_jax import losses
+from i2v_jax import config_lib, losses
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), '..', 'configs', 'base.py')
 
@@ -87,3 +93,120 @@ def test_bad_arguments_are_named():
     base.get_config('preset=kd')
   with pytest.raises(ValueError, match='runlocal=.*true or false'):
     base.get_config('runlocal=maybe')
+
+
+def readme_keys():
+  """Every key the README's switch table documents, shorthands expanded."""
+  with open(os.path.join(os.path.dirname(__file__), '..', 'README.md')) as f:
+    text = f.read()
+  table = text.split('## Every config switch', 1)[1].split('\n## ', 1)[0]
+  keys = set()
+  for line in table.splitlines():
+    if not line.startswith('| `'):
+      continue
+    cell = line.split('|')[1]
+    names = re.findall(r'`([^`]+)`', cell)
+    parent = names[0].rpartition('.')[0]
+    expanded = []
+    for i, name in enumerate(names):
+      if i and not name.startswith(parent + '.'):
+        name = f'{parent}.{name.lstrip(".")}'
+      expanded.append(name)
+    if '..' in cell:  # `.layer1`..`.layer4`
+      first, last = expanded[-2], expanded[-1]
+      stem = first.rstrip('0123456789')
+      expanded += [f'{stem}{i}' for i in range(int(first[len(stem):]), int(last[len(stem):]))]
+    keys.update(expanded)
+  return keys
+
+
+def test_readme_switch_table_lists_every_key_and_no_other():
+  config_keys = set(config_lib.flatten(json.loads(base.get_config().to_json_best_effort())))
+  documented = readme_keys()
+  assert config_keys - documented == set(), 'keys missing from the README table'
+  assert documented - config_keys == set(), 'README names keys the config does not have'
+
+
+def test_every_preset_and_the_benchmark_configs_validate():
+  from configs import synthetic_cpu  # pylint: disable=g-import-not-at-top
+  for preset in base.PRESETS:
+    for arg in (f'preset={preset}', f'preset={preset},runlocal', f'preset={preset},dataset=veri'):
+      config_lib.validate(base.get_config(arg))
+  for entry in synthetic_cpu.sweep():
+    config_lib.validate(synthetic_cpu.get_config(entry['arg']))
+  assert set(config_lib.CHOICES['preset']) == set(base.PRESETS)
+  assert set(config_lib.CHOICES['data.name']) == set(base.DATASETS)
+
+
+@pytest.mark.parametrize('key,value,named', [
+    ('eval.checkpoint', 'bset', 'latest | best | a step number'),
+    ('eval.gallery_encoder', 'techer', 'teacher | student'),
+    ('loss.tcl.mine_on', 'both', 'teacher | student'),
+    ('optim.schedule', 'linear', 'multistep | cosine'),
+    ('mode', 'eval', 'train | evaluate | print'),
+])
+def test_a_bad_choice_is_named_with_its_choices(key, value, named):
+  c = base.get_config()
+  *path, leaf = key.split('.')
+  node = c
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  message = str(e.value)
+  assert f'{key}={value!r}' in message and named in message and '\n' not in message
+
+
+def test_other_rules_are_checked():
+  c = base.get_config()
+  c.input.student_frames = c.input.clip_len + 1
+  with pytest.raises(config_lib.ConfigError, match='student_frames'):
+    config_lib.validate(c)
+  c = base.get_config()
+  c.eval.protocols = ('i2v', 'v2x')
+  with pytest.raises(config_lib.ConfigError, match="'v2x'"):
+    config_lib.validate(c)
+
+
+def test_saved_config_round_trips_and_changes_are_refused_by_key(tmp_path):
+  c = base.get_config('preset=tkp,runlocal')
+  with open(tmp_path / 'config.json', 'w') as f:
+    f.write(c.to_json_best_effort())
+  saved = config_lib.load_saved(str(tmp_path))
+  assert saved.to_dict() == c.to_dict()  # tuples come back as tuples
+  assert saved.model.stage_sizes == c.model.stage_sizes
+  other = base.get_config('preset=mdkt,runlocal')
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.refuse_changes(other, str(tmp_path), config_lib.EVALUATE_MAY_CHANGE, 'evaluate')
+  assert "preset: 'tkp' -> 'mdkt'" in str(e.value)
+  assert 'loss.tcl.weight' in str(e.value)  # every differing key is named
+  ok = base.get_config('preset=tkp,runlocal')
+  ok.mode, ok.eval.checkpoint, ok.eval.rerank = 'evaluate', 'best', True
+  assert config_lib.refuse_changes(ok, str(tmp_path), config_lib.EVALUATE_MAY_CHANGE, 'x') == [
+      "eval.checkpoint: 'latest' -> 'best'", 'eval.rerank: False -> True',
+      "mode: 'train' -> 'evaluate'"]
+  longer = base.get_config('preset=tkp,runlocal')
+  longer.train.num_steps = 40
+  with pytest.raises(config_lib.ConfigError, match='train.num_steps'):
+    config_lib.refuse_changes(longer, str(tmp_path), config_lib.EVALUATE_MAY_CHANGE, 'x')
+  assert config_lib.refuse_changes(longer, str(tmp_path), config_lib.RESUME_MAY_CHANGE, 'x')
+
+
+def test_bad_enum_and_print_on_the_command_line_answer_before_any_jax_work(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  t0 = time.perf_counter()
+  run = subprocess.run([sys.executable, '-m', 'i2v_jax.main', f'--config={CONFIG_FILE}',
+                        f'--workdir={tmp_path}', '--config.eval.checkpoint=bset'],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+  took = time.perf_counter() - t0
+  assert run.returncode != 0 and took < 5, (took, run.stderr[-500:])
+  assert run.stderr.strip().splitlines()[-1] == (
+      "error: config eval.checkpoint='bset': choose latest | best | a step number")
+  assert not os.listdir(tmp_path)  # nothing written
+  run = subprocess.run([sys.executable, '-m', 'i2v_jax.main',
+                        f'--config={CONFIG_FILE}:preset=vkd', '--config.mode=print'],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr[-500:]
+  assert "preset = 'vkd'" in run.stdout and 'loss.vkd.logits = 0.1' in run.stdout
+  assert 'presets: mdkt | tkp | vkd' in run.stdout

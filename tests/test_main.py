@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -105,16 +106,37 @@ def test_evaluations_keep_the_best_checkpoint_and_evaluate_mode_reloads_it(tmp_p
   best_step = max(evals, key=lambda s: (evals[s], -s))  # ties keep the earlier one
   assert os.listdir(os.path.join(workdir, 'checkpoints_best')) == [str(best_step)]
   assert '| i2v |' in run.stdout and os.path.exists(os.path.join(workdir, 'results.md'))
-  run = subprocess.run(command(workdir, data_dir, '--config.mode=evaluate',
-                               '--config.eval.checkpoint=best', '--config.eval.export=True',
-                               preset='student_only'),
+  with open(os.path.join(workdir, 'results.md')) as f:
+    training_results = f.read()
+  # Evaluate mode without --config: the run's own config.json, eval.* on top.
+  evaluate = [sys.executable, '-m', 'i2v_jax.main', f'--workdir={workdir}',
+              '--config.mode=evaluate']
+  run = subprocess.run(evaluate + ['--config.eval.checkpoint=best', '--config.eval.export=True'],
                        env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-2000:]
-  with open(os.path.join(workdir, 'results.json')) as f:
+  best_dir = os.path.join(workdir, 'eval', f'{best_step}-best')
+  with open(os.path.join(best_dir, 'results.json')) as f:
     results = json.load(f)
   assert results['step'] == best_step
   assert 100 * results['protocols']['i2v']['mAP'] == pytest.approx(evals[best_step], abs=1e-3)
-  assert os.path.exists(os.path.join(workdir, 'features-query-image.npz'))
+  assert os.path.exists(os.path.join(best_dir, 'features-query-image.npz'))
+  with open(os.path.join(best_dir, 'results.md')) as f:
+    assert f'step {best_step} (best)' in f.readline()
+  # A second evaluation keeps its own results; training's are untouched.
+  run = subprocess.run(evaluate + ['--config.eval.tag=euclid', '--config.eval.distance=euclidean'],
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert os.path.exists(os.path.join(workdir, 'eval', '6-latest-euclid', 'results.json'))
+  with open(os.path.join(workdir, 'eval', 'index.jsonl')) as f:
+    index = [json.loads(line) for line in f]
+  assert [e['dir'] for e in index] == [f'eval/{best_step}-best', 'eval/6-latest-euclid']
+  with open(os.path.join(workdir, 'results.md')) as f:
+    assert f.read() == training_results
+  # Another preset's config on this run is refused, naming what differs.
+  run = subprocess.run(command(workdir, data_dir, '--config.mode=evaluate', preset='tkp'),
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode != 0 and "preset: 'student_only' -> 'tkp'" in run.stderr
+  assert run.stderr.strip().splitlines()[-1].startswith('error: evaluating the run in')
   # The training command again on the finished run: nothing to train, it re-evaluates
   # (here with re-ranking added) and may replace the best checkpoint of the same step.
   os.remove(os.path.join(workdir, 'results.json'))

@@ -110,16 +110,17 @@ def protocol_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
 
 
 def run(config, data_dir: str, state, num_classes: int, mesh, *, workdir: str,
-        step: int, verbose: bool = True) -> Dict[str, Dict[str, object]]:
+        step: int, verbose: bool = True, title: str = '') -> Dict[str, Dict[str, object]]:
   """Features -> every protocol -> table printed and written; export and PNGs if asked.
 
-  Every process computes the same results; only process 0 prints and writes.
+  Every process computes the same results; only process 0 prints and writes
+  (``results.{json,md}``, exports, pictures) into ``workdir``.
   """
   features = compute_features(config, data_dir, state, num_classes, mesh)
   results = protocol_metrics(config, features)
   if jax.process_index() != 0:
     return results
-  title = f'{records.load_metadata(data_dir)["dataset"]}, step {step}'
+  title = title or f'{records.load_metadata(data_dir)["dataset"]}, step {step}'
   write_results(results, workdir, step=step, title=title)
   if verbose:
     print(results_table(results, title), flush=True)
