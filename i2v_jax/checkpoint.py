@@ -118,6 +118,7 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   path = os.path.join(directory, str(step), 'default')
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(path)
+  checkpointer.close()
   metadata = getattr(metadata, 'item_metadata', metadata)
   metadata = getattr(metadata, 'tree', metadata)
   trained = sorted(metadata.get('params', {}))
@@ -125,10 +126,19 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   if network not in trained + frozen:
     raise ValueError(f'{directory}/{step}: has no {network} network (trained: {trained}, '
                      f'frozen: {frozen})')
+  # Only this network's variables are read: no optimizer state, no other network.
+  if network in trained:
+    wanted = {'params': {network: metadata['params'][network]},
+              'batch_stats': {network: metadata.get('batch_stats', {}).get(network, {})}}
+  else:
+    wanted = {'frozen': {network: metadata['frozen'][network]}}
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-  tree = checkpointer.restore(path, target)
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
   checkpointer.close()
   if network in trained:
     return {'params': tree['params'][network], 'batch_stats': tree['batch_stats'][network]}

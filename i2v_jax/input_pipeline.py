@@ -154,7 +154,12 @@ def decode_frame(jpeg, height: int, width: int, normalize: bool = True):
   """JPEG -> (H, W, 3) float32 resized (bilinear, antialiased) and normalised."""
   tf = _tf()
   image = tf.io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
-  image = tf.image.resize(image, (height, width), antialias=True) / 255.0
+  return prepare_image(image, height, width, normalize)
+
+
+def prepare_image(image, height: int, width: int, normalize: bool = True):
+  """(h, w, 3) uint8 -> (H, W, 3) float32 resized (bilinear, antialiased), normalised."""
+  image = _tf().image.resize(image, (height, width), antialias=True) / 255.0
   if normalize:
     image = (image - IMAGENET_MEAN) / IMAGENET_STD
   return image

@@ -85,5 +85,10 @@ def main(argv):
     sys.exit(f'error: {e}')
 
 
-if __name__ == '__main__':
+def run():
+  """The ``i2v-train`` script (pyproject.toml): the same as ``python -m i2v_jax.main``."""
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -39,3 +39,30 @@ def test_train_then_evaluate_in_process(tmp_path, cli_data_dir):
   again = trainer.evaluate_checkpoint(c, str(tmp_path / 'eval'))
   for protocol in ('i2v', 'v2v'):
     assert again[protocol]['mAP'] == results['protocols'][protocol]['mAP']
+
+
+def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir):
+  import i2v_jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=2)
+  c.eval.export = True
+  trainer.train_and_log(c, workdir)
+  model = i2v_jax.load(workdir, checkpoint='latest')
+  assert set(model.variables) == {'student'}  # mdkt: images and videos by the student
+  query = input_pipeline.TrackletReader(cli_data_dir, 'query')
+  gallery = input_pipeline.TrackletReader(cli_data_dir, 'gallery')
+  exported = {k: np.load(os.path.join(workdir, f'features-{k}.npz'))
+              for k in ('query-image', 'gallery-video')}
+  images = [query.frames(i)[0] for i in range(len(query.rows))]  # JPEG bytes, first frames
+  np.testing.assert_allclose(model.embed_images(images), exported['query-image']['features'],
+                             rtol=1e-4, atol=1e-5)
+  tracklets = [gallery.frames(i) for i in range(len(gallery.rows))]
+  np.testing.assert_allclose(model.embed_tracklets(tracklets),
+                             exported['gallery-video']['features'], rtol=1e-4, atol=1e-5)
+  # Decoded arrays and file paths give the same features as the JPEG bytes.
+  path = tmp_path / 'q0.jpg'
+  path.write_bytes(images[0])
+  decoded = input_pipeline._tf().io.decode_jpeg(images[0], dct_method='INTEGER_ACCURATE')
+  np.testing.assert_allclose(model.embed_images([str(path), np.asarray(decoded)]),
+                             exported['query-image']['features'][[0, 0]], rtol=1e-4, atol=1e-5)
