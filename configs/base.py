@@ -181,6 +181,7 @@ def get_config(arg=None):
   c.eval.export = False             # write features-<split>-<kind>.npz to the workdir
   c.eval.visualize = 0              # N > 0: ranked_<protocol>.png of the N worst-AP queries
   c.eval.visualize_top = 10         # gallery entries shown per query
+  c.eval.visualize_queries = ()     # query tracklet names to draw instead of the worst
 
   _apply_dataset(c, arg.dataset)
   _apply_preset(c, arg.preset)

@@ -29,8 +29,10 @@ Benchmark protocol (issue 12), fixed before any method was compared:
   * seeds 0-4, paired (seed s: same data order and initial weights everywhere);
     differences to student_only and vkd with 95% t-intervals;
   * every KD method is also evaluated with the other gallery encoder.
-The quickstart run takes about 3 minutes here; a benchmark run 3-6 minutes per
-variant on one core (bench/ablation/synthetic_cpu.md has each run's minutes).
+Times on the 2-core dev box (README): the quickstart run, dataset build
+included, about 4 minutes; a benchmark run 1-5 minutes (median 3.7) with two
+runs sharing the box (--jobs=2), one seed of the sweep about 45 minutes
+(bench/ablation/synthetic_cpu.jsonl records each run's minutes).
 """
 
 from configs import base

@@ -8,8 +8,10 @@ overrides apply on top of it:
         --config.eval.checkpoint=best
 """
 
+from configs import base
 from i2v_jax import config_lib
 
 
 def get_config(workdir):
-  return config_lib.load_saved(workdir)
+  # Keys added to configs/base.py after the run was saved take their defaults.
+  return config_lib.load_saved(workdir, defaults=base.get_config())

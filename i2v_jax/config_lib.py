@@ -140,16 +140,27 @@ def saved_path(workdir: str) -> str:
   return os.path.join(workdir, 'config.json')
 
 
-def load_saved(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in ``workdir`` was trained with (its ``config.json``), locked."""
+def load_saved(workdir: str, defaults: Optional[ml_collections.ConfigDict] = None
+               ) -> ml_collections.ConfigDict:
+  """The config a run in ``workdir`` was trained with (its ``config.json``), locked;
+  keys added to the code since it was saved come from ``defaults``."""
   path = saved_path(workdir)
   if not os.path.exists(path):
     raise ConfigError(f'{path} not found: --workdir={workdir} holds no trained run; '
                             'pass --config=<config file> to train one')
   with open(path) as f:
-    config = ml_collections.ConfigDict(_tuples(json.load(f)))
+    saved = _tuples(json.load(f))
+  config = ml_collections.ConfigDict(_merge(defaults.to_dict() if defaults else {}, saved))
   config.lock()
   return config
+
+
+def _merge(base: dict, over: dict) -> dict:
+  out = dict(base)
+  for key, value in over.items():
+    out[key] = (_merge(base[key], value) if isinstance(value, dict)
+                and isinstance(base.get(key), dict) else value)
+  return out
 
 
 def _tuples(d):

@@ -176,6 +176,15 @@ def test_saved_config_round_trips_and_changes_are_refused_by_key(tmp_path):
   saved = config_lib.load_saved(str(tmp_path))
   assert saved.to_dict() == c.to_dict()  # tuples come back as tuples
   assert saved.model.stage_sizes == c.model.stage_sizes
+  # A run saved before a key existed: the key takes its default (configs/workdir.py).
+  old = json.loads(c.to_json_best_effort())
+  del old['eval']['tag']
+  old['model']['width'] = 3
+  (tmp_path / 'old').mkdir()
+  (tmp_path / 'old' / 'config.json').write_text(json.dumps(old))
+  from configs import workdir  # pylint: disable=g-import-not-at-top
+  loaded = workdir.get_config(str(tmp_path / 'old'))
+  assert loaded.eval.tag == '' and loaded.model.width == 3 and loaded.preset == 'tkp'
   other = base.get_config('preset=mdkt,runlocal')
   with pytest.raises(config_lib.ConfigError) as e:
     config_lib.refuse_changes(other, str(tmp_path), config_lib.EVALUATE_MAY_CHANGE, 'evaluate')

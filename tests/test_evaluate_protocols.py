@@ -94,11 +94,14 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   c.eval.export = True
   c.eval.visualize = 2
   c.eval.visualize_top = 3
+  c.eval.rerank = True
   try:
     results = evaluation.run(c, data_dir, state, SPEC.num_train_ids, mesh,
                            workdir=str(tmp_path), step=7, verbose=False)
   finally:
-    c.eval.export, c.eval.visualize = False, 0
+    c.eval.export, c.eval.visualize, c.eval.rerank = False, 0, False
+  assert 'ranked_v2v+rerank.png' in os.listdir(tmp_path)  # the re-ranked lists too
+  results = {p: r for p, r in results.items() if '+rerank' not in p}
   assert list(results) == ['i2v', 'v2v', 'i2i', 'v2i']
   for r in results.values():
     assert r['num_valid_queries'] == SPEC.num_test_ids  # each has another camera
@@ -107,7 +110,7 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   assert summary['step'] == 7
   assert summary['protocols']['i2v']['mAP'] == pytest.approx(results['i2v']['mAP'])
   table = open(tmp_path / 'results.md').read()
-  assert table.count('\n| ') == 2 + 4 and '| i2v |' in table and 'R20' in table
+  assert table.count('\n| ') == 2 + 8 and '| i2v+rerank |' in table and 'R20' in table
   npz = np.load(tmp_path / 'features-gallery-video.npz')
   assert npz['features'].shape[0] == len(npz['pids']) == len(npz['names'])
   assert set(os.listdir(tmp_path)) >= {'ranked_i2v.png', 'features-query-image.npz'}
@@ -143,8 +146,11 @@ def test_ranked_lists_worst_first_without_junk_and_png_borders(data_dir, tmp_pat
   distmat = pairwise_distance(query['features'][rows], gallery['features'], 'cosine', xp=np)
   lists = visualize.ranked_lists(rows, distmat, query, gallery, top=3)
   # Query 1 (AP 0.4) first; gallery row 1 is junk for query 0 (same pid and camera).
-  assert lists == [(1, [(2, True), (3, False), (0, False)]),
-                   (0, [(0, True), (3, False), (2, False)])]
+  assert [(q, [(g, m) for g, m, _ in r]) for q, r in lists] == [
+      (1, [(2, True), (3, False), (0, False)]), (0, [(0, True), (3, False), (2, False)])]
+  # Distances are the cosine distances 1 - cos, by hand: query 0 . gallery 0 = 1/|g0|.
+  assert lists[1][1][0][2] == pytest.approx(1 - 1 / np.sqrt(1.01))
+  assert lists[1][1][1][2] == pytest.approx(1 - 1 / np.sqrt(1.04))
   path = str(tmp_path / 'ranked.png')
   visualize.render(lists, ip.TrackletReader(data_dir, 'query'), [0] * 5,
                    ip.TrackletReader(data_dir, 'gallery'), path, size=(16, 32))
@@ -155,3 +161,27 @@ def test_ranked_lists_worst_first_without_junk_and_png_borders(data_dir, tmp_pat
   assert tuple(image[5, 8 + cell + 1]) == visualize.GREEN
   assert tuple(image[5, 8 + 2 * cell + 1]) == visualize.RED
   assert os.listdir(tmp_path) == ['ranked.png']  # no temporary file left
+
+
+def test_labelled_picture_has_a_title_labels_and_the_input_aspect_ratio(data_dir, tmp_path):
+  assert visualize.thumbnail_size(256, 128) == (64, 128)
+  assert visualize.thumbnail_size(224, 224) == (128, 128)  # VeRi: square
+  query = {'pids': np.array([1, 2]), 'camids': np.array([1, 1]),
+           'names': np.array(['q-one', 'q-two'])}
+  gallery = {'pids': np.array([1, 3]), 'camids': np.array([2, 2]),
+             'names': np.array(['g0', 'g1'])}
+  assert list(visualize.chosen_queries(query['names'], ['q-two', 'q-one'])) == [1, 0]
+  with pytest.raises(ValueError, match="'nobody'"):
+    visualize.chosen_queries(query['names'], ['nobody'])
+  lists = visualize.ranked_lists([0], np.array([[0.2, 0.5]]), query, gallery, top=2)
+  plain, labelled = str(tmp_path / 'plain.png'), str(tmp_path / 'labelled.png')
+  readers = ip.TrackletReader(data_dir, 'query'), ip.TrackletReader(data_dir, 'gallery')
+  visualize.render(lists, readers[0], [0] * 5, readers[1], plain, size=(32, 32))
+  visualize.render(lists, readers[0], [0] * 5, readers[1], labelled, size=(32, 32),
+                   title='I2V: chosen queries', query=query, gallery=gallery,
+                   ap=np.array([0.5, 1.0]))
+  a = np.asarray(Image.open(plain).convert('RGB'))
+  b = np.asarray(Image.open(labelled).convert('RGB'))
+  assert a.shape[1] == b.shape[1] and b.shape[0] == a.shape[0] + 18 + 36  # title + 3 lines
+  title_band, label_band = b[:18], b[18 + 4 + 40:18 + 4 + 40 + 36, :40]
+  assert (title_band < 128).any() and (label_band < 128).any()  # dark text drawn there

@@ -106,6 +106,8 @@ def protocol_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
                                     k1=ev.rerank_k1, k2=ev.rerank_k2,
                                     lambda_value=ev.rerank_lambda)
       results[f'{p}+rerank'] = blocked_metrics(distmat=distmat, **labels)
+      if ev.visualize or ev.visualize_queries:  # the pictures of re-ranked lists need it
+        results[f'{p}+rerank']['distmat'] = distmat
   return results
 
 
@@ -128,20 +130,43 @@ def run(config, data_dir: str, state, num_classes: int, mesh, *, workdir: str,
     paths = export_features(features, workdir)
     if verbose:
       print('wrote ' + ', '.join(paths), flush=True)
-  if config.eval.visualize:
-    query_reader = input_pipeline.TrackletReader(data_dir, 'query')
-    frame = [0 if config.eval.query_frame == 'first' else int(r['num_frames']) // 2
-             for r in query_reader.rows]
-    gallery_reader = input_pipeline.TrackletReader(data_dir, 'gallery')
-    for p in config.eval.protocols:
-      q_kind, g_kind = PROTOCOLS[p]
-      q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
-      rows = visualize.worst_queries(results[p]['ap'], config.eval.visualize)
-      distmat = pairwise_distance(q['features'][rows], g['features'], config.eval.distance,
-                                  xp=np)
-      lists = visualize.ranked_lists(rows, distmat, q, g, top=config.eval.visualize_top)
-      path = os.path.join(workdir, f'ranked_{p}.png')
-      visualize.render(lists, query_reader, frame, gallery_reader, path)
+  if config.eval.visualize or config.eval.visualize_queries:
+    for path in draw_ranked_lists(config, data_dir, features, results, workdir):
       if verbose:
         print(f'wrote {path}', flush=True)
   return results
+
+
+def draw_ranked_lists(config, data_dir: str, features, results, workdir: str) -> list:
+  """``ranked_<protocol>.png`` per protocol (and ``ranked_<protocol>+rerank.png``
+  with ``eval.rerank``); returns the paths."""
+  ev, inp = config.eval, config.input
+  query_reader = input_pipeline.TrackletReader(data_dir, 'query')
+  gallery_reader = input_pipeline.TrackletReader(data_dir, 'gallery')
+  frame = [0 if ev.query_frame == 'first' else int(r['num_frames']) // 2
+           for r in query_reader.rows]
+  size = visualize.thumbnail_size(inp.height, inp.width)
+  dataset = records.load_metadata(data_dir)['dataset']
+  paths = []
+  for p in ev.protocols:
+    q_kind, g_kind = PROTOCOLS[p]
+    q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
+    if ev.visualize_queries:
+      rows, which = visualize.chosen_queries(q['names'], ev.visualize_queries), 'chosen queries'
+    else:
+      rows = visualize.worst_queries(results[p]['ap'], ev.visualize)
+      which = f'the {len(rows)} worst-AP queries'
+    variants = [(p, pairwise_distance(q['features'][rows], g['features'], ev.distance, xp=np),
+                 f'{ev.distance} distance')]
+    if ev.rerank:
+      variants.append((f'{p}+rerank', results[f'{p}+rerank']['distmat'][rows],
+                       'k-reciprocal re-ranking'))
+    for name, distmat, how in variants:
+      lists = visualize.ranked_lists(rows, distmat, q, g, top=ev.visualize_top)
+      title = (f'{dataset} {name.upper()}: {which}, top {ev.visualize_top} by {how} '
+               '(green: same identity; same-camera matches removed as junk)')
+      path = os.path.join(workdir, f'ranked_{name}.png')
+      visualize.render(lists, query_reader, frame, gallery_reader, path, size,
+                       title=title, query=q, gallery=g, ap=results[name]['ap'])
+      paths.append(path)
+  return paths
