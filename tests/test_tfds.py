@@ -68,6 +68,7 @@ def test_tfds_builder_writes_what_data_prep_writes(tmp_path, cli_data_dir):
       assert records.parse(records.read_record(path, r['offset']))['name'] == r['name']
 
 
+@pytest.mark.slow
 def test_training_reads_a_tfds_build(tmp_path):
   folder = _tfds_prepare(str(tmp_path / 'tfds'), CLI_SPEC)
   last = trainer.train_and_log(test_trainer.tiny_config(folder, steps=2), str(tmp_path / 'run'))
