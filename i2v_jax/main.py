@@ -61,25 +61,23 @@ def parse_flags(argv):
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config is None:
-    sys.exit(f'error: no --config, and {config_lib.saved_path(_WORKDIR.value or ".")} '
-             'does not exist (--workdir is not a trained run); pass --config=<config file>')
-  try:
+  try:  # every config error is one line, before any jax work
+    if config is None:
+      raise config_lib.ConfigError(
+          f'no --config, and {config_lib.saved_path(_WORKDIR.value or ".")} does not exist '
+          '(--workdir is not a trained run); pass --config=<config file>')
     config_lib.validate(config)
-  except config_lib.ConfigError as e:
-    sys.exit(f'error: {e}')
-  if config.mode == 'print':
-    print(config_lib.describe(config))
-    return
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif _DISTRIBUTED.value:
-    jax.distributed.initialize()
-  if not _WORKDIR.value:
-    raise app.UsageError('--workdir is required')
-  run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
-  try:
+    if config.mode == 'print':
+      print(config_lib.describe(config))
+      return
+    if not _WORKDIR.value:
+      raise config_lib.ConfigError('--workdir is required')
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if _COORDINATOR.value:
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    elif _DISTRIBUTED.value:
+      jax.distributed.initialize()
+    run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)
   except config_lib.ConfigError as e:
     sys.exit(f'error: {e}')
