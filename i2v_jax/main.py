@@ -24,7 +24,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from i2v_jax import config_lib, trainer
+from i2v_jax import compile_cache, config_lib, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
                                           "the workdir's config.json")
@@ -73,6 +73,7 @@ def main(argv):
     if not _WORKDIR.value:
       raise config_lib.ConfigError('--workdir is required')
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    compile_cache.enable()
     if _COORDINATOR.value:
       jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     elif _DISTRIBUTED.value:

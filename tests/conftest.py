@@ -15,6 +15,12 @@ if REPO not in sys.path:
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_default_matmul_precision', 'highest')
+# A second run of the suite loads what the first compiled (i2v_jax/compile_cache.py);
+# the command-line tests' subprocesses share the folder through the environment.
+os.environ.setdefault('I2V_JAX_CACHE_DIR', os.path.join(REPO, '.cache', 'jax'))
+from i2v_jax import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+compile_cache.enable()
 # XLA:CPU compiles threefry slowly (~8 s for a tiny ResNet's init); the 'rbg'
 # generator compiles in a fraction of that. Tests only need determinism.
 jax.config.update('jax_default_prng_impl', 'rbg')
