@@ -28,8 +28,11 @@ from i2v_jax import records
 
 def build(dataset: str, out_dir: str, manual_dir: str = '', max_tracklets: int = 0,
           workers: int = 4, verify: bool = True, show_progress: bool = True,
-          spec: synthetic.SyntheticSpec | None = None):
+          spec: synthetic.SyntheticSpec | None = None, overwrite: bool = False):
   """Converts with the dataset's TFDS builder and writes; returns the metadata."""
+  if max_tracklets < 0:
+    raise DataError(f'--max_tracklets {max_tracklets}: must be 0 (every tracklet) or a '
+                    'positive count per split')
   if dataset == 'synthetic':
     spec = spec or synthetic.SyntheticSpec()
     names = [n for n, s in synthetic.SPECS.items() if s == spec]
@@ -43,7 +46,8 @@ def build(dataset: str, out_dir: str, manual_dir: str = '', max_tracklets: int =
             'query': max(1, len(splits['query']) // 256),
             'gallery': max(1, len(splits['gallery']) // 128)}
   return write_dataset(out_dir, builder, splits, protocol, sources, shards,
-                       workers=workers, verify=verify, show_progress=show_progress)
+                       workers=workers, verify=verify, show_progress=show_progress,
+                       overwrite=overwrite)
 
 
 def main(argv=None) -> int:
@@ -54,6 +58,9 @@ def main(argv=None) -> int:
   p.add_argument('--max_tracklets', type=int, default=0,
                  help='keep the first N tracklets of each split (quick trials)')
   p.add_argument('--workers', type=int, default=os.cpu_count() or 4)
+  p.add_argument('--overwrite', action='store_true',
+                 help='replace a different finished dataset in --out_dir (once the new '
+                 'build is complete)')
   p.add_argument('--no_verify', action='store_true',
                  help='skip decoding every JPEG once (faster, no corrupt-file check)')
   p.add_argument('--synthetic_preset', default='small', choices=sorted(synthetic.SPECS),
@@ -68,7 +75,7 @@ def main(argv=None) -> int:
       if getattr(args, f'synthetic_{name}') is not None})
   try:
     meta = build(args.dataset, args.out_dir, args.manual_dir, args.max_tracklets,
-                 args.workers, not args.no_verify, spec=spec)
+                 args.workers, not args.no_verify, spec=spec, overwrite=args.overwrite)
   except DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

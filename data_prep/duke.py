@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Dict, List, Tuple
 
 from data_prep.writer import DataError, train_labels
@@ -70,6 +71,10 @@ def read_split(manual_dir: str, split: str, max_tracklets: int = 0) -> List[Trac
     if not re.fullmatch(r'\d{4}', pid_name):
       raise DataError(f'{pid_dir}: identity folders are 4-digit pids; remove it')
     for tracklet_name in sorted(os.listdir(pid_dir)):
+      if not os.path.isdir(os.path.join(pid_dir, tracklet_name)):  # e.g. .DS_Store
+        print(f'note: skipped {os.path.join(pid_dir, tracklet_name)}: not a tracklet '
+              'folder', file=sys.stderr)
+        continue
       out.append(read_tracklet(os.path.join(pid_dir, tracklet_name), split,
                                pid_name, tracklet_name))
       if max_tracklets and len(out) >= max_tracklets:

@@ -37,10 +37,24 @@ def load_mat(path: str, key: str) -> np.ndarray:
   if not os.path.exists(path):
     raise DataError(f'{path}: missing MARS metadata file; copy the info/ folder '
                     'of the MARS-evaluation kit into --manual_dir')
-  mat = scipy.io.loadmat(path)
+  try:
+    mat = scipy.io.loadmat(path)
+  except Exception as e:  # pylint: disable=broad-except  (scipy raises many kinds)
+    raise DataError(f'{path}: not a readable MATLAB file ({type(e).__name__}: {e}); copy '
+                    'it again from the MARS-evaluation kit') from None
   if key not in mat:
     raise DataError(f'{path}: no variable {key!r}; is this the MARS kit file?')
-  return np.asarray(mat[key]).astype(np.int64)
+  try:
+    value = np.asarray(mat[key]).astype(np.int64)
+  except (TypeError, ValueError):
+    raise DataError(f'{path}: variable {key!r} is not a numeric array; copy the file '
+                    'again from the MARS-evaluation kit') from None
+  if key != 'query_IDX' and (value.ndim != 2 or value.shape[1] != 4):
+    raise DataError(f'{path}: {key!r} has shape {value.shape}, expected (tracklets, 4) '
+                    'rows of start, end, pid, camera; copy it again from the kit')
+  if value.size == 0:
+    raise DataError(f'{path}: {key!r} is empty; copy it again from the MARS-evaluation kit')
+  return value
 
 
 def protocol_rows(train_info: np.ndarray, test_info: np.ndarray,

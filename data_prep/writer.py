@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from typing import Callable, Dict, List, Optional, Sequence
 
 from PIL import Image
@@ -87,6 +88,8 @@ def write_split(out_dir: str, dataset: str, split: str, tracklets: Sequence[Trac
   if not tracklets:
     raise DataError(f'split {split!r} has no tracklets; check --manual_dir')
   num_shards = max(1, min(num_shards, len(tracklets)))
+  for stale in glob.glob(os.path.join(out_dir, f'{dataset}-{split}.tfrecord-*.tmp-*')):
+    os.remove(stale)  # a shard a killed build was writing
   digest = _plan_hash(split, tracklets, num_shards)
   plan = plan if plan is not None else {}
   if plan.get(split) != digest:  # another build's shards: start afresh
@@ -200,31 +203,70 @@ def write_info(out_dir: str, builder, counts: Dict[str, Dict[str, object]],
 def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
                   protocol: Dict[str, object], source_files: Sequence[str] = (),
                   shards_per_split: Optional[Dict[str, int]] = None,
-                  workers: int = 4, verify: bool = True, show_progress: bool = True
-                  ) -> Dict[str, object]:
+                  workers: int = 4, verify: bool = True, show_progress: bool = True,
+                  overwrite: bool = False) -> Dict[str, object]:
   """Writes every split, the builder's TFDS info, then ``metadata.json``.
 
-  ``builder`` is the dataset's ``data_prep.tfds_builders`` builder: it names the
-  shards and supplies the TFDS features, version and citation. Returns the
-  metadata.
+  The build happens in ``<out_dir>.staging`` (resumable: finished shards are
+  kept there) and replaces ``out_dir`` only when complete, so a failing build
+  never damages what ``out_dir`` held. A finished build of the same dataset in
+  ``out_dir`` is kept as it is; a different one is replaced only with
+  ``overwrite``. ``builder`` is the dataset's ``data_prep.tfds_builders``
+  builder: it names the shards and supplies the TFDS features, version and
+  citation. Returns the metadata.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  meta_path = os.path.join(out_dir, 'metadata.json')
-  if os.path.exists(meta_path):
-    os.remove(meta_path)  # the folder is incomplete until this build finishes
-  plan_path = os.path.join(out_dir, 'build-plan.json')
-  plan = {}
-  if os.path.exists(plan_path):
-    with open(plan_path) as f:
-      plan = json.load(f)
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise DataError(f'{out_dir}: --out_dir is a file; choose a folder (new or a '
+                    'previous build of this dataset)')
+  counts_of = lambda split, ts: (shards_per_split or {}).get(split, max(1, len(ts) // 256))
+  wanted_plan = {split: _plan_hash(split, ts, max(1, min(counts_of(split, ts), len(ts))))
+                 for split, ts in splits.items()}
+  if os.path.exists(os.path.join(out_dir, 'metadata.json')):
+    if _read_json(os.path.join(out_dir, 'build-plan.json')) == wanted_plan:
+      return records.load_metadata(out_dir)  # this very build is already there
+    if not overwrite:
+      old = _read_json(os.path.join(out_dir, 'metadata.json')) or {}
+      raise DataError(f'{out_dir}: holds another finished dataset build ({old.get("dataset")}, '
+                      'other sources or settings); pass --overwrite to replace it (the new '
+                      'build replaces it only once complete) or choose another --out_dir')
+  elif os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(
+      os.path.join(out_dir, 'build-plan.json')):
+    raise DataError(f'{out_dir}: --out_dir holds files that are not a dataset build; '
+                    'choose an empty or new folder')
+  staging = out_dir + '.staging'
+  try:
+    os.makedirs(staging, exist_ok=True)
+    probe = os.path.join(staging, f'.write-test-{os.getpid()}')
+    open(probe, 'w').close()
+    os.remove(probe)
+  except OSError as e:
+    raise DataError(f'{staging}: cannot write the build there ({e.strerror}); choose a '
+                    '--out_dir in a writable folder') from None
+  plan = _read_json(os.path.join(staging, 'build-plan.json')) or {}
   counts = {}
   for split, tracklets in splits.items():
-    n = (shards_per_split or {}).get(split, max(1, len(tracklets) // 256))
-    counts[split] = write_split(out_dir, builder.name, split, tracklets, n, workers,
-                                verify, plan, show_progress)
+    counts[split] = write_split(staging, builder.name, split, tracklets,
+                                counts_of(split, tracklets), workers, verify, plan,
+                                show_progress)
   meta = dataset_metadata(builder.name, splits, protocol, source_files)
-  write_info(out_dir, builder, counts, meta)
+  write_info(staging, builder, counts, meta)
+  # The complete build takes out_dir's place; the old one is deleted only after.
+  old = f'{out_dir}.old-{os.getpid()}'
+  if os.path.exists(out_dir):
+    os.rename(out_dir, old)
+  os.rename(staging, out_dir)
+  shutil.rmtree(old, ignore_errors=True)
   return meta
+
+
+def _read_json(path: str):
+  """The JSON in ``path``, or None when it is missing or not whole."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def train_labels(tracklets: Sequence[Tracklet]) -> List[Tracklet]:

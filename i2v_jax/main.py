@@ -24,7 +24,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from i2v_jax import compile_cache, config_lib, trainer
+from i2v_jax import compile_cache, config_lib, records, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
                                           "the workdir's config.json")
@@ -61,7 +61,7 @@ def parse_flags(argv):
 def main(argv):
   del argv
   config = _CONFIG.value
-  try:  # every config error is one line, before any jax work
+  try:  # every config or dataset error is one line (exit 2), before any jax work
     if config is None:
       raise config_lib.ConfigError(
           f'no --config, and {config_lib.saved_path(_WORKDIR.value or ".")} does not exist '
@@ -80,8 +80,9 @@ def main(argv):
       jax.distributed.initialize()
     run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)
-  except config_lib.ConfigError as e:
-    sys.exit(f'error: {e}')
+  except (config_lib.ConfigError, records.DatasetError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 def run():

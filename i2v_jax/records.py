@@ -31,6 +31,10 @@ from typing import Dict, List, Sequence
 from i2v_jax import atomic
 
 SCHEMA_VERSION = 1
+
+
+class DatasetError(ValueError):
+  """A dataset folder that cannot be used as it is: names the file and the fix."""
 SPLITS = ('train', 'query', 'gallery')
 
 
@@ -62,8 +66,10 @@ def serialize(frames: Sequence[bytes], *, pid: int, camid: int, name: str,
       'camid': ints(camid),
       'name': tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
   }
+  # deterministic: the feature map in key order, so a build's bytes do not depend
+  # on the process (protobuf map order otherwise may).
   return tf.train.Example(
-      features=tf.train.Features(feature=feature)).SerializeToString()
+      features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def parse(serialized: bytes) -> Dict[str, object]:
@@ -128,10 +134,14 @@ def load_metadata(data_dir: str) -> Dict[str, object]:
         f'{path} not found: {data_dir!r} is not a complete dataset build. Run '
         f'`python -m data_prep.build --dataset ... --out_dir {data_dir}` (a build '
         'writes metadata.json last, so an interrupted one has none).')
-  with open(path) as f:
-    meta = json.load(f)
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except ValueError as e:
+    raise DatasetError(f'{path}: not valid JSON ({e}); the file is damaged: rebuild with '
+                       'python -m data_prep.build') from None
   if meta.get('schema_version') != SCHEMA_VERSION:
-    raise ValueError(
+    raise DatasetError(
         f'{path}: schema_version {meta.get("schema_version")} but this code reads '
         f'{SCHEMA_VERSION}; rebuild with python -m data_prep.build.')
   return meta
@@ -154,8 +164,12 @@ def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
     except OSError:  # a read-only dataset folder: use the rows without caching
       pass
     return rows
-  with open(path) as f:
-    return json.load(f)['tracklets']
+  try:
+    with open(path) as f:
+      return json.load(f)['tracklets']
+  except (ValueError, KeyError) as e:
+    raise DatasetError(f'{path}: damaged index ({type(e).__name__}); delete it (a TFDS '
+                       'build recomputes it) or rebuild with python -m data_prep.build') from None
 
 
 def index_shards(data_dir: str, split: str) -> List[Dict[str, object]]:

@@ -43,7 +43,20 @@ def prepare_data(config, workdir: str):
   elif not config.data.dir:
     raise app.UsageError(f'config data.name={config.data.name!r} needs --config.data.dir='
                          '<output of python -m data_prep.build>')
-  return data_dir, records.load_metadata(data_dir)
+  meta = records.load_metadata(data_dir)
+  check_labels(data_dir, meta)
+  return data_dir, meta
+
+
+def check_labels(data_dir: str, meta: dict) -> None:
+  """The training labels of the index must be 0..num_classes-1, as metadata.json says."""
+  labels = {int(r['label']) for r in records.load_index(data_dir, 'train')}
+  if labels != set(range(meta['num_classes'])):
+    raise records.DatasetError(
+        f'{os.path.join(data_dir, "metadata.json")}: num_classes={meta["num_classes"]} but '
+        f'the train index has {len(labels)} labels from {min(labels, default=None)} to '
+        f'{max(labels, default=None)}; the files come from different builds: rebuild with '
+        'python -m data_prep.build')
 
 
 def train_and_log(config, workdir: str) -> dict:

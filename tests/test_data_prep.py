@@ -1,7 +1,12 @@
 """Converters and protocols against the real MARS / Duke metadata in ../shared/data."""
 
+import dataclasses
+import hashlib
 import io
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ from data_prep import build, duke, mars, synthetic, veri
 from data_prep.writer import DataError
 from i2v_jax import records
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
 MARS_INFO = os.path.join(SHARED, 'mars_info')
 DUKE_INFO = os.path.join(SHARED, 'dukemtmc_videoreid_info')
@@ -222,6 +228,52 @@ def test_mars_missing_info_file(tmp_path):
 
 
 @needs_shared
+@pytest.mark.parametrize('damage', ['truncated', 'random', 'empty', 'empty_query'])
+def test_damaged_mars_mat_file_is_named(tmp_path, damage):
+  make_mars_tree(str(tmp_path))
+  name = 'query_IDX.mat' if damage == 'empty_query' else 'tracks_test_info.mat'
+  path = tmp_path / 'info' / name
+  if damage == 'truncated':
+    path.write_bytes(path.read_bytes()[:150])
+  elif damage == 'random':
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 400, np.uint8).tobytes())
+  elif damage == 'empty':
+    path.write_bytes(b'')
+  else:
+    scipy.io.savemat(str(path), {'query_IDX': np.zeros((1, 0))})
+  with pytest.raises(DataError) as e:
+    mars.convert(str(tmp_path))
+  message = str(e.value)
+  assert message.startswith(str(path)) and '\n' not in message
+  assert ('empty' if damage == 'empty_query' else 'MARS') in message
+
+
+@needs_shared
+def test_stray_file_in_a_duke_identity_folder_is_skipped_with_a_note(tmp_path, capsys):
+  make_duke_tree(str(tmp_path / 'duke'))
+  clean, _, _ = duke.convert(str(tmp_path / 'duke'))
+  identity = next((tmp_path / 'duke' / 'train').iterdir())
+  (identity / '.DS_Store').write_bytes(b'\0\0')
+  splits, _, _ = duke.convert(str(tmp_path / 'duke'))
+  assert '.DS_Store: not a tracklet folder' in capsys.readouterr().err
+  assert splits == clean
+
+
+def test_damaged_metadata_and_label_mismatch_are_named(tmp_path):
+  from i2v_jax import trainer  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'syn'
+  build.build('synthetic', str(out), spec=TINY, show_progress=False)
+  meta = json.loads((out / 'metadata.json').read_text())
+  meta['num_classes'] += 1
+  (out / 'metadata.json').write_text(json.dumps(meta))
+  with pytest.raises(records.DatasetError, match='num_classes=7 but the train index has 6'):
+    trainer.check_labels(str(out), records.load_metadata(str(out)))
+  (out / 'metadata.json').write_text(json.dumps(meta)[:50])  # truncated
+  with pytest.raises(records.DatasetError, match='metadata.json: not valid JSON'):
+    records.load_metadata(str(out))
+
+
+@needs_shared
 def test_absent_frame_leaves_no_output(tmp_path):
   make_mars_tree(str(tmp_path / 'raw'))
   victim = sorted(os.listdir(tmp_path / 'raw' / 'bbox_test' / '0002'))[0]
@@ -229,7 +281,8 @@ def test_absent_frame_leaves_no_output(tmp_path):
   with pytest.raises(DataError, match=f'{victim}: frame listed .* missing'):
     build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
                 workers=1, show_progress=False)
-  left = os.listdir(tmp_path / 'out')
+  assert not os.path.exists(tmp_path / 'out')  # out_dir appears only when complete
+  left = os.listdir(tmp_path / 'out.staging')
   assert 'metadata.json' not in left and not any('.tmp' in f for f in left)
 
 
@@ -241,7 +294,7 @@ def test_corrupt_jpeg_is_named(tmp_path):
   with pytest.raises(DataError, match='0001C1T0001F002.jpg: not a readable JPEG'):
     build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
                 workers=1, show_progress=False)
-  assert 'metadata.json' not in os.listdir(tmp_path / 'out')
+  assert not os.path.exists(tmp_path / 'out')  # nothing there until a build completes
 
 
 @needs_shared
@@ -263,10 +316,19 @@ def test_pid_or_camera_disagreeing_with_metadata(tmp_path):
 # ----------------------------------------------- atomic, resumable builds
 
 
+def sha256s(folder):
+  return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest()
+          for f in os.listdir(folder) if '.tfrecord-' in f}
+
+
+TINY = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=4, min_frames=3,
+                               max_frames=5, height=32, width=16)
+
+
 def test_interrupted_build_resumes_and_reruns_are_idempotent(tmp_path, monkeypatch):
-  spec = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=4, min_frames=3,
-                                 max_frames=5, height=32, width=16)
+  spec = TINY
   out = str(tmp_path / 'syn')
+  staging = tmp_path / 'syn.staging'
   from data_prep import writer
   real = writer._write_shard
   calls = []
@@ -274,26 +336,84 @@ def test_interrupted_build_resumes_and_reruns_are_idempotent(tmp_path, monkeypat
   def flaky(path, tracklets, verify, progress):
     calls.append(os.path.basename(path))
     if os.path.basename(path).startswith('synthetic-gallery'):
+      open(path + '.tmp-999', 'w').close()  # what a killed writer leaves behind
       raise KeyboardInterrupt  # killed mid-build
     return real(path, tracklets, verify, progress)
 
   monkeypatch.setattr(writer, '_write_shard', flaky)
   with pytest.raises(KeyboardInterrupt):
     build.build('synthetic', out, spec=spec, show_progress=False)
-  assert 'metadata.json' not in os.listdir(out)
+  assert not os.path.exists(out)  # the build is staged; out_dir appears only when complete
   with pytest.raises(FileNotFoundError, match='not a complete dataset build'):
     records.load_metadata(out)
   monkeypatch.setattr(writer, '_write_shard', real)
-  before = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)
+  before = {f: os.path.getmtime(staging / f) for f in os.listdir(staging)
             if f.startswith('synthetic-train.tfrecord-')}
   meta = build.build('synthetic', out, spec=spec, show_progress=False)
   after = {f: os.path.getmtime(os.path.join(out, f)) for f in before}
   assert before == after  # finished shards were kept, not rewritten
+  assert not staging.exists() and not [f for f in os.listdir(out) if '.tmp-' in f]
   assert meta['splits']['train']['tracklets'] == 6 * 3
   assert records.load_metadata(out)['splits'] == meta['splits']
-  # Same seed -> byte-identical output.
-  meta2 = build.build('synthetic', str(tmp_path / 'again'), spec=spec, show_progress=False)
-  for f in os.listdir(out):
-    if '.tfrecord-' in f:
-      assert (tmp_path / 'syn' / f).read_bytes() == (tmp_path / 'again' / f).read_bytes()
-  assert meta2['splits'] == meta['splits']
+  # An uninterrupted build in another process (other hash seed) gives the same bytes.
+  again = tmp_path / 'again'
+  subprocess.run([sys.executable, '-m', 'data_prep.build', '--dataset', 'synthetic',
+                  '--out_dir', str(again), '--workers', '1'] +
+                 [f'--synthetic_{k}={v}' for k, v in dataclasses.asdict(spec).items()],
+                 cwd=REPO, env=dict(os.environ, PYTHONHASHSEED='123', PYTHONPATH=REPO),
+                 check=True, capture_output=True)
+  assert sha256s(again) == sha256s(tmp_path / 'syn') and len(sha256s(again)) == 3
+  assert records.load_metadata(str(again))['splits'] == meta['splits']
+
+
+def test_a_build_never_damages_the_dataset_already_there(tmp_path, monkeypatch):
+  out = tmp_path / 'syn'
+  build.build('synthetic', str(out), spec=TINY, show_progress=False)
+  original = sha256s(out) | {'metadata.json': hashlib.sha256(
+      (out / 'metadata.json').read_bytes()).hexdigest()}
+  # The same build again: nothing to do, nothing rewritten.
+  build.build('synthetic', str(out), spec=TINY, show_progress=False)
+  other = dataclasses.replace(TINY, seed=1)
+  with pytest.raises(DataError, match='another finished dataset.*--overwrite'):
+    build.build('synthetic', str(out), spec=other, show_progress=False)
+  # --overwrite with a build that fails half-way: the old dataset is untouched.
+  from data_prep import writer
+
+  def broken(path, tracklets, verify, progress):
+    raise DataError(f'{path}: disk full')
+
+  monkeypatch.setattr(writer, '_write_shard', broken)
+  with pytest.raises(DataError, match='disk full'):
+    build.build('synthetic', str(out), spec=other, show_progress=False, overwrite=True)
+  assert sha256s(out) | {'metadata.json': hashlib.sha256(
+      (out / 'metadata.json').read_bytes()).hexdigest()} == original
+  monkeypatch.undo()
+  meta = build.build('synthetic', str(out), spec=other, show_progress=False, overwrite=True)
+  assert meta['protocol']['spec']['seed'] == 1 and sha256s(out) != original
+
+
+def test_bad_out_dir_and_counts_are_one_line_errors(tmp_path):
+  (tmp_path / 'a_file').write_text('x')
+  run = lambda *args: subprocess.run(
+      [sys.executable, '-m', 'data_prep.build', '--dataset', 'synthetic', *args],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
+  for args, named in [(['--out_dir', str(tmp_path / 'a_file')], 'is a file'),
+                      (['--out_dir', str(tmp_path / 'x'), '--max_tracklets', '-1'],
+                       '--max_tracklets -1')]:
+    result = run(*args)
+    assert result.returncode == 2, result.stderr[-500:]
+    assert named in result.stderr.strip().splitlines()[-1]
+  (tmp_path / 'stuff').mkdir()
+  (tmp_path / 'stuff' / 'notes.txt').write_text('mine')
+  with pytest.raises(DataError, match='not a dataset build'):
+    build.build('synthetic', str(tmp_path / 'stuff'), spec=TINY, show_progress=False)
+  readonly = tmp_path / 'readonly'
+  readonly.mkdir()
+  os.chmod(readonly, 0o500)
+  try:
+    if os.access(readonly, os.W_OK):  # root ignores permissions: nothing to test
+      return
+    with pytest.raises(DataError, match='cannot write'):
+      build.build('synthetic', str(readonly / 'syn'), spec=TINY, show_progress=False)
+  finally:
+    os.chmod(readonly, 0o700)
