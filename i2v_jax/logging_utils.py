@@ -1,23 +1,39 @@
-"""Metric logging: ``metrics.jsonl`` and TensorBoard events in the workdir (process 0)."""
+"""Metric logging: ``metrics.jsonl`` and TensorBoard events in the workdir (process 0).
+
+One value per step, also across a crash: a run resumed from step S first drops
+the lines after S from ``metrics.jsonl`` (they belong to steps it will redo) and
+marks a (re)start at S + 1 in the TensorBoard log, which makes TensorBoard discard
+the orphaned events after S (its ``SessionLog.START`` purge; `mark_start`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict
+import time
+from typing import Dict, Optional
+
+from i2v_jax import atomic
 
 
 class MetricWriter:
   """Appends one JSON line per logged step and writes TensorBoard scalars."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, resumed_at: Optional[int] = None):
     self.enabled = enabled
     if not enabled:
       return
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-    self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+    path = os.path.join(workdir, 'metrics.jsonl')
+    tb_dir = os.path.join(workdir, 'tensorboard')
+    if resumed_at is not None and os.path.exists(path):  # a run before this one
+      drop_after(path, resumed_at)
+    # TensorBoard ignores a run's first START and, at each later one, drops the
+    # events from its step on: so every run (first or resumed) begins with one.
+    mark_start(tb_dir, (resumed_at or 0) + 1)
+    self._jsonl = open(path, 'a', encoding='utf-8')
+    self._tb = tf.summary.create_file_writer(tb_dir)
 
   def write(self, step: int, metrics: Dict[str, float]) -> None:
     if not self.enabled:
@@ -33,3 +49,31 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def drop_after(path: str, step: int) -> None:
+  """Rewrites ``metrics.jsonl`` without its lines for steps after ``step`` (atomically;
+  a last line cut by the crash goes too)."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        if json.loads(line)['step'] <= step:
+          kept.append(line if line.endswith('\n') else line + '\n')
+      except (ValueError, KeyError):
+        pass  # a line the crash cut short
+  atomic.write_text(''.join(kept), path)
+
+
+def mark_start(tb_dir: str, step: int) -> None:
+  """A ``SessionLog.START`` event at ``step``: from the second one in a log on,
+  TensorBoard drops older events from ``step`` on (the steps a resumed run redoes)."""
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+  writer = EventFileWriter(tb_dir, filename_suffix='.start')
+  writer.add_event(event_pb2.Event(
+      wall_time=time.time(), step=step,
+      session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+  writer.close()

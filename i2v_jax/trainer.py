@@ -93,7 +93,7 @@ def train_and_log(config, workdir: str) -> dict:
       data_dir, config, seed=config.seed, start_step=start, num_steps=total - start,
       process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.AXIS))
-  writer = MetricWriter(workdir, enabled=lead)
+  writer = MetricWriter(workdir, enabled=lead, resumed_at=start)
   stop = {'signal': None}
   signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
   bar = tqdm(total=total, initial=start, disable=not lead, unit='step', dynamic_ncols=True)

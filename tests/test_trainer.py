@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -66,3 +67,23 @@ def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir):
   decoded = input_pipeline._tf().io.decode_jpeg(images[0], dct_method='INTEGER_ACCURATE')
   np.testing.assert_allclose(model.embed_images([str(path), np.asarray(decoded)]),
                              exported['query-image']['features'][[0, 0]], rtol=1e-4, atol=1e-5)
+
+
+def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
+  from tensorboard.backend.event_processing import plugin_event_accumulator  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=4)
+  c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 1, 2, 0
+  trainer.train_and_log(c, workdir)
+  # A crash after step 4 was logged but before its checkpoint: remove checkpoint 4
+  # and leave a line the crash cut short.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write('{"step": 4, "loss/to')
+  trainer.train_and_log(c, workdir)  # resumes from step 2, redoes 3 and 4
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    steps = [json.loads(line)['step'] for line in f]
+  assert steps == [1, 2, 3, 4]
+  events = plugin_event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  events.Reload()
+  assert [e.step for e in events.Tensors('loss/total')] == [1, 2, 3, 4]
