@@ -5,16 +5,84 @@ statistics, optimizer state and step, so the schedule resumes too);
 ``<workdir>/checkpoints_best/<step>/`` the state with the best value of
 ``train.best_metric`` seen at an evaluation (higher is better). Orbax writes
 each under a temporary name and renames it when complete: a killed run leaves the
-previous checkpoint intact.
+previous checkpoint intact. Once a save is complete its files' sha256 go to
+``checkpoints_sha256/<step>.json``; a restore checks them, and resuming skips a
+damaged or unreadable checkpoint for the newest whole one (`Checkpoints.restore`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from i2v_jax import atomic
+
+
+class DamagedCheckpoint(IOError):
+  """A checkpoint whose files do not match their checksums or cannot be read."""
+
+
+def manifest_path(directory: str, step: int) -> str:
+  """``<directory>_sha256/<step>.json``: the checksums of a finished checkpoint."""
+  return os.path.join(directory + '_sha256', f'{step}.json')
+
+
+def _file_hashes(step_dir: str) -> Dict[str, str]:
+  out = {}
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      h = hashlib.sha256()
+      with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+          h.update(block)
+      out[os.path.relpath(path, step_dir)] = h.hexdigest()
+  return out
+
+
+def write_manifest(directory: str, step: int) -> None:
+  path = manifest_path(directory, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  atomic.write_json(_file_hashes(os.path.join(directory, str(step))), path)
+
+
+def verify_manifest(directory: str, step: int) -> Optional[str]:
+  """Why checkpoint ``step`` is damaged, or None if its files match their checksums
+  (or it has none: a checkpoint written before checksums, or just before a crash)."""
+  path = manifest_path(directory, step)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      want = json.load(f)
+  except ValueError:
+    return None  # the manifest itself was cut short: nothing to check against
+  got = _file_hashes(os.path.join(directory, str(step)))
+  missing = sorted(set(want) - set(got))
+  changed = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+  if missing or changed:
+    return ('files ' + ', '.join(missing[:3]) + ' missing' if missing else
+            'files ' + ', '.join(changed[:3]) + ' changed since they were written '
+            '(sha256 mismatch)')
+  return None
+
+
+def prune_manifests(directory: str, kept: Iterable[int]) -> None:
+  """Removes the checksums of checkpoints orbax has deleted."""
+  folder = directory + '_sha256'
+  if not os.path.isdir(folder):
+    return
+  kept = {f'{s}.json' for s in kept}
+  for name in os.listdir(folder):
+    if name.endswith('.json') and name not in kept:
+      os.remove(os.path.join(folder, name))
 
 
 class Checkpoints:
@@ -53,6 +121,8 @@ class Checkpoints:
       return False
     if step in self.best.all_steps():  # the same step, evaluated again with new settings
       self.best.delete(step)
+      if os.path.exists(manifest_path(self.best_directory, step)):
+        os.remove(manifest_path(self.best_directory, step))
     self.best.save(step, args=ocp.args.StandardSave(state),
                    metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
     return True
@@ -61,12 +131,62 @@ class Checkpoints:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, force: bool = False) -> None:
+    self._seal()  # the previous save is complete: record its checksums
     self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
+  def _seal(self) -> None:
+    """Waits for pending saves and writes the checksums of every finished step."""
+    for manager in (self.manager, self.best):
+      manager.wait_until_finished()
+      if jax.process_index() == 0:
+        directory = str(manager.directory)
+        for step in manager.all_steps():
+          if not os.path.exists(manifest_path(directory, step)):
+            write_manifest(directory, step)
+        prune_manifests(directory, manager.all_steps())
+
   def restore(self, target: Any, step: Optional[int] = None) -> Tuple[Any, int]:
-    """Restores into the shapes and shardings of ``target``."""
-    step = self.latest_step() if step is None else step
-    return self.manager.restore(step, args=ocp.args.StandardRestore(target)), step
+    """Restores into the shapes and shardings of ``target``: ``step``, or the newest
+    checkpoint that is whole.
+
+    A checkpoint whose files do not match their checksums, or that orbax cannot
+    read, is skipped (it is said which and why) and moved, untouched, to
+    ``checkpoints_damaged/``, so training continues from the one before it.
+    """
+    if step is not None:
+      return self._restore_verified(self.manager, target, step), step
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return self._restore_verified(self.manager, target, step), step
+      except DamagedCheckpoint as e:
+        print(f'warning: skipping checkpoint {step}: {e}', flush=True)
+        self._set_aside(step)
+    raise DamagedCheckpoint(f'{self.directory}: no checkpoint restores (each skipped one is '
+                            'in checkpoints_damaged/); delete the workdir to start afresh')
+
+  def _restore_verified(self, manager, target: Any, step: int) -> Any:
+    problem = verify_manifest(str(manager.directory), step)
+    if problem:
+      raise DamagedCheckpoint(problem)
+    try:
+      return manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
+      raise DamagedCheckpoint(f'unreadable ({type(e).__name__}: {str(e)[:200]})') from None
+
+  def _set_aside(self, step: int) -> None:
+    """Moves a damaged step out of the manager's way (never deletes it)."""
+    if jax.process_index() == 0:
+      damaged = self.directory + '_damaged'
+      os.makedirs(damaged, exist_ok=True)
+      target = os.path.join(damaged, f'{step}-{int(time.time())}')
+      os.rename(os.path.join(self.directory, str(step)), target)
+      manifest = manifest_path(self.directory, step)
+      if os.path.exists(manifest):
+        os.rename(manifest, target + '.sha256.json')
+      print(f'moved the damaged checkpoint to {target}', flush=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+    self.manager.reload()
 
   def restore_for_eval(self, target: Any, which: str) -> Tuple[Any, int]:
     """``which``: 'latest', 'best' or a step number kept in checkpoints/."""
@@ -75,17 +195,27 @@ class Checkpoints:
       if step is None:
         raise FileNotFoundError(f'{self.best_directory}: no best checkpoint; train with '
                                 'evaluations (train.eval_every) or use eval.checkpoint=latest')
-      return self.best.restore(step, args=ocp.args.StandardRestore(target)), step
-    step = self.latest_step() if which == 'latest' else int(which)
-    if step is None or step not in self.manager.all_steps():
+      try:
+        return self._restore_verified(self.best, target, step), step
+      except DamagedCheckpoint as e:
+        raise DamagedCheckpoint(f'{self.best_directory}/{step}: {e}; evaluate '
+                                'eval.checkpoint=latest instead') from None
+    if which == 'latest':
+      if self.latest_step() is None:
+        raise FileNotFoundError(f'{self.directory}: no checkpoint; train first')
+      return self.restore(target)  # the newest whole one
+    step = int(which)
+    if step not in self.manager.all_steps():
       raise FileNotFoundError(
           f'{self.directory}: no checkpoint {which!r} (kept: {list(self.manager.all_steps())}); '
           'train first or set eval.checkpoint to latest, best or a kept step')
-    return self.restore(target, step)
+    try:
+      return self._restore_verified(self.manager, target, step), step
+    except DamagedCheckpoint as e:
+      raise DamagedCheckpoint(f'{self.directory}/{step}: {e}; choose another step') from None
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
-    self.best.wait_until_finished()
+    self._seal()
 
   def close(self) -> None:
     self.manager.close()

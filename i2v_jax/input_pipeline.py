@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -148,6 +149,24 @@ class TrainSampler:
 def _tf():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf
+
+
+def numpy_batches(ds):
+  """``ds.as_numpy_iterator()``, where a damaged record read inside tf.data comes out
+  as the `records.DatasetError` that names it, not as a TensorFlow op error."""
+  tf = _tf()
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      match = re.search(r'DatasetError: (.*)', e.message)
+      if match:
+        raise records.DatasetError(match.group(1).strip()) from None
+      raise
+    yield batch
 
 
 def decode_frame(jpeg, height: int, width: int, normalize: bool = True):

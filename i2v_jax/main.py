@@ -24,7 +24,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from i2v_jax import compile_cache, config_lib, records, trainer
+from i2v_jax import checkpoint, compile_cache, config_lib, records, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
                                           "the workdir's config.json")
@@ -80,7 +80,7 @@ def main(argv):
       jax.distributed.initialize()
     run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)
-  except (config_lib.ConfigError, records.DatasetError) as e:
+  except (config_lib.ConfigError, records.DatasetError, checkpoint.DamagedCheckpoint) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

@@ -45,6 +45,8 @@ def prepare_data(config, workdir: str):
                          '<output of python -m data_prep.build>')
   meta = records.load_metadata(data_dir)
   check_labels(data_dir, meta)
+  for split in records.SPLITS:
+    records.check_shards(data_dir, split)
   return data_dir, meta
 
 
@@ -99,7 +101,8 @@ def train_and_log(config, workdir: str) -> dict:
   bar = tqdm(total=total, initial=start, disable=not lead, unit='step', dynamic_ncols=True)
   last = {}
   batch_size = config.input.num_ids * config.input.tracklets_per_id
-  wait, t_last, logged_at, it = 0.0, time.perf_counter(), start, ds.as_numpy_iterator()
+  wait, t_last, logged_at = 0.0, time.perf_counter(), start
+  it = input_pipeline.numpy_batches(ds)
   warned = False  # TCL saturation, said once
 
   def evaluate_and_keep_best(done):

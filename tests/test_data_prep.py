@@ -417,3 +417,28 @@ def test_bad_out_dir_and_counts_are_one_line_errors(tmp_path):
       build.build('synthetic', str(readonly / 'syn'), spec=TINY, show_progress=False)
   finally:
     os.chmod(readonly, 0o700)
+
+
+def test_damaged_shards_are_named_not_read_as_data(tmp_path):
+  from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'syn'
+  build.build('synthetic', str(out), spec=TINY, show_progress=False)
+  rows = records.load_index(str(out), 'gallery')
+  shard = out / rows[1]['shard']
+  data = bytearray(shard.read_bytes())
+  middle = rows[1]['offset'] + 200  # inside record 1's JPEG bytes
+  data[middle:middle + 50] = bytes(b ^ 0xFF for b in data[middle:middle + 50])
+  shard.write_bytes(bytes(data))
+  records.check_shards(str(out), 'gallery')  # headers are intact: the fast check passes
+  with pytest.raises(records.DatasetError, match=f'{shard}: the record at byte '
+                     f'{rows[1]["offset"]} has corrupt data \\(CRC mismatch\\)'):
+    records.read_record(str(shard), rows[1]['offset'])
+  c = base.get_config('runlocal')
+  with pytest.raises(records.DatasetError, match='corrupt data'):  # raised inside tf.data
+    for _ in input_pipeline.numpy_batches(
+        input_pipeline.eval_dataset(str(out), 'gallery', c, mode='video')):
+      pass
+  shard.write_bytes(bytes(data[:rows[-1]['offset'] + 20]))  # truncated
+  with pytest.raises(records.DatasetError, match='cut short'):
+    records.check_shards(str(out), 'gallery')

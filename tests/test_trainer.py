@@ -5,6 +5,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 from configs import base
 from i2v_jax import trainer
@@ -87,3 +88,49 @@ def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
   events = plugin_event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
   events.Reload()
   assert [e.step for e in events.Tensors('loss/total')] == [1, 2, 3, 4]
+
+
+def _damage(workdir, step, how):
+  folder = os.path.join(workdir, 'checkpoints', str(step))
+  files = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs)
+  data = max(files, key=os.path.getsize)  # the largest array file
+  if how == 'flip':
+    with open(data, 'r+b') as f:
+      f.seek(os.path.getsize(data) // 2)
+      chunk = bytearray(f.read(50))
+      f.seek(os.path.getsize(data) // 2)
+      f.write(bytes(b ^ 0xFF for b in chunk))
+  elif how == 'truncate':
+    with open(data, 'r+b') as f:
+      f.truncate(os.path.getsize(data) // 3)
+  elif how == 'metadata':
+    os.remove(next(p for p in files if os.path.basename(p) == '_METADATA'))
+  elif how == 'empty':
+    shutil.rmtree(folder)
+    os.makedirs(folder)
+
+
+@pytest.mark.parametrize('how', ['flip', 'truncate', 'metadata', 'empty'])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, cli_data_dir,
+                                                                     how, capsys):
+  import jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=4)
+  c.train.checkpoint_every, c.train.eval_every, c.train.keep_checkpoints = 2, 0, 3
+  trainer.train_and_log(c, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints_sha256'))) == ['2.json', '4.json']
+  _damage(workdir, 4, how)
+  ckpt = checkpoint.Checkpoints(workdir, 3)
+  target = train.initial_state(c, 12, train.make_mesh(jax.devices()[:1]))
+  state, step = ckpt.restore(target)
+  ckpt.close()
+  out = capsys.readouterr().out
+  assert step == 2 and 'skipping checkpoint 4' in out  # said which, and why
+  assert ('sha256 mismatch' in out) if how == 'flip' else True
+  assert int(state.step) == 2
+  kept = os.listdir(os.path.join(workdir, 'checkpoints_damaged'))  # moved, not deleted
+  assert len([k for k in kept if k.startswith('4-') and not k.endswith('.json')]) == 1
+  # Training resumes from step 2 and saves step 4 again.
+  trainer.train_and_log(c, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')), key=int)[-1] == '4'

@@ -87,7 +87,7 @@ def extract_features(config, data_dir: str, split: str, *, mode: str, encode_fn,
       process_index=jax.process_index(), process_count=jax.process_count())
   num_rows = len(records.load_index(data_dir, split))
   sums, weights = None, np.zeros(num_rows)
-  for local in ds.as_numpy_iterator():
+  for local in input_pipeline.numpy_batches(ds):
     frames = jax.make_array_from_process_local_data(sharding, local['frames'])
     mask = jax.make_array_from_process_local_data(sharding, local['mask'])
     features, weight = (_local_rows(x) for x in encode_fn(variables, frames, mask))
