@@ -164,6 +164,10 @@ def test_other_rules_are_checked():
   with pytest.raises(config_lib.ConfigError, match='student_frames'):
     config_lib.validate(c)
   c = base.get_config()
+  c.train.checkpoint_every = 0  # was a ZeroDivisionError after compiling
+  with pytest.raises(config_lib.ConfigError, match='train.checkpoint_every=0: must be at least 1'):
+    config_lib.validate(c)
+  c = base.get_config()
   c.eval.protocols = ('i2v', 'v2x')
   with pytest.raises(config_lib.ConfigError, match="'v2x'"):
     config_lib.validate(c)
