@@ -11,7 +11,10 @@ The batch is P=--ids identities x K=--k tracklets of random pixels made in numpy
 one warm-up call (compilation, timed separately), then --runs runs of --steps
 steps; prints the median step time, frames/s (B x T teacher frames per step; the
 student sees M of them), and peak memory (device allocator on GPU/TPU, process
-peak RSS on CPU).
+peak RSS on CPU); then the step's FLOPs from XLA's cost analysis of the compiled
+step, the FLOP/s achieved and, with ``--peak_tflops``, the MFU, and XLA's memory
+analysis. ``--breakdown`` times each part alone on one device (teacher and
+student forward, forward+backward; the loss terms; the optimizer update).
 
 ``--reference torch`` also runs `bench/torch_reference.py` (the same networks and
 losses in PyTorch, eager, fp32) in a child process on the same batch size and
@@ -60,14 +63,16 @@ def run_jax(args, dtype):
       'labels': np.repeat(rng.choice(num_classes, args.ids, replace=False),
                           args.k).astype(np.int32)}, mesh)
   t0 = time.perf_counter()
-  state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
+  compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
+  flops, memory = cost_of(compiled)
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
   times = []
   for _ in range(args.runs):
     t0 = time.perf_counter()
     for _ in range(args.steps):
-      state, metrics = step(state, batch)
+      state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times.append((time.perf_counter() - t0) / args.steps)
   device = jax.devices()[0]
@@ -77,9 +82,83 @@ def run_jax(args, dtype):
   else:
     peak = f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB process peak RSS'
   median = statistics.median(times)
-  return {'dtype': dtype, 'step_s': median, 'frames_per_s': b * t / median,
-          'compile_s': compile_s, 'peak': peak, 'loss': float(metrics['loss/total']),
-          'device': f'{len(jax.devices())} x {device.device_kind} ({jax.default_backend()})'}
+  row = {'dtype': dtype, 'step_s': median, 'frames_per_s': b * t / median,
+         'compile_s': compile_s, 'peak': peak, 'loss': float(metrics['loss/total']),
+         'flops': flops, 'memory': memory, 'devices': len(jax.devices()),
+         'device': f'{len(jax.devices())} x {device.device_kind} ({jax.default_backend()})'}
+  if args.breakdown:
+    row['parts'] = breakdown(args, c, num_classes, state, batch)
+  return row
+
+
+def cost_of(compiled):
+  """(FLOPs per call, 'memory' text) from XLA's cost and memory analyses of a
+  compiled function (FLOPs summed over its programs; None where XLA gives none)."""
+  cost = compiled.cost_analysis()
+  cost = cost if isinstance(cost, (list, tuple)) else [cost]
+  flops = sum(float(c.get('flops', 0.0)) for c in cost if c) or None
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return flops, 'no memory analysis'
+  gib = lambda n: f'{n / 2 ** 30:.2f}'
+  return flops, (f'args {gib(mem.argument_size_in_bytes)} + temp {gib(mem.temp_size_in_bytes)}'
+                 f' + out {gib(mem.output_size_in_bytes)} GiB')
+
+
+def _timed(fn, *args, runs):
+  """(median seconds of a call after a warm-up, FLOPs of one call)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  compiled = jax.jit(fn).lower(*args).compile()
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), cost_of(compiled)[0]
+
+
+def breakdown(args, c, num_classes, state, batch):
+  """Each part of the step alone, on one device: the networks' forward and
+  forward+backward, the loss terms (with their gradient w.r.t. the networks'
+  outputs) and the optimizer update. {part: (seconds, FLOPs)}."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import train  # pylint: disable=g-import-not-at-top
+  from i2v_jax.losses.objective import objective  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  local = lambda tree: jax.device_put(jax.device_get(tree), device)
+  params, stats = local(state.params), local(state.batch_stats)
+  clips, labels = local(batch['clips']), local(batch['labels'])
+  m = c.input.student_frames
+  images = clips[:, :m].reshape((-1,) + clips.shape[2:])
+  teacher, student = train._models(c, num_classes)  # pylint: disable=protected-access
+  parts = {}
+  outputs = {}
+  for name, model, x in (('teacher', teacher, clips), ('student', student, images)):
+    variables = {'params': params[name], 'batch_stats': stats[name]}
+    forward = lambda v, x, model=model: model.apply(v, x, train=True, mutable=['batch_stats'])
+    parts[f'{name} forward'] = _timed(forward, variables, x, runs=args.runs)
+    outputs[name] = jax.jit(forward)(variables, x)[0]
+
+    def fwd_bwd(p, x, model=model, name=name):
+      def loss(p):
+        out, _ = model.apply({'params': p, 'batch_stats': stats[name]}, x, train=True,
+                             mutable=['batch_stats'])
+        return sum(jnp.sum(v.astype(jnp.float32)) for v in jax.tree.leaves(out))
+      return jax.grad(loss)(p)
+    parts[f'{name} forward+backward'] = _timed(fwd_bwd, params[name], x, runs=args.runs)
+  losses = jax.grad(lambda o: objective(o['teacher'], o['student'], labels, c.loss)[0])
+  parts['loss terms (+ their gradient)'] = _timed(losses, outputs, runs=args.runs)
+  tx = train.make_optimizer(c)
+  opt_state = local(state.opt_state)
+
+  def update(p, o):
+    updates, o = tx.update(p, o, p)  # the parameters stand in for their gradients
+    return optax.apply_updates(p, updates), o
+  parts['optimizer update'] = _timed(update, params, opt_state, runs=args.runs)
+  return parts
 
 
 def main():
@@ -94,6 +173,11 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--tiny', action='store_true', help='tiny widths (smoke test)')
   parser.add_argument('--reference', choices=['torch'])
+  parser.add_argument('--peak_tflops', type=float, default=0.0,
+                      help='per-device peak TFLOP/s for MFU (H100 bf16 dense: 990 spec, '
+                      '~800 measured on matmul)')
+  parser.add_argument('--breakdown', action='store_true',
+                      help='also time each part of the step alone (one device)')
   parser.add_argument('--torch_python', default=sys.executable)
   args = parser.parse_args()
   rows = [run_jax(args, d) for d in args.dtype]
@@ -106,6 +190,11 @@ def main():
     print(f'  jax {r["dtype"]:8s}: {r["step_s"] * 1e3:9.1f} ms/step  '
           f'{r["frames_per_s"]:8.1f} frames/s  (compile {r["compile_s"]:.1f} s; '
           f'{r["peak"]}; loss {r["loss"]:.3f})')
+    print(f'      {flops_line(r["flops"], r["step_s"], r["devices"], args.peak_tflops)}; '
+          f'XLA memory: {r["memory"]}')
+    for part, (seconds, flops) in r.get('parts', {}).items():
+      print(f'      {part:32s} {seconds * 1e3:9.1f} ms  '
+            f'{flops_line(flops, seconds, 1, args.peak_tflops)}')
   if args.reference == 'torch':
     cmd = [args.torch_python, os.path.join(REPO, 'bench', 'torch_reference.py'),
            '--ids', str(args.ids), '--k', str(args.k), '--height', str(args.height),
@@ -117,12 +206,26 @@ def main():
     print(f'  torch {ref["version"]} fp32 eager on {ref["device"]}: '
           f'{ref["step_s"] * 1e3:9.1f} ms/step  {ref["frames_per_s"]:8.1f} frames/s  '
           f'(loss {ref["loss"]:.3f})')
+    if not args.tiny:  # the same networks and losses: the same FLOPs as JAX's fp32 step
+      print(f'      {flops_line(rows[0]["flops"], ref["step_s"], 1, args.peak_tflops)} '
+            '(JAX\'s FLOP count)')
     for r in rows:
       if args.tiny:  # torchvision's ResNet has no width knob: not the same network
         print('  (--tiny: the torch reference keeps full width, so no ratio is printed)')
         break
       print(f'  ratio jax {r["dtype"]} / torch fp32: '
             f'{r["frames_per_s"] / ref["frames_per_s"]:.2f}x frames/s')
+
+
+def flops_line(flops, seconds, devices, peak_tflops) -> str:
+  """'X GFLOP, Y TFLOP/s achieved[, MFU Z%]' for ``devices`` running ``seconds``."""
+  if not flops:
+    return 'FLOPs: not reported by XLA'
+  achieved = flops / seconds
+  text = f'{flops / 1e9:,.1f} GFLOP, {achieved / 1e12:.3f} TFLOP/s achieved'
+  if peak_tflops:
+    text += f', MFU {100 * achieved / (peak_tflops * 1e12 * devices):.1f}%'
+  return text
 
 
 if __name__ == '__main__':
