@@ -52,6 +52,11 @@ def read_frame(frame, verify: bool) -> bytes:
   return data
 
 
+def _shard_count(requested: int, num_tracklets: int) -> int:
+  """Shards a split is written in: as requested, at least 1, at most one a tracklet."""
+  return max(1, min(requested, num_tracklets))
+
+
 def _plan_hash(split: str, tracklets: Sequence[Tracklet], num_shards: int) -> str:
   h = hashlib.sha256(f'{records.SCHEMA_VERSION}|{split}|{num_shards}'.encode())
   for t in tracklets:
@@ -81,16 +86,17 @@ def _write_shard(path: str, tracklets: Sequence[Tracklet], verify: bool,
 
 def write_split(out_dir: str, dataset: str, split: str, tracklets: Sequence[Tracklet],
                 num_shards: int, workers: int = 4, verify: bool = True,
-                plan: Optional[Dict[str, str]] = None, show_progress: bool = True
-                ) -> Dict[str, object]:
+                plan: Optional[Dict[str, str]] = None, show_progress: bool = True,
+                digest: Optional[str] = None) -> Dict[str, object]:
   """Writes one split's shards (TFDS file names) and its index; returns the
-  split's summary with its shard names and lengths."""
+  split's summary with its shard names and lengths. ``digest``: the split's
+  `_plan_hash`, when the caller has it already."""
   if not tracklets:
     raise DataError(f'split {split!r} has no tracklets; check --manual_dir')
-  num_shards = max(1, min(num_shards, len(tracklets)))
+  num_shards = _shard_count(num_shards, len(tracklets))
   for stale in glob.glob(os.path.join(out_dir, f'{dataset}-{split}.tfrecord-*.tmp-*')):
     os.remove(stale)  # a shard a killed build was writing
-  digest = _plan_hash(split, tracklets, num_shards)
+  digest = digest or _plan_hash(split, tracklets, num_shards)
   plan = plan if plan is not None else {}
   if plan.get(split) != digest:  # another build's shards: start afresh
     for old in glob.glob(os.path.join(out_dir, f'{dataset}-{split}.tfrecord*')):
@@ -220,7 +226,7 @@ def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
     raise DataError(f'{out_dir}: --out_dir is a file; choose a folder (new or a '
                     'previous build of this dataset)')
   counts_of = lambda split, ts: (shards_per_split or {}).get(split, max(1, len(ts) // 256))
-  wanted_plan = {split: _plan_hash(split, ts, max(1, min(counts_of(split, ts), len(ts))))
+  wanted_plan = {split: _plan_hash(split, ts, _shard_count(counts_of(split, ts), len(ts)))
                  for split, ts in splits.items()}
   if os.path.exists(os.path.join(out_dir, 'metadata.json')):
     if _read_json(os.path.join(out_dir, 'build-plan.json')) == wanted_plan:
@@ -248,7 +254,7 @@ def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
   for split, tracklets in splits.items():
     counts[split] = write_split(staging, builder.name, split, tracklets,
                                 counts_of(split, tracklets), workers, verify, plan,
-                                show_progress)
+                                show_progress, digest=wanted_plan[split])
   meta = dataset_metadata(builder.name, splits, protocol, source_files)
   write_info(staging, builder, counts, meta)
   # The complete build takes out_dir's place; the old one is deleted only after.
