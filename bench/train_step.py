@@ -1,7 +1,7 @@
 r"""Train-step throughput and memory of the full MDKT step, from in-memory batches.
 
     python bench/train_step.py [--ids 2 --k 4] [--dtype float32 bfloat16] [--runs 5]
-        [--steps 3] [--reference torch [--torch_python PATH]]
+        [--steps 3] [--reference torch [--torch_compile] [--torch_python PATH]]
 
 ResNet-50 teacher with TKP's five non-local blocks on T=4-frame clips plus a
 ResNet-50 student on M=4 images, 256x128, every MDKT term (ID and batch-hard
@@ -17,9 +17,12 @@ analysis. ``--breakdown`` times each part alone on one device (teacher and
 student forward, forward+backward; the loss terms; the optimizer update).
 
 ``--reference torch`` also runs `bench/torch_reference.py` (the same networks and
-losses in PyTorch, eager, fp32) in a child process on the same batch size and
-prints the JAX / PyTorch throughput ratio; ``--torch_python`` names an
-interpreter that has torch and torchvision (default: this one).
+losses in PyTorch) in a child process on the same batch, eager in each --dtype
+(bfloat16 as autocast) and, with ``--torch_compile``, under ``torch.compile``
+too; it checks that the PyTorch networks have exactly JAX's trainable-parameter
+count, gives the PyTorch step JAX's FLOP count, and prints each JAX / PyTorch
+throughput ratio; ``--torch_python`` names an interpreter that has torch
+(default: this one).
 """
 
 import argparse
@@ -85,6 +88,7 @@ def run_jax(args, dtype):
   row = {'dtype': dtype, 'step_s': median, 'frames_per_s': b * t / median,
          'compile_s': compile_s, 'peak': peak, 'loss': float(metrics['loss/total']),
          'flops': flops, 'memory': memory, 'devices': len(jax.devices()),
+         'params': sum(x.size for x in jax.tree.leaves(state.params)),
          'device': f'{len(jax.devices())} x {device.device_kind} ({jax.default_backend()})'}
   if args.breakdown:
     row['parts'] = breakdown(args, c, num_classes, state, batch)
@@ -178,6 +182,8 @@ def main():
                       '~800 measured on matmul)')
   parser.add_argument('--breakdown', action='store_true',
                       help='also time each part of the step alone (one device)')
+  parser.add_argument('--torch_compile', action='store_true',
+                      help='--reference torch: also time the step under torch.compile')
   parser.add_argument('--torch_python', default=sys.executable)
   args = parser.parse_args()
   rows = [run_jax(args, d) for d in args.dtype]
@@ -196,25 +202,42 @@ def main():
       print(f'      {part:32s} {seconds * 1e3:9.1f} ms  '
             f'{flops_line(flops, seconds, 1, args.peak_tflops)}')
   if args.reference == 'torch':
-    cmd = [args.torch_python, os.path.join(REPO, 'bench', 'torch_reference.py'),
-           '--ids', str(args.ids), '--k', str(args.k), '--height', str(args.height),
-           '--width', str(args.width), '--runs', str(args.runs), '--steps', str(args.steps)]
-    if args.tiny:
-      cmd.append('--tiny')
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    ref = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f'  torch {ref["version"]} fp32 eager on {ref["device"]}: '
-          f'{ref["step_s"] * 1e3:9.1f} ms/step  {ref["frames_per_s"]:8.1f} frames/s  '
-          f'(loss {ref["loss"]:.3f})')
-    if not args.tiny:  # the same networks and losses: the same FLOPs as JAX's fp32 step
-      print(f'      {flops_line(rows[0]["flops"], ref["step_s"], 1, args.peak_tflops)} '
-            '(JAX\'s FLOP count)')
-    for r in rows:
-      if args.tiny:  # torchvision's ResNet has no width knob: not the same network
-        print('  (--tiny: the torch reference keeps full width, so no ratio is printed)')
-        break
-      print(f'  ratio jax {r["dtype"]} / torch fp32: '
-            f'{r["frames_per_s"] / ref["frames_per_s"]:.2f}x frames/s')
+    torch_reference(args, rows)
+
+
+def torch_reference(args, rows):
+  """Runs bench/torch_reference.py for each JAX dtype (eager, and compiled with
+  --torch_compile) and prints its rows and the JAX / PyTorch ratios."""
+  jax_rows = {r['dtype']: r for r in rows}
+  refs = []
+  for dtype in args.dtype:
+    for mode in ['eager'] + (['compile'] if args.torch_compile else []):
+      cmd = [args.torch_python, os.path.join(REPO, 'bench', 'torch_reference.py'),
+             '--ids', str(args.ids), '--k', str(args.k), '--height', str(args.height),
+             '--width', str(args.width), '--runs', str(args.runs), '--steps', str(args.steps),
+             '--dtype', dtype] + (['--tiny'] if args.tiny else []) + (
+                 ['--compile'] if mode == 'compile' else [])
+      out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+      refs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+  if refs[0]['params'] != rows[0]['params']:
+    raise SystemExit(f'bench/torch_reference.py: {refs[0]["params"]:,} trainable parameters, '
+                     f'JAX has {rows[0]["params"]:,}: not the same networks; make the two '
+                     'agree before comparing them.')
+  print(f'  torch {refs[0]["version"]} on {refs[0]["device"]} '
+        f'(same networks: {rows[0]["params"]:,} trainable parameters in both):')
+  for ref in refs:
+    jax_row = jax_rows[ref['dtype']]
+    print(f'  torch {ref["dtype"]:8s} {ref["mode"]:7s}: {ref["step_s"] * 1e3:9.1f} ms/step  '
+          f'{ref["frames_per_s"]:8.1f} frames/s  (first step {ref["first_step_s"]:.1f} s; '
+          f'loss {ref["loss"]:.3f})')
+    print(f'      {flops_line(jax_row["flops"], ref["step_s"], 1, args.peak_tflops)} '
+          '(JAX\'s FLOP count); '
+          f'ratio jax / torch: {jax_row["frames_per_s"] / ref["frames_per_s"]:.2f}x frames/s')
+  eager32 = [r for r in refs if r['dtype'] == 'float32' and r['mode'] == 'eager']
+  for r in rows:
+    if eager32 and r['dtype'] != 'float32':
+      print(f'  ratio jax {r["dtype"]} / torch float32 eager: '
+            f'{r["frames_per_s"] / eager32[0]["frames_per_s"]:.2f}x frames/s')
 
 
 def flops_line(flops, seconds, devices, peak_tflops) -> str:
