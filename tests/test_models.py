@@ -1,5 +1,6 @@
 """Teacher, student, non-local block: shapes at full size, behaviour at tiny size."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,6 +9,7 @@ import pytest
 
 from configs import base
 from i2v_jax.models import StudentNet, TeacherNet, build_models
+from i2v_jax.models.layers import PointwiseConv, conv_init
 from i2v_jax.models.nonlocal_block import NonLocalBlock
 
 TINY = dict(stage_sizes=(1, 2, 2, 1), width=8, num_classes=5)
@@ -48,6 +50,35 @@ def test_resnet50_teacher_and_student_shapes_at_256x128():
   # BN-neck has no bias; classifier has no bias.
   assert set(sv['params']['head']['bnneck']) == {'scale'}
   assert set(sv['params']['head']['classifier']) == {'kernel'}
+
+
+@pytest.mark.parametrize('strides,use_bias,dtype,size', [
+    (1, False, jnp.float32, (6, 4)), (2, False, jnp.float32, (7, 5)),
+    (1, True, jnp.float32, (6, 4)), (2, True, jnp.bfloat16, (6, 4))])
+def test_pointwise_conv_is_flax_1x1_conv(strides, use_bias, dtype, size):
+  """Same parameter tree and initial values as nn.Conv(features, (1, 1)) of the
+  same name, and the same outputs and gradients (odd sizes: a strided 1x1 conv
+  keeps pixels 0, s, 2s, ...)."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3,) + size + (8,)), jnp.float32)
+  ours = PointwiseConv(5, strides=strides, use_bias=use_bias, dtype=dtype, name='c')
+  flax_conv = nn.Conv(5, (1, 1), strides=(strides, strides), padding='VALID',
+                      use_bias=use_bias, kernel_init=conv_init, dtype=dtype,
+                      param_dtype=jnp.float32, name='c')
+  v_ours, v_flax = ours.init(jax.random.key(3), x), flax_conv.init(jax.random.key(3), x)
+  assert jax.tree.structure(v_ours) == jax.tree.structure(v_flax)
+  for a, b in zip(jax.tree.leaves(v_ours), jax.tree.leaves(v_flax)):
+    np.testing.assert_array_equal(a, b)
+  v = jax.tree.map(lambda a: a + 0.5, v_flax)  # a non-zero bias too
+  y_ours, y_flax = ours.apply(v, x), flax_conv.apply(v, x)
+  assert y_ours.shape == y_flax.shape and y_ours.dtype == y_flax.dtype == dtype
+  tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5
+  np.testing.assert_allclose(np.asarray(y_ours, np.float32), np.asarray(y_flax, np.float32),
+                             rtol=tol, atol=tol)
+  grad = lambda model: jax.grad(
+      lambda v, x: jnp.sum(jnp.sin(model.apply(v, x).astype(jnp.float32))), (0, 1))(v, x)
+  for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(flax_conv))):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())))
 
 
 def test_tiny_teacher_and_student_forward_and_backward():

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from i2v_jax.models.layers import batch_norm, conv_init
+from i2v_jax.models.layers import PointwiseConv, batch_norm
 
 
 class NonLocalBlock(nn.Module):
@@ -42,9 +42,7 @@ class NonLocalBlock(nn.Module):
     chex.assert_rank(x, 5)
     b, t, h, w, c = x.shape
     ci = self.inter_channels or max(c // 2, 1)
-    conv = lambda f, name: nn.Conv(f, (1, 1), kernel_init=conv_init,
-                                   dtype=self.dtype, param_dtype=jnp.float32,
-                                   name=name)
+    conv = lambda f, name: PointwiseConv(f, use_bias=True, dtype=self.dtype, name=name)
     frames = x.reshape(b * t, h, w, c)
     pool = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2), padding='VALID')
     theta = conv(ci, 'theta')(frames).reshape(b, t * h * w, ci)

@@ -17,7 +17,7 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 
-from i2v_jax.models.layers import batch_norm, conv_init
+from i2v_jax.models.layers import PointwiseConv, batch_norm, conv_init
 from i2v_jax.models.nonlocal_block import NonLocalBlock
 
 class Bottleneck(nn.Module):
@@ -30,19 +30,18 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = lambda f, k, s, p, name: nn.Conv(
-        f, (k, k), strides=(s, s), padding=((p, p), (p, p)), use_bias=False,
-        kernel_init=conv_init, dtype=self.dtype, param_dtype=jnp.float32,
-        name=name)
+    conv1x1 = lambda f, s, name: PointwiseConv(f, strides=s, dtype=self.dtype, name=name)
     bn = lambda name: batch_norm(train, self.bn_axis_name, self.dtype, name)
     out_features = self.features * self.expansion
 
-    y = nn.relu(bn('bn1')(conv(self.features, 1, 1, 0, 'conv1')(x)))
-    y = nn.relu(bn('bn2')(conv(self.features, 3, self.strides, 1, 'conv2')(y)))
-    y = bn('bn3')(conv(out_features, 1, 1, 0, 'conv3')(y))
+    y = nn.relu(bn('bn1')(conv1x1(self.features, 1, 'conv1')(x)))
+    y = nn.relu(bn('bn2')(nn.Conv(
+        self.features, (3, 3), strides=(self.strides, self.strides),
+        padding=((1, 1), (1, 1)), use_bias=False, kernel_init=conv_init,
+        dtype=self.dtype, param_dtype=jnp.float32, name='conv2')(y)))
+    y = bn('bn3')(conv1x1(out_features, 1, 'conv3')(y))
     if self.strides != 1 or x.shape[-1] != out_features:
-      x = bn('downsample_bn')(
-          conv(out_features, 1, self.strides, 0, 'downsample_conv')(x))
+      x = bn('downsample_bn')(conv1x1(out_features, self.strides, 'downsample_conv')(x))
     return nn.relu(x + y)
 
 
