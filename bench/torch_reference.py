@@ -162,6 +162,7 @@ def main():
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--compile', action='store_true', help='torch.compile the step')
   args = parser.parse_args()
+  torch.manual_seed(0)  # the same initial weights every run
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   num_classes, t, m = 625, 4, 4
   teacher = ReID(num_classes, frames=t, tiny=args.tiny).to(device)

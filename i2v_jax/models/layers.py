@@ -41,8 +41,9 @@ class PointwiseConv(nn.Module):
   (``kernel`` (1, 1, C_in, features), optional ``bias``, same names, shapes and
   initial values), so checkpoints, ``convert.py`` and ``export.py`` are unchanged,
   and the same result up to float summation order; a stride s keeps every s-th
-  pixel, as the strided 1x1 convolution does. Why: XLA:CPU runs this dot and its
-  gradients 1.3-3.9x faster than the convolution (``bench/RESULTS.md``); on
+  pixel, as the strided 1x1 convolution does. Why: XLA:CPU runs this dot with its
+  gradients 1.5-3x faster than the convolution at ResNet-50 shapes, which makes
+  the MDKT step 1.8x faster (``bench/conv_cpu.py``, ``bench/RESULTS.md``); on
   GPU/TPU both are one matrix-unit product.
 
   Attributes:
