@@ -1,6 +1,6 @@
 r"""Convolution forms on the JAX backend: why 1x1 convolutions are matrix products.
 
-    python bench/conv_cpu.py [--runs 5] [--batch 64]
+    python bench/conv_cpu.py [--runs 5] [--batch 64] [--dtype float32|bfloat16]
 
 Times forward and forward+backward (gradients w.r.t. input and kernel of
 sum(y**2)) at ResNet-50 shapes for a 256x128 input:
@@ -9,7 +9,8 @@ sum(y**2)) at ResNet-50 shapes for a 256x128 input:
   * 3x3: XLA's own convolution gradients against a custom VJP whose kernel
     gradient is an im2col matrix product (the alternative that was measured and
     not adopted).
-Each form is compiled alone; median of --runs calls after a warm-up; prints
+``--dtype`` is the compute dtype (kernels stay float32 for the 1x1 modules, as
+in the model). Each form is compiled alone; median of --runs calls after a warm-up; prints
 milliseconds and the ratio to the first form of each pair, and the largest
 relative difference of the results (same maths, float rounding only).
 """
@@ -72,7 +73,8 @@ conv3x3_im2col_grad.defvjp(_fwd, _bwd)
 
 
 def rel_diff(a, b):
-  return max(float(jnp.abs(u - v).max() / jnp.abs(u).max())
+  f32 = lambda a: a.astype(jnp.float32)
+  return max(float(jnp.abs(f32(u) - f32(v)).max() / jnp.abs(f32(u)).max())
              for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
@@ -80,10 +82,12 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--runs', type=int, default=5)
   parser.add_argument('--batch', type=int, default=64, help='frames (teacher+student: 64)')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   args = parser.parse_args()
+  dtype = jnp.dtype(args.dtype)
   rng = np.random.default_rng(0)
   n = args.batch
-  print(f'{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {n}, '
+  print(f'{jax.devices()[0].device_kind} ({jax.default_backend()}), {args.dtype}, batch {n}, '
         f'median of {args.runs}; ms, ratio to the first form')
   # (H, W, C_in, C_out, stride) of 1x1 convolutions in ResNet-50 at 256x128.
   for h, w, ci, co, s in [(64, 32, 64, 256, 1), (32, 16, 512, 128, 1),
@@ -92,21 +96,21 @@ def main():
     rows = []
     for name, module in (
         ('nn.Conv 1x1', nn.Conv(co, (1, 1), strides=(s, s), padding='VALID', use_bias=False,
-                                kernel_init=conv_init)),
-        ('PointwiseConv', PointwiseConv(co, strides=s))):
+                                kernel_init=conv_init, dtype=dtype)),
+        ('PointwiseConv', PointwiseConv(co, strides=s, dtype=dtype))):
       v = module.init(jax.random.key(0), x)
       fwd, _ = timed(module.apply, v, x, runs=args.runs)
-      both, grads = timed(jax.grad(lambda v, x, m=module: jnp.sum(m.apply(v, x) ** 2), (0, 1)),
+      both, grads = timed(jax.grad(lambda v, x, m=module: jnp.sum(m.apply(v, x).astype(jnp.float32) ** 2), (0, 1)),
                           v, x, runs=args.runs)
       rows.append((name, fwd, both, grads))
     print_pair(f'1x1 {h}x{w}x{ci}->{co}, stride {s}', rows)
   for h, w, c in [(64, 32, 64), (32, 16, 128), (16, 8, 256), (16, 8, 512)]:
-    x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
-    k = jnp.asarray(rng.standard_normal((3, 3, c, c)) * 0.01, jnp.float32)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c)), dtype)
+    k = jnp.asarray(rng.standard_normal((3, 3, c, c)) * 0.01, dtype)
     rows = []
     for name, fn in (('XLA gradients', conv3x3), ('im2col kernel gradient', conv3x3_im2col_grad)):
       fwd, _ = timed(fn, x, k, runs=args.runs)
-      both, grads = timed(jax.grad(lambda x, k, fn=fn: jnp.sum(fn(x, k) ** 2), (0, 1)),
+      both, grads = timed(jax.grad(lambda x, k, fn=fn: jnp.sum(fn(x, k).astype(jnp.float32) ** 2), (0, 1)),
                           x, k, runs=args.runs)
       rows.append((name, fwd, both, grads))
     print_pair(f'3x3 {h}x{w}x{c}->{c}', rows)
