@@ -12,8 +12,9 @@ one warm-up call (compilation, timed separately), then --runs runs of --steps
 steps; prints the median step time, frames/s (B x T teacher frames per step; the
 student sees M of them), and peak memory (device allocator on GPU/TPU, process
 peak RSS on CPU); then the step's FLOPs from XLA's cost analysis of the compiled
-step, the FLOP/s achieved and, with ``--peak_tflops``, the MFU, and XLA's memory
-analysis. ``--breakdown`` times each part alone on one device (teacher and
+step (one device's program times the number of devices), the FLOP/s achieved and,
+with ``--peak_tflops`` (per device), the MFU, and XLA's memory analysis (one
+device's). ``--breakdown`` times each part alone on one device (teacher and
 student forward, forward+backward; the loss terms; the optimizer update).
 
 ``--reference torch`` also runs `bench/torch_reference.py` (the same networks and
@@ -69,6 +70,8 @@ def run_jax(args, dtype):
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
   flops, memory = cost_of(compiled)
+  if flops:  # XLA counts one device's program of the SPMD step: the whole step is all of them
+    flops *= len(jax.devices())
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   times = []
@@ -217,7 +220,11 @@ def torch_reference(args, rows):
              '--width', str(args.width), '--runs', str(args.runs), '--steps', str(args.steps),
              '--dtype', dtype] + (['--tiny'] if args.tiny else []) + (
                  ['--compile'] if mode == 'compile' else [])
-      out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+      out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+      if out.returncode:
+        last = (out.stderr.strip().splitlines() or ['(no output)'])[-1]
+        raise SystemExit(f'bench/torch_reference.py under {args.torch_python} failed: {last}; '
+                         'pass --torch_python=<an interpreter that has torch>')
       refs.append(json.loads(out.stdout.strip().splitlines()[-1]))
   if refs[0]['params'] != rows[0]['params']:
     raise SystemExit(f'bench/torch_reference.py: {refs[0]["params"]:,} trainable parameters, '
@@ -225,6 +232,9 @@ def torch_reference(args, rows):
                      'agree before comparing them.')
   print(f'  torch {refs[0]["version"]} on {refs[0]["device"]} '
         f'(same networks: {rows[0]["params"]:,} trainable parameters in both):')
+  devices = rows[0]['devices']
+  if devices > 1:  # PyTorch runs on one device: compare per device
+    print(f'  (JAX ran on {devices} devices, PyTorch on one: ratios are per device)')
   for ref in refs:
     jax_row = jax_rows[ref['dtype']]
     print(f'  torch {ref["dtype"]:8s} {ref["mode"]:7s}: {ref["step_s"] * 1e3:9.1f} ms/step  '
@@ -232,12 +242,13 @@ def torch_reference(args, rows):
           f'loss {ref["loss"]:.3f})')
     print(f'      {flops_line(jax_row["flops"], ref["step_s"], 1, args.peak_tflops)} '
           '(JAX\'s FLOP count); '
-          f'ratio jax / torch: {jax_row["frames_per_s"] / ref["frames_per_s"]:.2f}x frames/s')
+          f'ratio jax / torch: '
+          f'{jax_row["frames_per_s"] / devices / ref["frames_per_s"]:.2f}x frames/s')
   eager32 = [r for r in refs if r['dtype'] == 'float32' and r['mode'] == 'eager']
   for r in rows:
     if eager32 and r['dtype'] != 'float32':
       print(f'  ratio jax {r["dtype"]} / torch float32 eager: '
-            f'{r["frames_per_s"] / eager32[0]["frames_per_s"]:.2f}x frames/s')
+            f'{r["frames_per_s"] / devices / eager32[0]["frames_per_s"]:.2f}x frames/s')
 
 
 def flops_line(flops, seconds, devices, peak_tflops) -> str:
