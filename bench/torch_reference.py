@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class NonLocal(nn.Module):
   def __init__(self, channels, frames):
     super().__init__()

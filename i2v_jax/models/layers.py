@@ -49,7 +49,8 @@ class PointwiseConv(nn.Module):
   Attributes:
     features: output channels.
     strides: spatial stride (H and W of NHWC input).
-    use_bias: add a learned bias (zeros at init), as ``nn.Conv``'s default.
+    use_bias: add a learned bias, zeros at init (the non-local block's 1x1
+      convolutions have one, the ResNet's do not).
     kernel_init: initialiser of the (1, 1, C_in, features) kernel.
     dtype: compute dtype (parameters stay float32).
   """
