@@ -14,7 +14,8 @@ locked, so a misspelt key is an error that names it.
 
 Presets (SPEC §4; weights are the terms' multipliers, 0 turns a term off):
   mdkt          ID + batch-hard triplet on both networks, TCL teacher->student,
-                mutual learning (logit KL both ways + reverse TCL). Joint training.
+                mutual learning (logit KL both ways + reverse TCL, loss.tcl.reverse).
+                Joint training.
   tkp           ID + triplet on both networks + TKP cross-modal triplets + TKP
                 feature and distance-matrix terms (Gu et al., ICCV 2019).
   vkd           VKD's second stage (Porrello et al., ECCV 2020; aimagelab/VKD
@@ -102,8 +103,18 @@ def get_config(arg=None):
   c.loss.triplet.distance = 'euclidean'     # euclidean | cosine
   c.loss.tcl = ml_collections.ConfigDict()
   c.loss.tcl.weight = 1.0
-  c.loss.tcl.temperature = 0.1
+  c.loss.tcl.reverse = 0.5           # reverse TCL KL(sg(pi_S) || pi_T), part of mutual
+                                     # learning; 0 = one-way TCL ("Besides the TCL loss,
+                                     # we adopt mutual learning": logit ML only)
+  c.loss.tcl.temperature = 0.1       # tau_S (and tau_T unless teacher_temperature)
+  c.loss.tcl.teacher_temperature = 0.0  # tau_T; 0 = temperature. tau_T < tau_S: a sharper
+                                        # teacher target (the "contrast" reading)
   c.loss.tcl.num_negatives = 1       # 1 = hardest pair; k>1 = all positives + k nearest negatives
+  c.loss.tcl.neighbours = 0          # k>0: neighbourhood TCL, the anchor's k nearest
+                                     # candidates by the teacher, whatever their identity
+                                     # ("the local structure consisting of nearest neighbors")
+  c.loss.tcl.feature = 'features'    # features (before the BN-neck) | bn_features (after
+                                     # it; needs teacher_level=clip)
   c.loss.tcl.mine_on = 'teacher'     # teacher | student
   c.loss.tcl.teacher_level = 'frame'  # frame | clip
   c.loss.tcl.distance = 'cosine'     # cosine | euclidean
@@ -114,7 +125,6 @@ def get_config(arg=None):
   c.loss.mutual.student_from_teacher = 1.0  # tau^2 KL(sg(s(z_T/tau)) || s(z_S/tau))
   c.loss.mutual.teacher_from_student = 1.0  # tau^2 KL(sg(s(z_S/tau)) || s(z_T/tau))
   c.loss.mutual.temperature = 1.0
-  c.loss.mutual.reverse_tcl = 0.5           # KL(sg(pi_S) || pi_T)
   c.loss.tkp = ml_collections.ConfigDict()
   c.loss.tkp.feature = 0.0
   c.loss.tkp.distance = 0.0
@@ -202,7 +212,7 @@ def _transfer_off(loss):
   """No term that couples the two networks (TCL, mutual learning)."""
   loss.tcl.weight = 0.0
   loss.mutual.student_from_teacher = loss.mutual.teacher_from_student = 0.0
-  loss.mutual.reverse_tcl = 0.0
+  loss.tcl.reverse = 0.0
 
 
 def _apply_preset(c, preset):

@@ -61,6 +61,7 @@ CHOICES = {
     'loss.tcl.teacher_level': ('frame', 'clip'),
     'loss.tcl.distance': ('cosine', 'euclidean'),
     'loss.tcl.distance_scale': ('none', 'mean'),
+    'loss.tcl.feature': ('features', 'bn_features'),
     'teacher.mode': ('joint', 'frozen'),
     'teacher.bn_mode': ('running', 'batch'),
     'parallel.mining_scope': ('global', 'local'),
@@ -74,6 +75,9 @@ CHOICES = {
     'eval.query_frame': ('first', 'middle'),
 }
 NETWORKS = ('teacher', 'student')
+# Keys that moved: old -> new. A command line naming the old key is refused with
+# the new name; a saved config.json with the old key is read under the new one.
+RENAMED = {'loss.mutual.reverse_tcl': 'loss.tcl.reverse'}
 PROTOCOLS = ('i2v', 'v2v', 'i2i', 'v2i')
 
 # What may differ from the workdir's config.json. Evaluate mode: evaluation
@@ -114,6 +118,15 @@ def validate(config) -> None:
               'input.num_ids', 'input.tracklets_per_id', 'input.clip_len'):
     if get(config, key) < 1:
       raise ConfigError(f'config {key}={get(config, key)!r}: must be at least 1')
+  tcl = config.loss.tcl
+  if tcl.neighbours < 0 or tcl.teacher_temperature < 0 or tcl.temperature <= 0:
+    raise ConfigError(f'config loss.tcl.neighbours={tcl.neighbours}, temperature='
+                      f'{tcl.temperature}, teacher_temperature={tcl.teacher_temperature}: '
+                      'temperature must be > 0, the others >= 0 (0 = off)')
+  if tcl.feature == 'bn_features' and tcl.teacher_level != 'clip':
+    raise ConfigError("config loss.tcl.feature='bn_features' needs "
+                      "--config.loss.tcl.teacher_level=clip (the teacher's BN-neck "
+                      'normalises clip features, not frames)')
   if config.input.student_frames > config.input.clip_len:
     raise ConfigError(f'config input.student_frames={config.input.student_frames} > '
                      f'input.clip_len={config.input.clip_len}: M images come from the '
@@ -149,10 +162,37 @@ def load_saved(workdir: str, defaults: Optional[ml_collections.ConfigDict] = Non
     raise ConfigError(f'{path} not found: --workdir={workdir} holds no trained run; '
                             'pass --config=<config file> to train one')
   with open(path) as f:
-    saved = _tuples(json.load(f))
+    saved = _tuples(migrate(json.load(f)))
   config = ml_collections.ConfigDict(_merge(defaults.to_dict() if defaults else {}, saved))
   config.lock()
   return config
+
+
+def migrate(saved: dict) -> dict:
+  """A saved config with every `RENAMED` key under its new name."""
+  saved = json.loads(json.dumps(saved))
+  for old, new in RENAMED.items():
+    *old_path, old_leaf = old.split('.')
+    node = saved
+    for part in old_path:
+      node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and old_leaf in node:
+      value = node.pop(old_leaf)
+      *new_path, new_leaf = new.split('.')
+      target = saved
+      for part in new_path:
+        target = target.setdefault(part, {})
+      target[new_leaf] = value
+  return saved
+
+
+def renamed_flag(argv: Sequence[str]) -> Optional[str]:
+  """The one-line refusal of a ``--config.<old key>`` flag, or None."""
+  for arg in argv:
+    key = arg.partition('=')[0][len('--config.'):] if arg.startswith('--config.') else ''
+    if key in RENAMED:
+      return f'--config.{key} was renamed: use --config.{RENAMED[key]}'
+  return None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -180,11 +220,14 @@ def refuse_changes(config, workdir: str, may_change: Optional[Sequence[str]],
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    saved = json.load(f)
+    saved = migrate(json.load(f))
   diff = config_diff(saved, json.loads(config.to_json_best_effort()))
   allowed = lambda k: may_change is None or any(
       k == p or (p.endswith('.') and k.startswith(p)) for p in may_change)
-  refused = [f'{k}: {a!r} -> {b!r}' for k, a, b in diff if not allowed(k)]
+  # A key the saved config lacks was added to the code after the run; new keys
+  # default to the behaviour from before they existed, so that is no change.
+  known = flatten(saved)
+  refused = [f'{k}: {a!r} -> {b!r}' for k, a, b in diff if not allowed(k) and k in known]
   if refused:
     raise ConfigError(
         f'{what}: the config differs from {path} in {"; ".join(refused)}. Drop --config to '

@@ -39,6 +39,10 @@ SAVED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse_flags(argv):
   """absl flags, with ``--config=configs/workdir.py:<workdir>`` when --config is absent."""
+  renamed = config_lib.renamed_flag(argv)
+  if renamed:
+    print(f'error: {renamed}', file=sys.stderr)
+    sys.exit(2)
   if not any(a == '--config' or a.startswith('--config=') for a in argv):
     workdir = [a.split('=', 1)[1] if '=' in a else b
                for a, b in zip(argv, argv[1:] + [''])

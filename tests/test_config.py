@@ -37,7 +37,7 @@ def test_presets_select_their_losses():
   terms, cfg = active('mdkt')
   assert terms == {'id/teacher', 'id/student', 'triplet/teacher', 'triplet/student',
                    'tcl', 'mutual/student_from_teacher',
-                   'mutual/teacher_from_student', 'mutual/reverse_tcl'}
+                   'mutual/teacher_from_student', 'tcl/reverse'}
   assert cfg.teacher.mode == 'joint' and cfg.model.nonlocal_blocks.enabled
   terms, cfg = active('tkp')
   assert terms == {'id/teacher', 'id/student', 'triplet/teacher', 'triplet/student',

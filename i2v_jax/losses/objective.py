@@ -15,6 +15,9 @@ ordered tracklet-major: student row b·M + m is frame m of clip b.
     teacher's counterpart of a set is the mean of the same M frames' features
     (the clip feature when M = T). With M = 1 both levels are the same.
 
+TCL on the BN-neck features (``loss.tcl.feature='bn_features'``) exists at clip
+level only: the teacher's BN-neck normalises clip features, not frames.
+
 TCL at ``teacher_level='clip'`` compares each student row with *tracklets*:
 candidates are one per tracklet (teacher: clip feature v_j; student: the mean
 of its M image features), and the anchor's own tracklet is excluded, so no two
@@ -72,6 +75,10 @@ class Aligned:
   s_feat: Optional[jnp.ndarray] = None       # (B·m, D) student rows
   s_logits: Optional[jnp.ndarray] = None     # (B·m, C)
   s_images: Optional[jnp.ndarray] = None     # (B·M, D) per-image student features
+  t_bn: Optional[jnp.ndarray] = None         # (B, D) teacher clip BN-neck features
+  t_bn_rep: Optional[jnp.ndarray] = None     # (B·m, D) the same per row
+  s_bn: Optional[jnp.ndarray] = None         # (B·m, D) student rows after the BN-neck
+  s_bn_images: Optional[jnp.ndarray] = None  # (B·M, D) per image after the BN-neck
 
 
 Compute = Callable[[Aligned, ml_collections.ConfigDict], Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]
@@ -101,24 +108,30 @@ def _intra_triplet(feat, labels, index):
 
 
 def _tcl(direction: str):
-  """TCL (direction teacher_to_student) or reverse TCL, at frame or clip level."""
+  """TCL (direction teacher_to_student) or reverse TCL, at frame or clip level,
+  on the features before the BN-neck or (clip level only) after it."""
   def compute(a: Aligned, loss):
-    if loss.tcl.teacher_level == 'frame':
+    tcl = loss.tcl
+    if tcl.teacher_level == 'frame':
       args = (a.s_feat, a.gather(a.s_feat), a.t_frames, a.gather(a.t_frames),
               a.labels_s, a.gather(a.labels_s))
       indices = dict(anchor_index=a.index_s, cand_index=a.gather(a.index_s))
     else:  # candidates are tracklets: clip features and student set means
+      bn = tcl.feature == 'bn_features'
+      s_rows, s_images = (a.s_bn, a.s_bn_images) if bn else (a.s_feat, a.s_images)
+      t_clip, t_rep = (a.t_bn, a.t_bn_rep) if bn else (a.t_feat, a.t_clip_rep)
       b = a.labels.shape[0]
-      s_sets = a.s_images.reshape(b, a.m_images, -1).mean(axis=1)
-      args = (a.s_feat, a.gather(s_sets), a.t_clip_rep, a.gather(a.t_feat),
+      s_sets = s_images.reshape(b, a.m_images, -1).mean(axis=1)
+      args = (s_rows, a.gather(s_sets), t_rep, a.gather(t_clip),
               a.labels_s, a.gather(a.labels))
       indices = dict(anchor_index=jnp.repeat(a.index_t, a.m),
                      cand_index=a.gather(a.index_t))
     return triplet_contrast(
-        *args, direction=direction, temperature=loss.tcl.temperature,
-        num_negatives=loss.tcl.num_negatives, mine_on=loss.tcl.mine_on,
-        distance=loss.tcl.distance, distance_scale=loss.tcl.distance_scale,
-        cross=loss.tcl.cross_network and direction == 'teacher_to_student', **indices)
+        *args, direction=direction, temperature=tcl.temperature,
+        teacher_temperature=tcl.teacher_temperature, num_negatives=tcl.num_negatives,
+        neighbours=tcl.neighbours, mine_on=tcl.mine_on, distance=tcl.distance,
+        distance_scale=tcl.distance_scale,
+        cross=tcl.cross_network and direction == 'teacher_to_student', **indices)
   return compute
 
 
@@ -142,14 +155,13 @@ TERMS: Dict[str, Term] = {
         lambda a, l: batch_hard_triplet(a.t_feat, a.labels, a.gather(a.s_feat),
                                         a.gather(a.labels_s), **_triplet_kw(l))),
     'tcl': Term('tcl.weight', ('teacher', 'student'), _tcl('teacher_to_student')),
+    'tcl/reverse': Term('tcl.reverse', ('teacher', 'student'), _tcl('student_to_teacher')),
     'mutual/student_from_teacher': Term(
         'mutual.student_from_teacher', ('teacher', 'student'),
         lambda a, l: logit_kl(a.t_logits_rep, a.s_logits, l.mutual.temperature)),
     'mutual/teacher_from_student': Term(
         'mutual.teacher_from_student', ('teacher', 'student'),
         lambda a, l: logit_kl(a.s_logits, a.t_logits_rep, l.mutual.temperature)),
-    'mutual/reverse_tcl': Term('mutual.reverse_tcl', ('teacher', 'student'),
-                               _tcl('student_to_teacher')),
     'tkp/feature': Term('tkp.feature', ('teacher', 'student'),
                         lambda a, l: feature_mse(a.s_feat, a.t_frames)),
     'tkp/distance': Term('tkp.distance', ('teacher', 'student'),
@@ -205,6 +217,9 @@ def align(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
   if loss.tcl.teacher_level not in TEACHER_LEVELS:
     raise ValueError(f'config loss.tcl.teacher_level={loss.tcl.teacher_level!r}: '
                      f'choose one of {TEACHER_LEVELS}')
+  if loss.tcl.feature == 'bn_features' and loss.tcl.teacher_level != 'clip':
+    raise ValueError("config loss.tcl.feature='bn_features' needs loss.tcl.teacher_level="
+                     "'clip' (the teacher's BN-neck normalises clip features only)")
   b = labels.shape[0]
   m_images = student['features'].shape[0] // b if student is not None else 1
   m = 1 if level == 'set' else m_images   # student rows per tracklet
@@ -212,14 +227,18 @@ def align(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
                 index_t=offset + jnp.arange(b), index_s=offset * m + jnp.arange(b * m),
                 gather=gather, m=m, m_images=m_images)
   if student is not None:
-    fields['s_images'] = student['features']
+    fields.update(s_images=student['features'], s_bn_images=student.get('bn_features'))
     if level == 'set':
       student = set_outputs(student, b)
-    fields.update(s_feat=student['features'], s_logits=student['logits'])
+    fields.update(s_feat=student['features'], s_logits=student['logits'],
+                  s_bn=student.get('bn_features'))
   if teacher is not None:
     t_seen = teacher['frame_features'][:, :m_images]  # the frames the student saw
     fields.update(
         t_feat=teacher['features'], t_logits=teacher['logits'],
+        t_bn=teacher.get('bn_features'),
+        t_bn_rep=(None if teacher.get('bn_features') is None
+                  else jnp.repeat(teacher['bn_features'], m, axis=0)),
         t_frames=t_seen.mean(axis=1) if level == 'set' else t_seen.reshape(b * m, -1),
         t_clip_rep=jnp.repeat(teacher['features'], m, axis=0),
         t_logits_rep=jnp.repeat(teacher['logits'], m, axis=0))

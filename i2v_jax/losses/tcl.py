@@ -20,9 +20,13 @@ DISTANCE_SCALES = ('none', 'mean')
 
 
 def _selection(d_mine: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
-               num_negatives: int) -> jnp.ndarray:
+               num_negatives: int, neighbours: int = 0) -> jnp.ndarray:
   """(N, M) bool: the candidates that enter each anchor's softmax."""
   m = d_mine.shape[1]
+  if neighbours:  # the anchor's k nearest candidates, whatever their identity
+    eligible = positive | negative
+    _, nearest = jax.lax.top_k(jnp.where(eligible, -d_mine, -jnp.inf), min(neighbours, m))
+    return jnp.any(jax.nn.one_hot(nearest, m, dtype=bool), axis=1) & eligible
   if num_negatives == 1:
     p = jnp.argmax(jnp.where(positive, d_mine, -jnp.inf), axis=1)
     n = jnp.argmin(jnp.where(negative, d_mine, jnp.inf), axis=1)
@@ -46,7 +50,8 @@ def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
                      anchor_labels: jnp.ndarray, cand_labels: jnp.ndarray, *,
                      anchor_index: Optional[jnp.ndarray] = None,
                      cand_index: Optional[jnp.ndarray] = None,
-                     temperature: float = 0.1, num_negatives: int = 1,
+                     temperature: float = 0.1, teacher_temperature: float = 0.0,
+                     num_negatives: int = 1, neighbours: int = 0,
                      mine_on: str = 'teacher', distance: str = 'cosine',
                      distance_scale: str = 'none', cross: bool = False,
                      direction: str = 'teacher_to_student'
@@ -57,9 +62,21 @@ def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
   distances of the mining network (``mine_on``; selection carries no gradient).
   In each network X ∈ {T, S}, with d_X computed inside X's own feature space,
 
-      π^X_k = softmax(−[d_X(k, p_k), d_X(k, n_k)] / (τ · c_X))
+      π^X_k = softmax(−[d_X(k, p_k), d_X(k, n_k)] / (τ_X · c_X))
       L_TCL = mean_k KL(stop_grad(π^T_k) ‖ π^S_k)        direction='teacher_to_student'
       L_rev = mean_k KL(stop_grad(π^S_k) ‖ π^T_k)        direction='student_to_teacher'
+
+  τ_S = ``temperature``; τ_T = ``teacher_temperature`` (0: τ_S). τ_T < τ_S makes
+  the teacher's distribution sharper than the student's: the "contrast" reading
+  of the paper's "triplet contrast loss", where the target stresses which of the
+  two candidates the teacher ranks nearer rather than by how much.
+
+  ``neighbours = k > 0`` (neighbourhood TCL, the reading of "the local structure
+  consisting of nearest neighbors for each example"): the softmax runs over the
+  anchor's k nearest candidates by the mining network's distance, whatever
+  their identity (labels choose nothing; the anchor itself never enters), so
+  the student learns the teacher's distribution over its neighbourhood. Every
+  anchor with at least one other candidate is valid; ``num_negatives`` is unused.
 
   c_X = 1 (``distance_scale='none'``) or the mean of d_X over all of the batch's
   positive and negative pairs (``'mean'``): then the loss is invariant to the
@@ -100,6 +117,9 @@ def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
     raise ValueError(f'unknown TCL direction {direction!r}')
   if num_negatives < 1:
     raise ValueError(f'loss.tcl.num_negatives={num_negatives}: must be >= 1')
+  if neighbours < 0 or teacher_temperature < 0:
+    raise ValueError(f'loss.tcl.neighbours={neighbours}, loss.tcl.teacher_temperature='
+                     f'{teacher_temperature}: must be >= 0 (0 = off)')
   if distance_scale not in DISTANCE_SCALES:
     raise ValueError(f'loss.tcl.distance_scale={distance_scale!r}: choose one of '
                      f'{DISTANCE_SCALES}')
@@ -114,15 +134,16 @@ def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
     d_s = pairwise_distance(student_anchors, student_cands, distance, same)
   positive, negative = pair_masks(anchor_labels, cand_labels, anchor_index, cand_index)
   d_mine = jax.lax.stop_gradient(d_t if mine_on == 'teacher' else d_s)
-  valid = positive.any(1) & negative.any(1)
-  select = _selection(d_mine, positive, negative, num_negatives) & valid[:, None]
   pairs = positive | negative
+  valid = pairs.any(1) if neighbours else positive.any(1) & negative.any(1)
+  select = _selection(d_mine, positive, negative, num_negatives, neighbours) & valid[:, None]
 
-  def log_probs(d):
+  def log_probs(d, tau):
     d = _scaled(d, pairs, distance_scale)
-    return jax.nn.log_softmax(jnp.where(select, -d / temperature, _MASKED), axis=1)
+    return jax.nn.log_softmax(jnp.where(select, -d / tau, _MASKED), axis=1)
 
-  log_pi_t, log_pi_s = log_probs(d_t), log_probs(d_s)
+  log_pi_t = log_probs(d_t, teacher_temperature or temperature)
+  log_pi_s = log_probs(d_s, temperature)
   if direction == 'teacher_to_student':
     target, prediction = jax.lax.stop_gradient(log_pi_t), log_pi_s
   else:
