@@ -21,14 +21,15 @@ import dataclasses
 import os
 import sys
 
-from data_prep import synthetic, tfds_builders
+from data_prep import objects, synthetic, tfds_builders
 from data_prep.writer import DataError, write_dataset
 from i2v_jax import records
 
 
 def build(dataset: str, out_dir: str, manual_dir: str = '', max_tracklets: int = 0,
           workers: int = 4, verify: bool = True, show_progress: bool = True,
-          spec: synthetic.SyntheticSpec | None = None, overwrite: bool = False):
+          spec: synthetic.SyntheticSpec | objects.ObjectSpec | None = None,
+          overwrite: bool = False):
   """Converts with the dataset's TFDS builder and writes; returns the metadata."""
   if max_tracklets < 0:
     raise DataError(f'--max_tracklets {max_tracklets}: must be 0 (every tracklet) or a '
@@ -39,6 +40,12 @@ def build(dataset: str, out_dir: str, manual_dir: str = '', max_tracklets: int =
     config = names[0] if names else tfds_builders.SyntheticConfig(
         name='custom', spec=spec, description='data_prep.build --synthetic_* settings')
     builder = tfds_builders.Synthetic(config=config, data_dir=out_dir)
+  elif dataset == 'objects':
+    spec = spec or objects.GENERIC
+    names = [n for n, s in objects.SPECS.items() if s == spec]
+    if not names:
+      raise DataError(f'objects spec {spec} is not one of objects.SPECS')
+    builder = tfds_builders.Objects(config=names[0], data_dir=out_dir)
   else:
     builder = tfds_builders.BUILDERS[dataset](data_dir=out_dir)
   splits, protocol, sources = builder.convert(manual_dir, max_tracklets)
@@ -63,6 +70,8 @@ def main(argv=None) -> int:
                  'build is complete)')
   p.add_argument('--no_verify', action='store_true',
                  help='skip decoding every JPEG once (faster, no corrupt-file check)')
+  p.add_argument('--objects_preset', default='generic', choices=sorted(objects.SPECS),
+                 help='--dataset objects: named settings (data_prep/objects.py SPECS)')
   p.add_argument('--synthetic_preset', default='small', choices=sorted(synthetic.SPECS),
                  help='named generator settings (data_prep/synthetic.py SPECS)')
   for field in synthetic.SyntheticSpec.__dataclass_fields__.values():
@@ -73,6 +82,8 @@ def main(argv=None) -> int:
       name: getattr(args, f'synthetic_{name}')
       for name in synthetic.SyntheticSpec.__dataclass_fields__
       if getattr(args, f'synthetic_{name}') is not None})
+  if args.dataset == 'objects':
+    spec = objects.SPECS[args.objects_preset]
   try:
     meta = build(args.dataset, args.out_dir, args.manual_dir, args.max_tracklets,
                  args.workers, not args.no_verify, spec=spec, overwrite=args.overwrite)

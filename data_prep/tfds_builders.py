@@ -33,7 +33,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import duke, mars, synthetic, veri, writer
+from data_prep import duke, mars, objects, synthetic, veri, writer
 from i2v_jax import records
 from i2v_jax.records import Tracklet
 
@@ -96,19 +96,42 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   spec: synthetic.SyntheticSpec = dataclasses.field(default_factory=synthetic.SyntheticSpec)
 
 
-class Synthetic(_ReidBuilder):
+@dataclasses.dataclass
+class ObjectsConfig(tfds.core.BuilderConfig):
+  spec: objects.ObjectSpec = dataclasses.field(default_factory=objects.ObjectSpec)
+
+
+class _GeneratedBuilder(_ReidBuilder, skip_registration=True):
+  """A dataset rendered by a generator module (its ``generate(spec)``), no download."""
+
+  GENERATOR = None  # the module: SPECS and generate
+
+  def convert(self, manual_dir: str = '', max_tracklets: int = 0) -> Converted:
+    splits, protocol = type(self).GENERATOR.generate(self.builder_config.spec)
+    if max_tracklets:
+      splits = {k: v[:max_tracklets] for k, v in splits.items()}
+    return splits, protocol, []
+
+
+class Synthetic(_GeneratedBuilder):
   """The embedded synthetic benchmark (data_prep/synthetic.py); no download."""
 
   DESCRIPTION = synthetic.__doc__
+  GENERATOR = synthetic
   BUILDER_CONFIGS = [SyntheticConfig(name=n, description=f'synthetic.SPECS[{n!r}]', spec=s)
                      for n, s in synthetic.SPECS.items()]
   DEFAULT_CONFIG_NAME = 'small'
 
-  def convert(self, manual_dir: str = '', max_tracklets: int = 0) -> Converted:
-    splits, protocol = synthetic.generate(self.builder_config.spec)
-    if max_tracklets:
-      splits = {k: v[:max_tracklets] for k, v in splits.items()}
-    return splits, protocol, []
+
+class Objects(_GeneratedBuilder):
+  """Generated object categories (data_prep/objects.py): the ``generic`` start's
+  classification pre-training pool; no person in it, no download."""
+
+  DESCRIPTION = objects.__doc__
+  GENERATOR = objects
+  BUILDER_CONFIGS = [ObjectsConfig(name=n, description=f'objects.SPECS[{n!r}]', spec=s)
+                     for n, s in objects.SPECS.items()]
+  DEFAULT_CONFIG_NAME = 'generic'
 
 
 class Mars(_ReidBuilder):
@@ -160,4 +183,5 @@ class Veri(_ReidBuilder):
   image_test/, name_train.txt, name_query.txt and test_track.txt."""
 
 
-BUILDERS = {'synthetic': Synthetic, 'mars': Mars, 'duke': Duke, 'veri': Veri}
+BUILDERS = {'synthetic': Synthetic, 'objects': Objects, 'mars': Mars, 'duke': Duke,
+            'veri': Veri}
