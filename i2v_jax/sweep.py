@@ -2,7 +2,7 @@ r"""Runs a config file's ``sweep()`` over paired seeds and keeps every result.
 
     python -m i2v_jax.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
         [--seeds=0,1,2,3,4] [--jobs=2] [--devices=2] [--only=mdkt,student_only] \
-        [--results=bench/ablation/synthetic_cpu.jsonl]
+        [--starts=reid,generic,scratch] [--results=bench/ablation/synthetic_cpu.jsonl]
 
 ``sweep()`` yields dicts ``{'name', 'arg', 'overrides', 'steps', 'about'}``: each
 variant trains with ``python -m i2v_jax.main --config=<file>:<arg>
@@ -14,21 +14,26 @@ it is skipped. A variant with ``'mode': 'evaluate'`` and
 ``'eval.from_workdir': '@<name>'`` re-evaluates that run's checkpoints with other
 evaluation settings, without training.
 
-Data and start. The config file's ``DATA`` names the synthetic generator
+Data and starts. The config file's ``DATA`` names the synthetic generator
 settings of the benchmark (`data_prep.synthetic.SPECS`), built once into
-``<workdir>/data``. Its ``pretraining()`` (optional) names a pre-training pool
-and run: the pool is built into ``<workdir>/pretrain/data``, the run trained into
-``<workdir>/pretrain/run`` and its backbone exported to
-``<workdir>/pretrain/backbone.npz``, which every variant loads
+``<workdir>/data``. Its ``starts()`` (optional) names the starts methods can be
+compared from: start name -> a pre-training (a pool: ``dataset`` 'synthetic' or
+'objects' and its ``spec`` name; a run: ``arg``, ``overrides``, ``network``,
+``seed``) or None (random initialisation). ``--starts`` picks them (default:
+the first). The first start lives in ``<workdir>``, every other one in
+``<workdir>/start-<name>``: its pool is built into ``pretrain/data``, its run
+trained into ``pretrain/run`` and its backbone exported to
+``pretrain/backbone.npz``, which every variant of that start loads
 (``model.pretrained``). Each step is skipped when its output exists; all are
 deterministic, so a rebuild gives the same start.
 
-Results. Each finished run appends one JSON line (variant, seed, steps, every
-protocol's metrics, minutes, commit) to ``--results`` (default
+Results. Each finished run appends one JSON line (variant, seed, start, steps,
+every protocol's metrics, the TCL diagnostics over training, minutes, commit) to
+``--results`` (default
 ``bench/ablation/<config name>.jsonl``, meant to be committed). A (variant,
 seed) already there is not run again, unless a later variant needs its
 checkpoints and they are not on this machine (it is then re-run, without a new
-line). The table (``<config name>.md``: means, paired differences with 95%
+line). A (variant, seed, start) is one run. The table (``<results name>.md``: means, paired differences with 95%
 t-intervals) and figure (``.png``) beside the results file are regenerated from
 it after every run (`i2v_jax.sweep_report`), so an interrupted sweep, or one
 finished on another machine, completes the same table. On CPU, ``--devices``
@@ -58,6 +63,8 @@ _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'paired seeds')
 _JOBS = flags.DEFINE_integer('jobs', 1, 'runs at once')
 _DEVICES = flags.DEFINE_integer('devices', 2, 'fake CPU devices per run (CPU only)')
 _ONLY = flags.DEFINE_list('only', [], 'run only these variant names')
+_STARTS = flags.DEFINE_list('starts', [], "starts to run from (the config's starts()); "
+                            'default: its first')
 _RESULTS = flags.DEFINE_string('results', None, 'results file (one JSON line per run); '
                                'default bench/ablation/<config name>.jsonl')
 
@@ -110,6 +117,46 @@ def run_dir(root: str, name: str, seed: int) -> str:
   return os.path.join(root, name, f'seed{seed}')
 
 
+def start_root(root: str, start: str, default: str) -> str:
+  """Where a start's pre-training and runs live: the default start in ``root``
+  (as before starts existed), every other one in ``root/start-<name>``."""
+  return root if start == default else os.path.join(root, f'start-{start}')
+
+
+def load_starts(module) -> Dict[str, Optional[dict]]:
+  """The config's ``starts()`` (name -> pre-training or None), in order."""
+  if hasattr(module, 'starts'):
+    return dict(module.starts())
+  return {'default': None}
+
+
+# The per-run series kept in the results file: TCL and what it compares.
+DIAGNOSTICS = ('loss/tcl', 'loss/tcl/reverse', 'diag/tcl/teacher_p_pos',
+               'diag/tcl/student_p_pos')
+
+
+def diagnostics(workdir: str) -> Dict[str, list]:
+  """``{'step': [...], key: [...]}`` of `DIAGNOSTICS` from the run's metrics.jsonl
+  (the keys it logged; empty without TCL)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  series: Dict[str, list] = {}
+  if not os.path.exists(path):
+    return series
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      values = {k: row[k] for k in DIAGNOSTICS if k in row}
+      if not values or 'step' not in row:
+        continue
+      series.setdefault('step', []).append(row['step'])
+      for k in DIAGNOSTICS:
+        series.setdefault(k, []).append(values.get(k))
+  return {k: v for k, v in series.items() if any(x is not None for x in v)}
+
+
 def results_path(workdir: str) -> str:
   """A run's results: a training run's ``results.json``, or an evaluate-mode run's
   latest evaluation (``eval/index.jsonl``)."""
@@ -147,7 +194,7 @@ def command(config_file: str, run: Dict[str, object], seed: int, root: str,
   return args
 
 
-Key = Tuple[str, int]  # (variant name, seed)
+Key = Tuple[str, int, str]  # (variant name, seed, start)
 
 
 def plan(pending: Sequence[Key], deps: Dict[str, Sequence[str]],
@@ -156,9 +203,10 @@ def plan(pending: Sequence[Key], deps: Dict[str, Sequence[str]],
   """The scheduler's decision, as a pure function.
 
   Args:
-    pending: runs not started yet, in sweep order (seed-major).
+    pending: runs not started yet, (name, seed, start), in sweep order
+      (seed-major); a run's dependencies are the same seed's and start's.
     deps: variant name -> the variants it needs (its ``'@name'`` overrides).
-    status: (name, seed) -> True (finished, now or by an earlier sweep), False
+    status: (name, seed, start) -> True (finished, now or by an earlier sweep), False
       (failed, skipped, or missing and not scheduled) or None (still to come).
     free_slots: how many runs may start now.
 
@@ -166,14 +214,15 @@ def plan(pending: Sequence[Key], deps: Dict[str, Sequence[str]],
     (start, skip): the first ``free_slots`` pending runs whose dependencies
     all finished, in order; and every pending run with a failed dependency.
   """
-  skip = [k for k in pending if any(status(d, k[1]) is False for d in deps.get(k[0], ()))]
+  skip = [k for k in pending
+          if any(status(d, *k[1:]) is False for d in deps.get(k[0], ()))]
   ready = [k for k in pending if k not in skip
-           and all(status(d, k[1]) for d in deps.get(k[0], ()))]
+           and all(status(d, *k[1:]) for d in deps.get(k[0], ()))]
   return ready[:max(free_slots, 0)], skip
 
 
 def result_line(run: Dict[str, object], seed: int, workdir: str,
-                seconds: Optional[float]) -> dict:
+                seconds: Optional[float], start: Optional[str] = None) -> dict:
   """The results-file line of a finished run (from its results.json); ``seconds``
   None: the run was trained by an earlier sweep, and its time is not known."""
   with open(results_path(workdir)) as f:
@@ -183,11 +232,17 @@ def result_line(run: Dict[str, object], seed: int, workdir: str,
                             capture_output=True, text=True).stdout.strip()
   except OSError:
     commit = ''
-  return {'variant': run['name'], 'seed': seed, 'steps': results['step'],
+  line = {'variant': run['name'], 'seed': seed, 'steps': results['step'],
           'protocols': results['protocols'],
           'minutes': None if seconds is None else round(seconds / 60, 2),
           'commit': commit, 'machine': f'{platform.node()} {os.cpu_count()} cpus',
           'finished': datetime.datetime.now().isoformat(timespec='seconds')}
+  if start is not None:
+    line['start'] = start
+  series = diagnostics(workdir)
+  if series:
+    line['diagnostics'] = series
+  return line
 
 
 def append_line(path: str, line: dict, lock: threading.Lock) -> None:
@@ -200,25 +255,57 @@ def append_line(path: str, line: dict, lock: threading.Lock) -> None:
       os.fsync(f.fileno())
 
 
-def prepare_start(module, root: str, env: Dict[str, str]) -> Optional[str]:
-  """Builds the benchmark data and the pre-trained backbone (each once); returns
-  the backbone's path or None when the config has no ``pretraining()``."""
+def heldout_accuracy(workdir: str, data_dir: str) -> Dict[str, float]:
+  """Top-1 classification accuracy of a run's image network on the held-out
+  images (``query`` and ``gallery`` splits) of a pool whose held-out splits show
+  the training classes (`data_prep.objects`), and chance for comparison."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from i2v_jax import api, input_pipeline, records  # pylint: disable=g-import-not-at-top
+  from i2v_jax.models import build_models  # pylint: disable=g-import-not-at-top
+  model = api.load(workdir, checkpoint='latest')
+  _, student = build_models(model.config.model, model.num_classes)
+  logits_of = jax.jit(lambda v, x: student.apply(v, x, train=False)['logits'])
+  id_map = records.load_metadata(data_dir)['id_map']
+  correct = total = 0
+  for split in ('query', 'gallery'):
+    reader = input_pipeline.TrackletReader(data_dir, split)
+    for row, r in enumerate(reader.rows):
+      images = np.stack([model.prepare(f) for f in reader.frames(row)])
+      predicted = np.argmax(np.asarray(logits_of(model.variables['student'], images)), -1)
+      correct += int(np.sum(predicted == id_map[str(r['pid'])]))
+      total += len(images)
+  return {'accuracy': correct / total, 'chance': 1.0 / model.num_classes, 'images': total}
+
+
+def prepare_data(module, root: str) -> str:
+  """Builds the benchmark data once; returns its folder."""
   from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top  (tensorflow)
   data_dir = os.path.join(root, 'data')
   if not os.path.exists(os.path.join(data_dir, 'metadata.json')):
     name = getattr(module, 'DATA', 'small')
     print(f'building the {name!r} synthetic dataset in {data_dir}', flush=True)
     build.build('synthetic', data_dir, spec=synthetic.SPECS[name], show_progress=False)
-  if not hasattr(module, 'pretraining'):
+  return data_dir
+
+
+def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
+                  ) -> Optional[str]:
+  """Builds a start's pre-training pool, trains and exports its backbone (each
+  once, into ``root/pretrain``); returns the backbone's path, or None for a
+  random start (``pre`` None)."""
+  from data_prep import build, objects, synthetic  # pylint: disable=g-import-not-at-top
+  if pre is None:
     return None
-  pre = module.pretraining()
   backbone = os.path.join(root, 'pretrain', 'backbone.npz')
   if os.path.exists(backbone):
     return backbone
   pool = os.path.join(root, 'pretrain', 'data')
+  dataset = pre.get('dataset', 'synthetic')
   if not os.path.exists(os.path.join(pool, 'metadata.json')):
-    print(f'building the {pre["data"]!r} pre-training pool in {pool}', flush=True)
-    build.build('synthetic', pool, spec=synthetic.SPECS[pre['data']], show_progress=False)
+    specs = {'synthetic': synthetic.SPECS, 'objects': objects.SPECS}[dataset]
+    print(f'building the {dataset} {pre["data"]!r} pre-training pool in {pool}', flush=True)
+    build.build(dataset, pool, spec=specs[pre['data']], show_progress=False)
   run = {'name': 'run', 'arg': pre['arg'], 'overrides': pre.get('overrides', {})}
   workdir = os.path.join(root, 'pretrain', 'run')
   print(f'pre-training ({pre["arg"]}, {pre.get("steps")} steps) in {workdir}', flush=True)
@@ -232,6 +319,12 @@ def prepare_start(module, root: str, env: Dict[str, str]) -> Optional[str]:
                       env=env, cwd=REPO).returncode
   if rc:
     raise SystemExit(f'exporting the pre-trained backbone failed (exit {rc})')
+  if dataset == 'objects':  # held-out images of the training classes: did it learn?
+    check = heldout_accuracy(workdir, pool)
+    with open(os.path.join(root, 'pretrain', 'heldout.json'), 'w') as f:
+      json.dump(check, f)
+    print(f'pre-training held-out accuracy {100 * check["accuracy"]:.1f}% '
+          f'(chance {100 * check["chance"]:.2f}%, {check["images"]} images)', flush=True)
   return backbone
 
 
@@ -249,90 +342,116 @@ def main(argv):
     unknown = set(_ONLY.value) - {r['name'] for r in runs}
     if unknown:
       raise app.UsageError(f'--only names {sorted(unknown)} are not in sweep()')
+  all_starts = load_starts(module)
+  default_start = next(iter(all_starts))
+  starts = _STARTS.value or [default_start]
+  unknown = set(starts) - set(all_starts)
+  if unknown:
+    raise app.UsageError(f'--starts names {sorted(unknown)} are not in starts(): '
+                         f'{", ".join(all_starts)}')
   seeds = [int(s) for s in _SEEDS.value]
   config_file = _CONFIG.value.partition(':')[0]
   stem = os.path.splitext(os.path.basename(config_file))[0]
   results_path = os.path.abspath(_RESULTS.value or os.path.join(REPO, 'bench', 'ablation',
                                                                  f'{stem}.jsonl'))
-  recorded = {(r['variant'], r['seed']) for r in sweep_report.read_results(results_path)}
-  data_dir = os.path.join(root, 'data')
+  report_stem = os.path.splitext(os.path.basename(results_path))[0]
+  recorded = {(r['variant'], r['seed'], r.get('start', default_start))
+              for r in sweep_report.read_results(results_path)}
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip())
-  backbone = prepare_start(module, root, env)
-  if backbone:
-    runs = [dict(r, overrides=dict({'model.pretrained': backbone}, **r.get('overrides', {})))
-            for r in runs]
+  data_dir = prepare_data(module, root)
+  roots = {st: start_root(root, st, default_start) for st in starts}
+  backbones = {st: prepare_start(module, all_starts[st], roots[st], env) for st in starts}
+
+  def with_start(run, start):
+    if not backbones[start]:
+      return run
+    return dict(run, overrides=dict({'model.pretrained': backbones[start]},
+                                    **run.get('overrides', {})))
+
   # Dependencies of wanted runs are run too (their checkpoints are needed here).
   needed = with_dependencies(_ONLY.value or [r['name'] for r in runs], runs)
-  todo = [(r, s) for s in seeds for r in runs if r['name'] in needed]
+  todo = [(r, s, st) for s in seeds for st in starts for r in runs if r['name'] in needed]
   done: Dict[tuple, bool] = {}
   lock = threading.Lock()
-  dependants = {d for r, _ in todo for d in dependencies(r)}
+  # A run whose checkpoints a run still to be trained needs (not one recorded).
+  dependants = {(d, s, st) for r, s, st in todo if (r['name'], s, st) not in recorded
+                for d in dependencies(r)}
 
-  def launch(run, seed):
-    workdir = run_dir(root, run['name'], seed)
-    needed_here = run['name'] in dependants and not finished(workdir, run.get('steps', 0))
-    if (run['name'], seed) in recorded and not needed_here:
-      return run, seed, 0, 'in the results file'
+  def launch(run, seed, start):
+    sroot = roots[start]
+    workdir = run_dir(sroot, run['name'], seed)
+    needed_here = ((run['name'], seed, start) in dependants
+                   and not finished(workdir, run.get('steps', 0)))
+    if (run['name'], seed, start) in recorded and not needed_here:
+      return 0, 'in the results file'
     os.makedirs(workdir, exist_ok=True)
     t0, trained = time.time(), False
     if not finished(workdir, run.get('steps', 0)):
       trained = True
+      print(f'{run["name"]} seed {seed} start {start}: training', flush=True)
       with open(os.path.join(workdir, 'sweep.log'), 'w') as log:
-        rc = subprocess.run(command(config_file, run, seed, root, data_dir), env=env,
+        rc = subprocess.run(command(config_file, with_start(run, start), seed, sroot,
+                                    data_dir), env=env,
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
       if rc:
-        return run, seed, rc, f'{time.time() - t0:.0f} s'
-    if (run['name'], seed) not in recorded:
+        return rc, f'{time.time() - t0:.0f} s'
+    if (run['name'], seed, start) not in recorded:
       seconds = time.time() - t0 if trained else None
-      append_line(results_path, result_line(run, seed, workdir, seconds), lock)
+      append_line(results_path, result_line(run, seed, workdir, seconds, start), lock)
       with lock:
-        recorded.add((run['name'], seed))
-        sweep_report.write_report(results_path, runs, os.path.dirname(results_path), stem)
-    return run, seed, 0, f'{time.time() - t0:.0f} s'
+        recorded.add((run['name'], seed, start))
+        sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
+                                  report_stem, default_start)
+    return 0, f'{time.time() - t0:.0f} s'
 
   steps = {r['name']: r.get('steps', 0) for r in runs}
-  scheduled = {(r['name'], s) for r, s in todo}
+  scheduled = {(r['name'], s, st) for r, s, st in todo}
 
-  def state_of(name, seed):
+  def state_of(name, seed, start):
     """True (finished), False (failed or cannot run) or None (still to come)."""
-    if (name, seed) in done:
-      return done[(name, seed)]
-    if (name, seed) in scheduled:
+    key = (name, seed, start)
+    if key in done:
+      return done[key]
+    if key in scheduled:
       return None
-    return finished(run_dir(root, name, seed), steps.get(name, 0))  # from an earlier sweep
+    return finished(run_dir(roots[start], name, seed), steps.get(name, 0))  # earlier sweep
 
   by_name = {r['name']: r for r in runs}
   needs = {r['name']: dependencies(r) for r in runs}
-  pending = [(r['name'], s) for r, s in todo]
+  pending = [(r['name'], s, st) for r, s, st in todo]
   with concurrent.futures.ThreadPoolExecutor(_JOBS.value) as pool:
-    running = set()
+    running = {}
     while pending or running:
       start, skip = plan(pending, needs, state_of, _JOBS.value - len(running))
-      for name, s in skip:
-        print(f'{name} seed {s}: skipped, a run it needs ({needs[name]}) failed or is '
-              'missing', flush=True)
-        done[(name, s)] = False
-        pending.remove((name, s))
-      for name, s in start:
-        pending.remove((name, s))
-        running.add(pool.submit(launch, by_name[name], s))
+      for key in skip:
+        print(f'{key[0]} seed {key[1]} start {key[2]}: skipped, a run it needs '
+              f'({needs[key[0]]}) failed or is missing', flush=True)
+        done[key] = False
+        pending.remove(key)
+      for key in start:
+        pending.remove(key)
+        running[pool.submit(launch, by_name[key[0]], key[1], key[2])] = key
       if not running:
         if pending:  # nothing can start and nothing runs: report what waits
           print(f'not run (waiting on runs that never finished): {pending}', flush=True)
         break
-      finished_now, running = concurrent.futures.wait(
+      finished_now, _ = concurrent.futures.wait(
           running, return_when=concurrent.futures.FIRST_COMPLETED)
       for future in finished_now:
-        r, s, rc, took = future.result()
-        done[(r['name'], s)] = rc == 0
-        status = 'ok' if rc == 0 else f'FAILED (exit {rc}, see {run_dir(root, r["name"], s)}/sweep.log)'
-        print(f'{r["name"]} seed {s}: {status} {took}', flush=True)
-  paths = sweep_report.write_report(results_path, runs, os.path.dirname(results_path), stem)
+        key = running.pop(future)
+        rc, took = future.result()
+        done[key] = rc == 0
+        where = run_dir(roots[key[2]], key[0], key[1])
+        status = 'ok' if rc == 0 else f'FAILED (exit {rc}, see {where}/sweep.log)'
+        print(f'{key[0]} seed {key[1]} start {key[2]}: {status} {took}', flush=True)
+  paths = sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
+                                    report_stem, default_start)
   with open(paths['table']) as f:
     print(f.read())
-  print(f'results: {results_path}\ntable: {paths["table"]}\nfigure: {paths["figure"]}')
+  print(f'results: {results_path}\ntable: {paths["table"]}\nfigures: '
+        f'{", ".join(paths["figures"])}')
   if not all(done.values()):
     sys.exit(1)
 

@@ -33,7 +33,8 @@ METRICS = (('i2v', 'mAP'), ('i2v', 'rank1'), ('v2v', 'mAP'), ('v2v', 'rank1'))
 
 
 def read_results(path: str) -> List[dict]:
-  """Every run line of ``path``; for a (variant, seed) written twice, the last."""
+  """Every run line of ``path``; for a (variant, seed, start) written twice, the
+  last. A line without ``start`` belongs to the sweep's default start."""
   if not os.path.exists(path):
     return []
   runs = {}
@@ -46,7 +47,7 @@ def read_results(path: str) -> List[dict]:
         run = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f'{path} line {number}: not JSON ({e}); remove or fix that line') from None
-      runs[(run['variant'], run['seed'])] = run
+      runs[(run['variant'], run['seed'], run.get('start'))] = run
   return list(runs.values())
 
 
@@ -108,10 +109,10 @@ def table(runs: List[dict], variants: Sequence[dict],
       cells.append('' if v['name'] == ref else _diff_cell(paired(runs, v['name'], ref)[1]))
     cells.append(str(len(mine)))
     minutes = [r['minutes'] for r in mine if r.get('minutes')]
-    cells.append(f'{np.mean(minutes):.1f}' if minutes else '—')
+    cells.append(f'{np.median(minutes):.1f}' if minutes else '—')
     lines.append('| ' + ' | '.join(cells) + ' |')
   notes = ['', 'Cells: mean ± half-width of the 95% t-interval over seeds; Δ: paired '
-           'difference (same seeds), * = its 95% interval excludes 0.', '']
+           'difference (same seeds), * = its 95% interval excludes 0; min/run: median.', '']
   notes += [f'- **{v["name"]}**: {v["about"]}' for v in variants if v.get('about')]
   return '\n'.join(lines + notes) + '\n'
 
@@ -156,12 +157,78 @@ def figure(runs: List[dict], variants: Sequence[dict], path: str,
   os.replace(tmp, path)
 
 
+def by_start(runs: List[dict], default: str) -> Dict[str, List[dict]]:
+  """Runs grouped by their start (a line without one: ``default``), in the
+  order the starts first appear, ``default`` first."""
+  groups: Dict[str, List[dict]] = {default: []}
+  for r in runs:
+    groups.setdefault(r.get('start') or default, []).append(r)
+  return {k: v for k, v in groups.items() if v}
+
+
+def tcl_figure(groups: Dict[str, List[dict]], path: str) -> bool:
+  """PNG of TCL over training per start: its value (mean over seeds) for every
+  variant that logged it, and the teacher's and student's softmax mass on the
+  positives for each. Returns False (nothing drawn) when no run logged TCL."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  starts = [st for st, rs in groups.items() if any(r.get('diagnostics') for r in rs)]
+  if not starts:
+    return False
+  fig, axes = plt.subplots(len(starts), 2, figsize=(11, 3.2 * len(starts)), squeeze=False)
+  for row, st in zip(axes, starts):
+    names = sorted({r['variant'] for r in groups[st] if r.get('diagnostics', {}).get('loss/tcl')})
+    for i, name in enumerate(names):
+      colour = f'C{i % 10}'
+      series = [r['diagnostics'] for r in groups[st] if r['variant'] == name
+                and r.get('diagnostics', {}).get('loss/tcl')]
+      steps = series[0]['step']
+      series = [d for d in series if d['step'] == steps]  # same logging steps only
+      mean = lambda key: np.nanmean(np.array([[np.nan if v is None else v for v in d[key]]
+                                              for d in series], np.float64), axis=0)
+      row[0].plot(steps, mean('loss/tcl'), color=colour, label=f'{name} (n={len(series)})')
+      if 'diag/tcl/teacher_p_pos' in series[0]:
+        row[1].plot(steps, mean('diag/tcl/teacher_p_pos'), color=colour, label=f'{name} teacher')
+        row[1].plot(steps, mean('diag/tcl/student_p_pos'), color=colour, linestyle='--',
+                    label=f'{name} student')
+    row[0].set_title(f'start {st}: TCL (mean over seeds)', fontsize=9)
+    row[0].set_xlabel('step')
+    row[0].set_yscale('log')
+    row[0].legend(fontsize=6)
+    row[1].set_title(f'start {st}: softmax mass on positives (teacher solid, '
+                     'student dashed)', fontsize=9)
+    row[1].set_xlabel('step')
+    row[1].legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  tmp = f'{path}.tmp-{os.getpid()}.png'
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return True
+
+
 def write_report(results_path: str, variants: Sequence[dict], out_dir: str,
-                 stem: str) -> Dict[str, str]:
-  """Writes ``<stem>.md`` and ``<stem>.png`` into ``out_dir``; returns their paths."""
-  runs = read_results(results_path)
+                 stem: str, default_start: str = 'default') -> Dict[str, object]:
+  """Writes ``<stem>.md`` (a table per start), ``<stem>.png`` (the default
+  start's figure), ``<stem>-start-<name>.png`` (every other start's) and
+  ``<stem>-tcl.png`` (TCL over training per start) into ``out_dir``; returns
+  {'table', 'figure' (the default start's), 'figures' (all)}."""
+  groups = by_start(read_results(results_path), default_start)
   md = os.path.join(out_dir, f'{stem}.md')
   png = os.path.join(out_dir, f'{stem}.png')
-  atomic.write_text(table(runs, variants), md)
-  figure(runs, variants, png)
-  return {'table': md, 'figure': png}
+  sections, figures = [], []
+  for st, runs in groups.items():
+    here = [v for v in variants if any(r['variant'] == v['name'] for r in runs)]
+    path = png if st == default_start else os.path.join(out_dir, f'{stem}-start-{st}.png')
+    figure(runs, here, path)
+    figures.append(path)
+    if len(groups) > 1:
+      sections.append(f'## Start: {st}\n\nFigure: `{os.path.basename(path)}`\n')
+    sections.append(table(runs, here))
+  tcl_png = os.path.join(out_dir, f'{stem}-tcl.png')
+  if tcl_figure(groups, tcl_png):
+    figures.append(tcl_png)
+  atomic.write_text('\n'.join(sections), md)
+  return {'table': md, 'figure': png, 'figures': figures}

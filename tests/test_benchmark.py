@@ -4,6 +4,7 @@ round trip, joint start from a teacher stage, paired seeds, interval statistics.
 import dataclasses
 import json
 import math
+import os
 
 import jax
 import numpy as np
@@ -26,7 +27,7 @@ def test_benchmark_spec_is_frozen():
       max_frames=24, height=128, width=64, occlusion_prob=0.7, occlusion_max=0.75,
       frame_jitter=1.5, num_distractors=300, id_offset=0, seed=0)
   assert synthetic_cpu.DATA == 'benchmark' and synthetic_cpu.TOTAL == 300
-  assert synthetic_cpu.pretraining()['data'] == 'pretrain'
+  assert synthetic_cpu.starts()['reid']['data'] == 'pretrain'
 
 
 def test_pretraining_pool_is_disjoint_from_the_benchmark():
@@ -192,3 +193,54 @@ def test_table_pairs_seeds_and_marks_intervals_that_exclude_zero(tmp_path):
     f.write('{"variant": \n')
   with pytest.raises(ValueError, match=r'r.jsonl line 11: not JSON'):
     sweep_report.read_results(path)
+
+
+def test_a_start_is_recorded_per_run_and_respected_by_the_table(tmp_path):
+  """Lines without a start are the default start's; each start gets its own table,
+  and paired differences never mix starts."""
+  path = str(tmp_path / 'runs.jsonl')
+  lines = []
+  for seed in range(3):
+    lines += [run_line('student_only', seed, 0.30), run_line('mdkt', seed, 0.31 + 0.01 * seed)]
+    lines += [dict(run_line('student_only', seed, 0.10), start='scratch'),
+              dict(run_line('mdkt', seed, 0.20), start='scratch')]
+  lines.append(dict(run_line('mdkt', 0, 0.99), start='generic'))  # no reference there
+  with open(path, 'w') as f:
+    f.write('\n'.join(json.dumps(l) for l in lines) + '\n')
+  runs = sweep_report.read_results(path)
+  assert len(runs) == 13  # (variant, seed, start) is one run: nothing overwritten
+  groups = sweep_report.by_start(runs, 'reid')
+  assert list(groups) == ['reid', 'scratch', 'generic']
+  assert sweep_report.paired(groups['scratch'], 'mdkt', 'student_only')[1] == pytest.approx(
+      [10.0, 10.0, 10.0])
+  variants = [{'name': 'student_only'}, {'name': 'mdkt'}, {'name': 'absent'}]
+  paths = sweep_report.write_report(path, variants, str(tmp_path), 'runs', 'reid')
+  text = open(paths['table']).read()
+  sections = text.split('## Start: ')
+  assert [s.split('\n')[0] for s in sections[1:]] == ['reid', 'scratch', 'generic']
+  reid, scratch, generic = sections[1:]
+  assert '| +2.0 ± ' in reid and '+10.0 ± 0.0 *' in scratch  # d = 1, 2, 3 and 10, 10, 10
+  assert '| mdkt | 99.0 |' in generic and '| student_only |' not in generic
+  assert '| absent |' not in text
+  assert [os.path.basename(p) for p in paths['figures']] == [
+      'runs.png', 'runs-start-scratch.png', 'runs-start-generic.png']
+
+
+def test_tcl_diagnostics_are_kept_per_run_and_drawn_per_start(tmp_path):
+  from i2v_jax import sweep  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path / 'run')
+  os.makedirs(d)
+  with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
+    for step, tcl in ((20, 0.5), (40, 0.1)):
+      f.write(json.dumps({'step': step, 'loss/tcl': tcl, 'loss/total': 3.0,
+                          'diag/tcl/teacher_p_pos': 0.4, 'diag/tcl/student_p_pos': 0.3}) + '\n')
+    f.write(json.dumps({'step': 40, 'i2v/mAP': 0.3}) + '\n')  # an evaluation line
+  series = sweep.diagnostics(d)
+  assert series == {'step': [20, 40], 'loss/tcl': [0.5, 0.1],
+                    'diag/tcl/teacher_p_pos': [0.4, 0.4], 'diag/tcl/student_p_pos': [0.3, 0.3]}
+  runs = [dict(run_line('mdkt', s, 0.3), start=st, diagnostics=series)
+          for s in range(2) for st in ('reid', 'generic')]
+  png = str(tmp_path / 'tcl.png')
+  assert sweep_report.tcl_figure(sweep_report.by_start(runs, 'reid'), png)
+  assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  assert not sweep_report.tcl_figure({'reid': [run_line('student_only', 0, 0.3)]}, png + '2')
