@@ -23,10 +23,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from i2v_jax import atomic, records
+from i2v_jax.errors import UserError
 from i2v_jax.records import Tracklet
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """Bad input: the message names the file, the field and the fix."""
 
 

@@ -5,9 +5,24 @@ statistics, optimizer state and step, so the schedule resumes too);
 ``<workdir>/checkpoints_best/<step>/`` the state with the best value of
 ``train.best_metric`` seen at an evaluation (higher is better). Orbax writes
 each under a temporary name and renames it when complete: a killed run leaves the
-previous checkpoint intact. Once a save is complete its files' sha256 go to
-``checkpoints_sha256/<step>.json``; a restore checks them, and resuming skips a
-damaged or unreadable checkpoint for the newest whole one (`Checkpoints.restore`).
+previous checkpoint intact. As soon as a save is complete its files' sha256 go to
+``checkpoints_sha256/<step>.json``.
+
+Every reader restores through one verified path: the files must match their
+record (`verify`), and the checkpoint's arrays must fit what this config builds
+(`check_fits`). Two different failures follow:
+
+  * `DamagedCheckpoint`: files changed since they were written (sha256
+    mismatch), missing, or unreadable. Resuming skips such a checkpoint for the
+    newest whole one and moves it, untouched, to ``checkpoints_damaged/``; every
+    other reader refuses it, moving nothing.
+  * `CheckpointMismatch`: the files are whole but do not fit this config or
+    dataset (another number of classes, another width). Never damage: nothing
+    is moved, the error names the array, the two shapes and the likely cause.
+
+A checkpoint without a valid record (a run killed between a save and its
+record) is restored by a resume with a warning, and refused by every other
+reader (evaluation, `load_network`, export, a frozen teacher).
 """
 
 from __future__ import annotations
@@ -23,10 +38,19 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from i2v_jax import atomic
+from i2v_jax.errors import UserError
 
 
-class DamagedCheckpoint(IOError):
+class DamagedCheckpoint(UserError, IOError):
   """A checkpoint whose files do not match their checksums or cannot be read."""
+
+
+class CheckpointMismatch(UserError, ValueError):
+  """A whole checkpoint that does not fit this config or dataset."""
+
+
+class NoCheckpoint(UserError, FileNotFoundError):
+  """The checkpoint asked for is not there (no run, not kept, not trained yet)."""
 
 
 def manifest_path(directory: str, step: int) -> str:
@@ -53,25 +77,95 @@ def write_manifest(directory: str, step: int) -> None:
   atomic.write_json(_file_hashes(os.path.join(directory, str(step))), path)
 
 
-def verify_manifest(directory: str, step: int) -> Optional[str]:
-  """Why checkpoint ``step`` is damaged, or None if its files match their checksums
-  (or it has none: a checkpoint written before checksums, or just before a crash)."""
+def verify(directory: str, step: int, require: bool) -> Optional[str]:
+  """Checks checkpoint ``step``'s files against their sha256 record.
+
+  Raises:
+    DamagedCheckpoint: a file is missing or changed; or, with ``require``, there
+      is no valid record to check against.
+  Returns:
+    None when verified; without ``require``, a warning when there is no valid
+    record (the files could not be checked).
+  """
   path = manifest_path(directory, step)
-  if not os.path.exists(path):
-    return None
+  where = os.path.join(directory, str(step))
   try:
     with open(path) as f:
       want = json.load(f)
-  except ValueError:
-    return None  # the manifest itself was cut short: nothing to check against
-  got = _file_hashes(os.path.join(directory, str(step)))
+    if not isinstance(want, dict) or not want:
+      raise ValueError('empty')
+  except (OSError, ValueError):
+    why = 'no' if not os.path.exists(path) else 'an unreadable'
+    if require:
+      raise DamagedCheckpoint(
+          f'{where} has {why} sha256 record ({path}), so its files cannot be checked; '
+          'resume the run that wrote it to seal it, or use another kept step') from None
+    return f'{where} has {why} sha256 record: restoring it unverified'
+  got = _file_hashes(where)
   missing = sorted(set(want) - set(got))
   changed = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-  if missing or changed:
-    return ('files ' + ', '.join(missing[:3]) + ' missing' if missing else
-            'files ' + ', '.join(changed[:3]) + ' changed since they were written '
-            '(sha256 mismatch)')
+  if missing:
+    raise DamagedCheckpoint(f'{where}: files {", ".join(missing[:3])} missing')
+  if changed:
+    raise DamagedCheckpoint(f'{where}: files {", ".join(changed[:3])} changed since they '
+                            'were written (sha256 mismatch)')
   return None
+
+
+def _key(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                  for k in path)
+
+
+def saved_arrays(step_dir: str) -> Dict[str, Any]:
+  """The checkpoint's array metadata tree (shapes, dtypes), read without the arrays.
+
+  Raises:
+    DamagedCheckpoint when the metadata is missing or unreadable.
+  """
+  path = os.path.join(step_dir, 'default')
+  try:
+    checkpointer = ocp.StandardCheckpointer()
+    metadata = checkpointer.metadata(path)
+    checkpointer.close()
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise DamagedCheckpoint(f'{step_dir}: metadata unreadable ({type(e).__name__}: '
+                            f'{str(e)[:160]})') from None
+  metadata = getattr(metadata, 'item_metadata', metadata)
+  metadata = getattr(metadata, 'tree', metadata)
+  if not isinstance(metadata, dict) or 'params' not in metadata:
+    raise DamagedCheckpoint(f'{step_dir}: no array metadata (_METADATA missing or empty)')
+  return metadata
+
+
+def check_fits(step_dir: str, target: Any) -> None:
+  """Raises CheckpointMismatch when the networks' arrays saved in ``step_dir``
+  (params, batch_stats, frozen) differ in name or shape from ``target``'s."""
+  saved = saved_arrays(step_dir)
+  for part in ('params', 'batch_stats', 'frozen'):
+    want = getattr(target, part, None) if not isinstance(target, dict) else target.get(part)
+    if want is None:
+      continue
+    have = {_key(p): tuple(m.shape) for p, m in
+            jax.tree_util.tree_flatten_with_path(saved.get(part) or {})[0]}
+    need = {_key(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(want)[0]}
+    for key in sorted(set(have) | set(need)):
+      if have.get(key) == need.get(key):
+        continue
+      if key not in have or key not in need:
+        where = 'this config builds' if key in need else 'the checkpoint has'
+        other = 'the checkpoint lacks it' if key in need else 'this config does not build it'
+        raise CheckpointMismatch(
+            f'{step_dir}: {where} {part}/{key} but {other}: the config (networks, '
+            'model) differs from the one it was trained with; nothing was changed')
+      cause = ('the dataset has another number of training classes than the run was '
+               'trained on: point data.dir at that dataset'
+               if key.endswith('classifier/kernel') and have[key][:-1] == need[key][:-1]
+               else 'the model config (width, depth, non-local blocks) differs from '
+               "the run's config.json")
+      raise CheckpointMismatch(
+          f'{step_dir}: {part}/{key} is {have[key]} in the checkpoint but {need[key]} '
+          f'here: {cause}; nothing was changed')
 
 
 def prune_manifests(directory: str, kept: Iterable[int]) -> None:
@@ -125,14 +219,17 @@ class Checkpoints:
         os.remove(manifest_path(self.best_directory, step))
     self.best.save(step, args=ocp.args.StandardSave(state),
                    metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
+    self._seal()
     return True
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, force: bool = False) -> None:
-    self._seal()  # the previous save is complete: record its checksums
+    """Saves and, once the save is complete, records its checksums (blocking, so a
+    kept checkpoint is without a record only if the process died in between)."""
     self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    self._seal()
 
   def _seal(self) -> None:
     """Waits for pending saves and writes the checksums of every finished step."""
@@ -146,32 +243,44 @@ class Checkpoints:
         prune_manifests(directory, manager.all_steps())
 
   def restore(self, target: Any, step: Optional[int] = None) -> Tuple[Any, int]:
-    """Restores into the shapes and shardings of ``target``: ``step``, or the newest
-    checkpoint that is whole.
+    """Resuming: restores into the shapes and shardings of ``target``: ``step``,
+    or the newest checkpoint that is whole.
 
-    A checkpoint whose files do not match their checksums, or that orbax cannot
-    read, is skipped (it is said which and why) and moved, untouched, to
-    ``checkpoints_damaged/``, so training continues from the one before it.
+    A damaged checkpoint (`DamagedCheckpoint`) is skipped, said which and why,
+    and moved, untouched, to ``checkpoints_damaged/``, so training continues from
+    the one before it. A whole checkpoint that does not fit (`CheckpointMismatch`)
+    stops the resume with nothing moved.
     """
     if step is not None:
-      return self._restore_verified(self.manager, target, step), step
+      return self._restore_verified(self.manager, target, step, require=False), step
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        return self._restore_verified(self.manager, target, step), step
+        return self._restore_verified(self.manager, target, step, require=False), step
       except DamagedCheckpoint as e:
         print(f'warning: skipping checkpoint {step}: {e}', flush=True)
         self._set_aside(step)
     raise DamagedCheckpoint(f'{self.directory}: no checkpoint restores (each skipped one is '
                             'in checkpoints_damaged/); delete the workdir to start afresh')
 
-  def _restore_verified(self, manager, target: Any, step: int) -> Any:
-    problem = verify_manifest(str(manager.directory), step)
-    if problem:
-      raise DamagedCheckpoint(problem)
+  def _restore_verified(self, manager, target: Any, step: int, require: bool = True) -> Any:
+    """The one verified restore: checksums (`verify`), fit (`check_fits`), then
+    orbax. A restore that fails on files whose checksums matched is a mismatch,
+    not damage."""
+    directory = str(manager.directory)
+    warning = verify(directory, step, require)
+    if warning:
+      print(f'warning: {warning}', flush=True)
+    step_dir = os.path.join(directory, str(step))
+    check_fits(step_dir, target)
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
-      raise DamagedCheckpoint(f'unreadable ({type(e).__name__}: {str(e)[:200]})') from None
+      text = f'{type(e).__name__}: {" ".join(str(e).split())[:200]}'
+      if warning:  # unverified files that do not read: damage
+        raise DamagedCheckpoint(f'{step_dir}: unreadable ({text})') from None
+      raise CheckpointMismatch(f'{step_dir}: its files are intact (sha256 verified) but do '
+                               f'not restore into this config ({text}); nothing was '
+                               'changed') from None
 
   def _set_aside(self, step: int) -> None:
     """Moves a damaged step out of the manager's way (never deletes it)."""
@@ -189,30 +298,35 @@ class Checkpoints:
     self.manager.reload()
 
   def restore_for_eval(self, target: Any, which: str) -> Tuple[Any, int]:
-    """``which``: 'latest', 'best' or a step number kept in checkpoints/."""
+    """``which``: 'latest', 'best' or a step number kept in checkpoints/. Verified
+    like every reader; nothing is ever moved (`DamagedCheckpoint` names the
+    other kept steps)."""
+    kept = sorted(self.manager.all_steps())
     if which == 'best':
       step = self.best.best_step()
       if step is None:
-        raise FileNotFoundError(f'{self.best_directory}: no best checkpoint; train with '
+        raise NoCheckpoint(f'{self.best_directory}: no best checkpoint; train with '
                                 'evaluations (train.eval_every) or use eval.checkpoint=latest')
       try:
         return self._restore_verified(self.best, target, step), step
       except DamagedCheckpoint as e:
-        raise DamagedCheckpoint(f'{self.best_directory}/{step}: {e}; evaluate '
-                                'eval.checkpoint=latest instead') from None
+        raise DamagedCheckpoint(f'{e}; evaluate eval.checkpoint=latest instead') from None
     if which == 'latest':
-      if self.latest_step() is None:
-        raise FileNotFoundError(f'{self.directory}: no checkpoint; train first')
-      return self.restore(target)  # the newest whole one
-    step = int(which)
-    if step not in self.manager.all_steps():
-      raise FileNotFoundError(
-          f'{self.directory}: no checkpoint {which!r} (kept: {list(self.manager.all_steps())}); '
-          'train first or set eval.checkpoint to latest, best or a kept step')
+      if not kept:
+        raise NoCheckpoint(f'{self.directory}: no checkpoint; train first')
+      step = kept[-1]
+    else:
+      step = int(which)
+      if step not in kept:
+        raise NoCheckpoint(
+            f'{self.directory}: no checkpoint {which!r} (kept: {kept}); train first or set '
+            'eval.checkpoint to latest, best or a kept step')
     try:
       return self._restore_verified(self.manager, target, step), step
     except DamagedCheckpoint as e:
-      raise DamagedCheckpoint(f'{self.directory}/{step}: {e}; choose another step') from None
+      others = [k for k in kept if k != step]
+      raise DamagedCheckpoint(f'{e}; evaluate another kept step (eval.checkpoint='
+                              f'{others[-1] if others else "best"})') from None
 
   def wait(self) -> None:
     self._seal()
@@ -235,26 +349,23 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   directory = os.path.join(os.path.abspath(workdir),
                            'checkpoints_best' if which == 'best' else 'checkpoints')
   if not os.path.isdir(directory):
-    raise FileNotFoundError(
+    raise NoCheckpoint(
         f'{directory}: no checkpoints; point at the workdir of a finished training run')
   manager = ocp.CheckpointManager(directory)
   steps = list(manager.all_steps())
   manager.close()
   if not steps:
-    raise FileNotFoundError(f'{directory}: no complete checkpoint yet')
+    raise NoCheckpoint(f'{directory}: no complete checkpoint yet')
   step = max(steps) if which in ('latest', 'best') else int(which)
   if step not in steps:
-    raise FileNotFoundError(f'{directory}: no checkpoint {which!r} (kept: {sorted(steps)})')
+    raise NoCheckpoint(f'{directory}: no checkpoint {which!r} (kept: {sorted(steps)})')
+  verify(directory, step, require=True)
   path = os.path.join(directory, str(step), 'default')
-  checkpointer = ocp.StandardCheckpointer()
-  metadata = checkpointer.metadata(path)
-  checkpointer.close()
-  metadata = getattr(metadata, 'item_metadata', metadata)
-  metadata = getattr(metadata, 'tree', metadata)
+  metadata = saved_arrays(os.path.join(directory, str(step)))
   trained = sorted(metadata.get('params', {}))
   frozen = sorted(metadata.get('frozen', {}) or {})
   if network not in trained + frozen:
-    raise ValueError(f'{directory}/{step}: has no {network} network (trained: {trained}, '
+    raise CheckpointMismatch(f'{directory}/{step}: has no {network} network (trained: {trained}, '
                      f'frozen: {frozen})')
   # Only this network's variables are read: no optimizer state, no other network.
   if network in trained:
@@ -266,10 +377,15 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   target = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
   checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  checkpointer.close()
+  try:
+    tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except  (verified files that do not read)
+    raise DamagedCheckpoint(f'{directory}/{step}: unreadable ({type(e).__name__}: '
+                            f'{" ".join(str(e).split())[:160]})') from None
+  finally:
+    checkpointer.close()
   if network in trained:
     return {'params': tree['params'][network], 'batch_stats': tree['batch_stats'][network]}
   return dict(tree['frozen'][network])
@@ -280,6 +396,6 @@ def load_teacher(workdir: str) -> Dict[str, Any]:
   (a teacher_only / vkd_teacher run: ``config.teacher.checkpoint``)."""
   try:
     return load_network(workdir, 'teacher')
-  except (FileNotFoundError, ValueError) as e:
-    raise type(e)(f'{e}; config teacher.checkpoint must be the workdir of a finished '
-                  'teacher_only (or mdkt, vkd_teacher) run') from None
+  except (NoCheckpoint, CheckpointMismatch) as e:
+    raise type(e)(f'config teacher.checkpoint={workdir}: {e}; it must be the workdir of a '
+                  'finished teacher_only (or mdkt, vkd_teacher) run') from None

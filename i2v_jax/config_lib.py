@@ -14,6 +14,8 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
+from i2v_jax.errors import UserError
+
 
 def _convert(name: str, text: str, default: Any) -> Any:
   if isinstance(default, bool):
@@ -43,7 +45,7 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config that cannot run: the message names the key, the value and the fix."""
 
 
@@ -131,6 +133,57 @@ def validate(config) -> None:
     raise ConfigError(f'config input.student_frames={config.input.student_frames} > '
                      f'input.clip_len={config.input.clip_len}: M images come from the '
                      'T frames of a clip; lower student_frames or raise clip_len')
+  for key in ('input.height', 'input.width', 'input.student_frames', 'train.keep_checkpoints',
+              'eval.batch_size', 'eval.clip_len', 'eval.max_rank', 'eval.query_block'):
+    if get(config, key) < 1:
+      raise ConfigError(f'config {key}={get(config, key)!r}: must be at least 1')
+  for key in ('optim.lr', 'loss.mutual.temperature', 'loss.vkd.temperature'):
+    if not get(config, key) > 0:
+      raise ConfigError(f'config {key}={get(config, key)!r}: must be greater than 0')
+  for key in ('optim.weight_decay', 'optim.grad_clip', 'optim.warmup_steps', 'train.eval_every',
+              'input.pad_crop', 'eval.max_frames', 'loss.id.label_smoothing'):
+    if get(config, key) < 0:
+      raise ConfigError(f'config {key}={get(config, key)!r}: must be 0 or more')
+  if not 0 <= config.input.erasing_prob <= 1:
+    raise ConfigError(f'config input.erasing_prob={config.input.erasing_prob!r}: a probability '
+                      'in [0, 1]')
+  if config.train.eval_every and config.train.best_metric not in metric_names(config):
+    raise ConfigError(f'config train.best_metric={config.train.best_metric!r}: not an '
+                      f'evaluation metric of this config; did you mean '
+                      f'{nearest(config.train.best_metric, metric_names(config))!r}?')
+  if config.teacher.mode == 'frozen' and 'teacher' in config.networks and \
+      not config.teacher.checkpoint:
+    raise ConfigError('config teacher.mode=frozen needs --config.teacher.checkpoint=<workdir '
+                      'of a finished teacher_only or vkd_teacher run>')
+  if config.teacher.init_student and not config.teacher.checkpoint:
+    raise ConfigError('config teacher.init_student=True needs --config.teacher.checkpoint='
+                      '<workdir of a finished teacher run> (the student starts as its copy)')
+  if config.model.shared_classifier and config.teacher.mode != 'joint':
+    raise ConfigError('config model.shared_classifier=True needs teacher.mode=joint (one '
+                      'classifier trained by both networks)')
+
+
+def check_devices(config, num_devices: int) -> None:
+  """Each device holds whole identities: P must be a multiple of the device count."""
+  if config.input.num_ids % num_devices:
+    raise ConfigError(f'config input.num_ids={config.input.num_ids} is not a multiple of the '
+                      f'{num_devices} devices (each holds whole identities); use a multiple '
+                      f'of {num_devices}')
+
+
+def metric_names(config) -> list:
+  """The evaluation metrics ``train.best_metric`` may name (``<protocol>/mAP``...)."""
+  protocols = list(config.eval.protocols)
+  if config.eval.rerank:
+    protocols += [f'{p}+rerank' for p in config.eval.protocols]
+  ranks = [f'rank{k}' for k in (1, 5, 10, 20) if k <= config.eval.max_rank]
+  return [f'{p}/{m}' for p in protocols for m in ranks + ['mAP', 'mINP']]
+
+
+def nearest(word: str, choices: Sequence[str]) -> str:
+  """The choice closest to ``word`` (for 'did you mean')."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  return (difflib.get_close_matches(word, choices, n=1, cutoff=0.0) or [''])[0]
 
 
 def flatten(d: dict, prefix: str = '') -> dict:

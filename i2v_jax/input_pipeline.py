@@ -47,14 +47,17 @@ class TrackletReader:
   """Random access to one split's tracklets through its index (thread-safe)."""
 
   def __init__(self, data_dir: str, split: str):
-    self.data_dir = data_dir
+    self.data_dir, self.split = data_dir, split
     self.rows = records.load_index(data_dir, split)
 
   @functools.lru_cache(maxsize=64)
   def frames(self, row: int) -> tuple:
+    """The frames of tracklet ``row``; its record is checked against its index row."""
     r = self.rows[row]
-    data = records.read_record(os.path.join(self.data_dir, r['shard']), r['offset'])
-    return tuple(records.parse(data)['frames'])
+    record = records.parse(records.read_record(os.path.join(self.data_dir, r['shard']),
+                                               r['offset']))
+    records.check_record(self.data_dir, self.split, r, record)
+    return tuple(record['frames'])
 
 
 def restricted_random(num_frames: int, t: int, rng: np.random.Generator) -> np.ndarray:

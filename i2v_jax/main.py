@@ -24,7 +24,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from i2v_jax import checkpoint, compile_cache, config_lib, records, trainer
+from i2v_jax import compile_cache, config_lib, trainer
+from i2v_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
                                           "the workdir's config.json")
@@ -84,9 +85,15 @@ def main(argv):
       jax.distributed.initialize()
     run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)
-  except (config_lib.ConfigError, records.DatasetError, checkpoint.DamagedCheckpoint) as e:
+  except UserError as e:
     print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    # Exit now: after a read error inside tf.data, TensorFlow's input threads can
+    # still wait for the interpreter lock, and a normal exit (which collects their
+    # iterator) would wait for them forever. Logs and checkpoints are already on
+    # disk: every metric line is flushed as written and every save is complete.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)  # pylint: disable=protected-access
 
 
 def run():

@@ -31,11 +31,12 @@ from typing import Dict, List, Sequence
 import google_crc32c
 
 from i2v_jax import atomic
+from i2v_jax.errors import UserError
 
 SCHEMA_VERSION = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
   """A dataset folder that cannot be used as it is: names the file and the fix."""
 SPLITS = ('train', 'query', 'gallery')
 
@@ -168,8 +169,8 @@ def check_shards(data_dir: str, split: str) -> None:
 def load_metadata(data_dir: str) -> Dict[str, object]:
   """Reads ``metadata.json``; a clear error when the build is missing/partial."""
   path = os.path.join(data_dir, 'metadata.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
+  if not os.path.isfile(path):
+    raise DatasetError(
         f'{path} not found: {data_dir!r} is not a complete dataset build. Run '
         f'`python -m data_prep.build --dataset ... --out_dir {data_dir}` (a build '
         'writes metadata.json last, so an interrupted one has none).')
@@ -179,11 +180,31 @@ def load_metadata(data_dir: str) -> Dict[str, object]:
   except ValueError as e:
     raise DatasetError(f'{path}: not valid JSON ({e}); the file is damaged: rebuild with '
                        'python -m data_prep.build') from None
+  if not isinstance(meta, dict):
+    raise DatasetError(f'{path}: a JSON object was expected, not {type(meta).__name__}; '
+                       'the file is damaged: rebuild with python -m data_prep.build')
   if meta.get('schema_version') != SCHEMA_VERSION:
     raise DatasetError(
         f'{path}: schema_version {meta.get("schema_version")} but this code reads '
         f'{SCHEMA_VERSION}; rebuild with python -m data_prep.build.')
+  classes, id_map = meta.get('num_classes'), meta.get('id_map')
+  if (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1
+      or not isinstance(id_map, dict) or len(id_map) != classes):
+    raise DatasetError(
+        f'{path}: num_classes={classes!r} must be a positive integer equal to the number of '
+        f'training ids in id_map ({len(id_map) if isinstance(id_map, dict) else "missing"}); '
+        'the file is damaged or edited: rebuild with python -m data_prep.build')
   return meta
+
+
+def check_row(path: str, row: Dict[str, object]) -> None:
+  """An index row names a shard inside the dataset folder (a bare file name)."""
+  shard = row.get('shard') if isinstance(row, dict) else None
+  if (not isinstance(shard, str) or not shard or os.path.basename(shard) != shard
+      or shard in ('.', '..') or '\\' in shard):
+    raise DatasetError(f'{path}: shard {shard!r} is not a file name inside the dataset '
+                       'folder; the index is damaged or edited: rebuild with '
+                       'python -m data_prep.build')
 
 
 def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
@@ -196,7 +217,7 @@ def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
   path = os.path.join(data_dir, f'index-{split}.json')
   if not os.path.exists(path):
     if not os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
-      raise FileNotFoundError(f'{path} not found; rebuild with python -m data_prep.build')
+      raise DatasetError(f'{path} not found; rebuild with python -m data_prep.build')
     rows = index_shards(data_dir, split)
     try:
       atomic.write_json({'split': split, 'tracklets': rows}, path)
@@ -205,10 +226,26 @@ def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
     return rows
   try:
     with open(path) as f:
-      return json.load(f)['tracklets']
-  except (ValueError, KeyError) as e:
+      rows = json.load(f)['tracklets']
+  except (ValueError, KeyError, TypeError) as e:
     raise DatasetError(f'{path}: damaged index ({type(e).__name__}); delete it (a TFDS '
                        'build recomputes it) or rebuild with python -m data_prep.build') from None
+  for row in rows:
+    check_row(path, row)
+  return rows
+
+
+def check_record(data_dir: str, split: str, row: Dict[str, object],
+                 record: Dict[str, object]) -> None:
+  """A record read through the index is the one the index describes (pid, camera,
+  name), so an edited index cannot change results silently."""
+  for key in ('pid', 'camid', 'name'):
+    if record[key] != row.get(key):
+      raise DatasetError(
+          f'{os.path.join(data_dir, f"index-{split}.json")}: the entry for the record at '
+          f'byte {row.get("offset")} of {row.get("shard")} says {key}={row.get(key)!r} but '
+          f'the record says {record[key]!r}; the index is damaged or edited: delete it (a '
+          'TFDS build recomputes it) or rebuild with python -m data_prep.build')
 
 
 def index_shards(data_dir: str, split: str) -> List[Dict[str, object]]:
@@ -216,7 +253,7 @@ def index_shards(data_dir: str, split: str) -> List[Dict[str, object]]:
   dataset = load_metadata(data_dir)['dataset']
   shards = sorted(glob.glob(os.path.join(data_dir, f'{dataset}-{split}.tfrecord-*-of-*')))
   if not shards:
-    raise FileNotFoundError(f'{data_dir}: no {dataset}-{split}.tfrecord-* shards and no '
+    raise DatasetError(f'{data_dir}: no {dataset}-{split}.tfrecord-* shards and no '
                             f'index-{split}.json; rebuild with python -m data_prep.build')
   rows = []
   for shard in shards:

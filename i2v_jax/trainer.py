@@ -18,7 +18,6 @@ import sys
 import time
 
 import jax
-from absl import app
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
@@ -41,8 +40,8 @@ def prepare_data(config, workdir: str):
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('synthetic dataset built')
   elif not config.data.dir:
-    raise app.UsageError(f'config data.name={config.data.name!r} needs --config.data.dir='
-                         '<output of python -m data_prep.build>')
+    raise config_lib.ConfigError(f'config data.name={config.data.name!r} needs '
+                                 '--config.data.dir=<output of python -m data_prep.build>')
   meta = records.load_metadata(data_dir)
   check_labels(data_dir, meta)
   for split in records.SPLITS:
@@ -66,6 +65,7 @@ def train_and_log(config, workdir: str) -> dict:
 
   lead = jax.process_index() == 0
   config_lib.validate(config)
+  config_lib.check_devices(config, jax.device_count())
   # Resuming: only what RESUME_MAY_CHANGE names may differ from the saved config.
   resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
   changes = config_lib.refuse_changes(
@@ -143,7 +143,9 @@ def train_and_log(config, workdir: str) -> dict:
     in_flight = metrics
     if done % config.train.log_every == 0 or done == total:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      bad = [k for k, v in metrics.items() if k.startswith('loss/') and not math.isfinite(v)]
+      bad = [k for k, v in metrics.items()
+             if (k.startswith('loss/') or k in ('grad_norm', 'param_norm'))
+             and not math.isfinite(v)]
       if bad:
         good = ckpt.latest_step()
         raise NonFiniteLoss(
@@ -246,9 +248,9 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   source = config.eval.from_workdir or workdir
   ckpt_dir = os.path.join(source, 'checkpoints')
   if not os.path.isdir(ckpt_dir):
-    raise app.UsageError(f'{ckpt_dir}: no checkpoints; train into --workdir={source} first '
-                         '(config mode=train) or point --workdir (or eval.from_workdir) '
-                         'at a trained run')
+    raise checkpoint.NoCheckpoint(f'{ckpt_dir}: no checkpoints; train into --workdir={source} '
+                                  'first (config mode=train) or point --workdir (or '
+                                  'eval.from_workdir) at a trained run')
   config_lib.refuse_changes(config, source, config_lib.EVALUATE_MAY_CHANGE,
                             f'evaluating the run in {source}')
   os.makedirs(workdir, exist_ok=True)

@@ -131,9 +131,21 @@ def test_every_preset_and_the_benchmark_configs_validate():
   from configs import synthetic_cpu  # pylint: disable=g-import-not-at-top
   for preset in base.PRESETS:
     for arg in (f'preset={preset}', f'preset={preset},runlocal', f'preset={preset},dataset=veri'):
-      config_lib.validate(base.get_config(arg))
+      c = base.get_config(arg)
+      if preset == 'vkd':  # a frozen teacher needs its checkpoint
+        with pytest.raises(config_lib.ConfigError, match='teacher.mode=frozen needs'):
+          config_lib.validate(c)
+        c.teacher.checkpoint = '/runs/vkd_teacher'
+      config_lib.validate(c)
   for entry in synthetic_cpu.sweep():
-    config_lib.validate(synthetic_cpu.get_config(entry['arg']))
+    c = synthetic_cpu.get_config(entry['arg'])
+    for key, value in entry['overrides'].items():
+      node = c
+      *path, leaf = key.split('.')
+      for part in path:
+        node = node[part]
+      node[leaf] = f'/runs/{value[1:]}' if str(value).startswith('@') else value
+    config_lib.validate(c)
   assert set(config_lib.CHOICES['preset']) == set(base.PRESETS)
   assert set(config_lib.CHOICES['data.name']) == set(base.DATASETS)
 
@@ -223,3 +235,44 @@ def test_bad_enum_and_print_on_the_command_line_answer_before_any_jax_work(tmp_p
   assert run.returncode == 0, run.stderr[-500:]
   assert "preset = 'vkd'" in run.stdout and 'loss.vkd.logits = 0.1' in run.stdout
   assert 'presets: mdkt | tkp | vkd' in run.stdout
+
+
+@pytest.mark.parametrize('key, value, named', [
+    ('train.keep_checkpoints', 0, 'train.keep_checkpoints=0: must be at least 1'),
+    ('train.best_metric', 'i2v/mAp', r"did you mean 'i2v/mAP'\?"),
+    ('input.height', 0, 'input.height=0: must be at least 1'),
+    ('input.student_frames', 0, 'input.student_frames=0: must be at least 1'),
+    ('optim.lr', -1.0, 'optim.lr=-1.0: must be greater than 0'),
+    ('input.erasing_prob', 1.5, 'a probability'),
+    ('teacher.mode', 'frozen', 'teacher.mode=frozen needs --config.teacher.checkpoint'),
+    ('teacher.init_student', True, 'init_student=True needs --config.teacher.checkpoint'),
+    ('loss.tcl.feature', 'bn_features', 'needs --config.loss.tcl.teacher_level=clip'),
+    ('loss.tcl.neighbours', -1, 'loss.tcl.neighbours=-1'),
+])
+def test_every_value_and_cross_field_rule_is_checked_before_anything_runs(key, value, named):
+  """Faults F and item 1: each is one line naming the key and the fix."""
+  c = base.get_config()
+  node = c
+  *path, leaf = key.split('.')
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=named) as e:
+    config_lib.validate(c)
+  assert '\n' not in str(e.value)
+
+
+def test_shared_classifier_needs_joint_training_and_p_must_divide_over_devices():
+  c = base.get_config('preset=vkd')
+  c.teacher.checkpoint = '/x'
+  c.model.shared_classifier = True
+  with pytest.raises(config_lib.ConfigError, match='shared_classifier=True needs teacher.mode=joint'):
+    config_lib.validate(c)
+  with pytest.raises(config_lib.ConfigError, match='num_ids=8 is not a multiple of the 3 devices'):
+    config_lib.check_devices(base.get_config(), 3)
+  config_lib.check_devices(base.get_config(), 4)
+  c = base.get_config()
+  c.eval.rerank = True
+  assert 'i2v+rerank/mAP' in config_lib.metric_names(c)
+  c.train.best_metric = 'i2v+rerank/mAP'
+  config_lib.validate(c)

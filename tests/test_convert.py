@@ -85,5 +85,27 @@ def test_width_mismatch_names_key(parity):
 
 
 def test_missing_file_says_how_to_make_it(tmp_path):
-  with pytest.raises(FileNotFoundError, match='i2v_jax.models.convert'):
+  with pytest.raises(convert.PretrainedError, match='i2v_jax.models.convert'):
     convert.load_npz(str(tmp_path / 'nope.npz'))
+
+
+def test_a_pretrained_file_must_be_plain_finite_arrays(tmp_path):
+  """Faults E: NaN weights, pickled objects and a truncated file are one line each."""
+  good = {'params': {'conv1': {'kernel': np.ones((3, 3, 3, 4), np.float32)}}}
+  path = str(tmp_path / 'w.npz')
+  convert.save_npz(good, path)
+  assert convert.load_npz(path)['params']['conv1']['kernel'].shape == (3, 3, 3, 4)
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(convert.PretrainedError, match='not a readable .npz'):
+    convert.load_npz(path)
+  bad = np.ones((2, 2), np.float32)
+  bad[0, 1] = np.nan
+  np.savez(path, **{'params/conv1/kernel': bad})
+  with pytest.raises(convert.PretrainedError, match='params/conv1/kernel has 1 non-finite'):
+    convert.load_npz(path)
+  np.savez(path, **{'params/x': np.array([{'a': 1}], dtype=object)})
+  with pytest.raises(convert.PretrainedError, match='not a readable .npz'):
+    convert.load_npz(path)

@@ -344,7 +344,7 @@ def test_interrupted_build_resumes_and_reruns_are_idempotent(tmp_path, monkeypat
   with pytest.raises(KeyboardInterrupt):
     build.build('synthetic', out, spec=spec, show_progress=False)
   assert not os.path.exists(out)  # the build is staged; out_dir appears only when complete
-  with pytest.raises(FileNotFoundError, match='not a complete dataset build'):
+  with pytest.raises(records.DatasetError, match='not a complete dataset build'):
     records.load_metadata(out)
   monkeypatch.setattr(writer, '_write_shard', real)
   before = {f: os.path.getmtime(staging / f) for f in os.listdir(staging)

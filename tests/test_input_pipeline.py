@@ -205,3 +205,41 @@ def test_synthetic_is_learnable_and_single_frames_are_harder(tmp_path):
   # Measured: chance 0.024, I2V 0.20, V2V 0.35 (seed 11).
   assert i2v['mAP'] > 4 * chance, (i2v['mAP'], chance)
   assert v2v['mAP'] > i2v['mAP'] + 0.05, (v2v['mAP'], i2v['mAP'])
+
+
+def test_an_edited_index_is_refused_not_used(data_dir, tmp_path):
+  """Faults D: a record read through the index must be the one the index names,
+  and no shard path may leave the dataset folder."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'data')
+  shutil.copytree(data_dir, copy)
+  path = f'{copy}/index-query.json'
+  index = json.load(open(path))
+  index['tracklets'][0]['pid'] += 1000
+  json.dump(index, open(path, 'w'))
+  reader = ip.TrackletReader(copy, 'query')
+  with pytest.raises(records.DatasetError, match=r'index-query.json: .* says pid=\d+ but the '
+                                                 r'record says \d+'):
+    reader.frames(0)
+  assert reader.frames(1)  # the others read
+  index['tracklets'][0]['pid'] -= 1000
+  index['tracklets'][1]['shard'] = '../' + index['tracklets'][1]['shard']
+  json.dump(index, open(path, 'w'))
+  with pytest.raises(records.DatasetError, match=r"shard '\.\./.*' is not a file name inside"):
+    records.load_index(copy, 'query')
+
+
+def test_metadata_that_cannot_be_right_is_refused(data_dir, tmp_path):
+  """Faults F: num_classes of 10**12 (or a list, or no num_classes) is one line."""
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'data')
+  shutil.copytree(data_dir, copy)
+  meta = json.load(open(f'{copy}/metadata.json'))
+  for bad, named in (({**meta, 'num_classes': 10 ** 12}, 'num_classes=1000000000000'),
+                     ({k: v for k, v in meta.items() if k != 'num_classes'}, 'num_classes=None'),
+                     ([meta], 'a JSON object was expected, not list')):
+    json.dump(bad, open(f'{copy}/metadata.json', 'w'))
+    with pytest.raises(records.DatasetError, match=named):
+      records.load_metadata(copy)

@@ -163,3 +163,31 @@ def test_tkp_preset_trains_with_bfloat16_compute(tmp_path, data_dir):
   for key in ('loss/tkp/feature', 'loss/tkp/distance', 'loss/triplet/student_to_teacher'):
     assert all(np.isfinite(r[key]) for r in train_rows), key
   assert 0.0 <= rows[-1]['i2v/mAP'] <= 100.0
+
+
+def test_a_damaged_query_shard_exits_2_promptly(tmp_path, synthetic_data):
+  """Faults C: a CRC error in a record read inside tf.data is one line and exit 2,
+  not a process that hangs at exit (48 query tracklets keep many reads in flight)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from tests.conftest import CLI_SPEC  # pylint: disable=g-import-not-at-top
+  data = synthetic_data(dataclasses.replace(CLI_SPEC, num_test_ids=48, min_frames=8,
+                                            max_frames=16))
+  workdir = str(tmp_path / 'run')
+  subprocess.run(command(workdir, data, steps=2), env=ENV, cwd=REPO, check=True,
+                 capture_output=True, timeout=600)
+  bad = str(tmp_path / 'bad')
+  shutil.copytree(data, bad)
+  shard = glob.glob(os.path.join(bad, '*-query.tfrecord-*'))[0]
+  with open(shard, 'r+b') as f:
+    f.seek(os.path.getsize(shard) * 3 // 4)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 1]))
+  run = subprocess.run([sys.executable, '-m', 'i2v_jax.main', f'--workdir={workdir}',
+                        '--config.mode=evaluate', f'--config.data.dir={bad}'],
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 2
+  errors = [l for l in run.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and 'CRC mismatch' in errors[0] and shard in errors[0]

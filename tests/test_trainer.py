@@ -90,8 +90,8 @@ def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
   assert [e.step for e in events.Tensors('loss/total')] == [1, 2, 3, 4]
 
 
-def _damage(workdir, step, how):
-  folder = os.path.join(workdir, 'checkpoints', str(step))
+def _damage(workdir, step, how, kind='checkpoints'):
+  folder = os.path.join(workdir, kind, str(step))
   files = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs)
   data = max(files, key=os.path.getsize)  # the largest array file
   if how == 'flip':
@@ -134,3 +134,79 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, cl
   # Training resumes from step 2 and saves step 4 again.
   trainer.train_and_log(c, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')), key=int)[-1] == '4'
+
+
+def _listing(workdir):
+  return sorted(os.path.relpath(os.path.join(r, f), workdir) for r, _, fs in os.walk(workdir)
+                for f in fs if 'checkpoints' in r)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, cli_data_dir,
+                                                                     synthetic_data):
+  """Faults A: another dataset's class count, or an edited model width, is a
+  one-line mismatch; no good checkpoint is ever quarantined."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tests.conftest import CLI_SPEC  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=2)
+  c.train.eval_every = 2
+  trainer.train_and_log(c, workdir)
+  before = _listing(workdir)
+  other = synthetic_data(dataclasses.replace(CLI_SPEC, num_train_ids=10))
+  e = tiny_config(other, steps=2)
+  e.mode, e.eval.checkpoint = 'evaluate', 'latest'
+  for which in ('latest', 'best'):
+    e.eval.checkpoint = which
+    with pytest.raises(checkpoint.CheckpointMismatch,
+                       match=r'classifier/kernel is \(\d+, 12\) in the checkpoint but '
+                             r'\(\d+, 10\) here: the dataset has another number'):
+      trainer.evaluate_checkpoint(e, workdir)
+  e.eval.from_workdir = workdir  # evaluating it from elsewhere: the same, nothing moved
+  with pytest.raises(checkpoint.CheckpointMismatch):
+    trainer.evaluate_checkpoint(e, str(tmp_path / 'elsewhere'))
+  # An edited model width in config.json: resume refuses in one line.
+  saved = json.load(open(config_lib.saved_path(workdir)))
+  saved['model']['width'] = 8
+  json.dump(saved, open(config_lib.saved_path(workdir), 'w'))
+  wide = tiny_config(cli_data_dir, steps=4)
+  wide.model.width = 8
+  with pytest.raises(checkpoint.CheckpointMismatch, match='model config'):
+    trainer.train_and_log(wide, workdir)
+  assert _listing(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_damaged'))
+
+
+@pytest.mark.parametrize('how', ['flip', 'no_record', 'torn_record', 'metadata', 'empty'])
+def test_every_reader_verifies_the_checkpoint(tmp_path, cli_data_dir, how):
+  """Faults B: i2v_jax.load, export and evaluate mode refuse a damaged or
+  unrecorded checkpoint (one line), and move nothing."""
+  import i2v_jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from i2v_jax.models import export  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=2)
+  c.train.eval_every = 2
+  trainer.train_and_log(c, workdir)
+  for kind in ('checkpoints', 'checkpoints_best'):
+    record = checkpoint.manifest_path(os.path.join(workdir, kind), 2)
+    if how == 'no_record':
+      os.remove(record)
+    elif how == 'torn_record':
+      with open(record, 'r+') as f:
+        f.truncate(20)
+    else:
+      _damage(workdir, 2, how, kind)
+  before = _listing(workdir)
+  why = {'flip': 'sha256 mismatch', 'no_record': 'no sha256 record',
+         'torn_record': 'unreadable sha256 record', 'metadata': 'missing',
+         'empty': 'missing'}[how]
+  for which in ('best', 'latest'):
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=why):
+      i2v_jax.load(workdir, checkpoint=which)
+    assert export.main([f'--workdir={workdir}', f'--checkpoint={which}',
+                        f'--out={tmp_path}/b.npz']) == 2
+    c.mode, c.eval.checkpoint = 'evaluate', which
+    with pytest.raises(checkpoint.DamagedCheckpoint, match=why):
+      trainer.evaluate_checkpoint(c, workdir)
+  assert _listing(workdir) == before and not os.path.exists(f'{tmp_path}/b.npz')

@@ -23,6 +23,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from i2v_jax.errors import UserError
+
 _BN_FIELDS = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
               'running_mean': ('batch_stats', 'mean'),
               'running_var': ('batch_stats', 'var')}
@@ -115,15 +117,37 @@ def save_npz(variables: Mapping[str, Any], path: str) -> None:
   os.replace(tmp, path)
 
 
+class PretrainedError(UserError, ValueError):
+  """A ``model.pretrained`` file that is missing, unreadable or does not fit."""
+
+
 def load_npz(path: str) -> Dict[str, Any]:
-  """Reads a file written by `save_npz` (or this module's command)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'{path}: no such pretrained-weights file. Make it with `python -m '
-        'i2v_jax.models.convert --torchvision resnet50.pth --out '
-        f'{path}`, or set --config.model.pretrained="" for random init.')
-  with np.load(path) as data:
-    return unflatten({k: data[k] for k in data.files})
+  """Reads a file written by `save_npz` (or this module's command): plain numeric
+  arrays only (no pickled objects), every value finite.
+
+  Raises:
+    PretrainedError naming the file, the problem and the fix.
+  """
+  fix = ('make it with `python -m i2v_jax.models.convert --torchvision resnet50.pth --out '
+         f'{path}` or `python -m i2v_jax.models.export`, or set --config.model.pretrained="" '
+         'for random init')
+  if not os.path.isfile(path):
+    raise PretrainedError(f'config model.pretrained={path}: no such file; {fix}')
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: data[k] for k in data.files}
+  except Exception as e:  # pylint: disable=broad-except  (zip, npy and pickle errors)
+    raise PretrainedError(f'config model.pretrained={path}: not a readable .npz of plain '
+                          f'arrays ({type(e).__name__}: {" ".join(str(e).split())[:120]}); '
+                          f'{fix}') from None
+  for key, value in flat.items():
+    if not np.issubdtype(value.dtype, np.number):
+      raise PretrainedError(f'config model.pretrained={path}: {key} has dtype {value.dtype}, '
+                            f'not numbers; {fix}')
+    if not np.all(np.isfinite(value)):
+      raise PretrainedError(f'config model.pretrained={path}: {key} has '
+                            f'{int(np.sum(~np.isfinite(value)))} non-finite values; {fix}')
+  return unflatten(flat)
 
 
 def merge_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
@@ -134,19 +158,19 @@ def merge_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
   leaves absent from ``pretrained`` (non-local blocks) keep their values.
 
   Raises:
-    ValueError naming the first key that is missing or has the wrong shape.
+    PretrainedError naming the first key that is missing or has the wrong shape.
   """
   merged = {c: dict(v) for c, v in variables.items()}
   for collection in ('params', 'batch_stats'):
     model_flat = flatten(variables[collection]['backbone'])
     for path, value in flatten(pretrained.get(collection, {})).items():
       if path not in model_flat:
-        raise ValueError(
+        raise PretrainedError(
             f'{source}: {collection}/{path} has no counterpart in the model; '
             'check config.model.stage_sizes and width against the checkpoint '
             '(torchvision ResNet-50 is stage_sizes=(3, 4, 6, 3), width=64).')
       if model_flat[path].shape != value.shape:
-        raise ValueError(
+        raise PretrainedError(
             f'{source}: {collection}/{path} has shape {value.shape}, the model '
             f'expects {model_flat[path].shape}; check config.model.width.')
       model_flat[path] = value

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Dict
 
 from i2v_jax import checkpoint
+from i2v_jax.errors import UserError
 from i2v_jax.models import convert
 
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   try:
     n = export(args.workdir, args.network, args.out, args.checkpoint)
-  except (FileNotFoundError, ValueError) as e:
+  except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'wrote {args.out}: the {args.network} backbone of {args.workdir} '
