@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from i2v_jax import atomic, records
+from i2v_jax import atomic, locks, records
 from i2v_jax.errors import UserError
 from i2v_jax.records import Tracklet
 
@@ -226,6 +226,14 @@ def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise DataError(f'{out_dir}: --out_dir is a file; choose a folder (new or a '
                     'previous build of this dataset)')
+  # One build per folder at a time (they share the staging folder).
+  with locks.hold(f'{out_dir}.lock', f'--out_dir={out_dir}', remove=True):
+    return _write_dataset(out_dir, builder, splits, protocol, source_files,
+                          shards_per_split, workers, verify, show_progress, overwrite)
+
+
+def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_split,
+                   workers, verify, show_progress, overwrite) -> Dict[str, object]:
   counts_of = lambda split, ts: (shards_per_split or {}).get(split, max(1, len(ts) // 256))
   wanted_plan = {split: _plan_hash(split, ts, _shard_count(counts_of(split, ts), len(ts)))
                  for split, ts in splits.items()}

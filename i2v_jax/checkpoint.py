@@ -27,14 +27,16 @@ reader (evaluation, `load_network`, export, a frozen teacher).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
 from i2v_jax import atomic
@@ -117,6 +119,19 @@ def _key(path) -> str:
                   for k in path)
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax warns 'Metadata file does not exist: .../_CHECKPOINT_METADATA' when it
+  reads an item folder's metadata directly; that file lives one level up, so the
+  warning says nothing about the checkpoint: silence it while reading."""
+  level = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(level)
+
+
 def saved_arrays(step_dir: str) -> Dict[str, Any]:
   """The checkpoint's array metadata tree (shapes, dtypes), read without the arrays.
 
@@ -125,9 +140,10 @@ def saved_arrays(step_dir: str) -> Dict[str, Any]:
   """
   path = os.path.join(step_dir, 'default')
   try:
-    checkpointer = ocp.StandardCheckpointer()
-    metadata = checkpointer.metadata(path)
-    checkpointer.close()
+    with _quiet_orbax():
+      checkpointer = ocp.StandardCheckpointer()
+      metadata = checkpointer.metadata(path)
+      checkpointer.close()
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
     raise DamagedCheckpoint(f'{step_dir}: metadata unreadable ({type(e).__name__}: '
                             f'{str(e)[:160]})') from None
@@ -166,6 +182,34 @@ def check_fits(step_dir: str, target: Any) -> None:
       raise CheckpointMismatch(
           f'{step_dir}: {part}/{key} is {have[key]} in the checkpoint but {need[key]} '
           f'here: {cause}; nothing was changed')
+
+
+def recorded_steps(directory: str) -> List[int]:
+  """Steps whose save completed (they have a sha256 record), listed by orbax or not."""
+  folder = directory + '_sha256'
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(n[:-5]) for n in os.listdir(folder)
+                if n.endswith('.json') and n[:-5].isdigit())
+
+
+def newest_step(directory: str, listed: Iterable[int]) -> Optional[int]:
+  """The newest checkpoint written, whole or not: orbax lists only folders it can
+  read, so an emptied newest checkpoint would otherwise silently give the one
+  before it.
+
+  Raises:
+    DamagedCheckpoint when the newest recorded step is not a readable checkpoint.
+  """
+  listed = set(listed)
+  steps = listed | set(recorded_steps(directory))
+  if not steps:
+    return None
+  step = max(steps)
+  if step not in listed:
+    raise DamagedCheckpoint(f'{directory}/{step}: recorded (sha256) as saved, but files are '
+                            'missing (the folder is empty or incomplete)')
+  return step
 
 
 def prune_manifests(directory: str, kept: Iterable[int]) -> None:
@@ -304,6 +348,10 @@ class Checkpoints:
     kept = sorted(self.manager.all_steps())
     if which == 'best':
       step = self.best.best_step()
+      try:
+        newest_step(self.best_directory, [] if step is None else [step])
+      except DamagedCheckpoint as e:
+        raise DamagedCheckpoint(f'{e}; evaluate eval.checkpoint=latest instead') from None
       if step is None:
         raise NoCheckpoint(f'{self.best_directory}: no best checkpoint; train with '
                                 'evaluations (train.eval_every) or use eval.checkpoint=latest')
@@ -312,9 +360,13 @@ class Checkpoints:
       except DamagedCheckpoint as e:
         raise DamagedCheckpoint(f'{e}; evaluate eval.checkpoint=latest instead') from None
     if which == 'latest':
-      if not kept:
+      try:
+        step = newest_step(self.directory, kept)
+      except DamagedCheckpoint as e:
+        others = f'eval.checkpoint={kept[-1]}' if kept else 'eval.checkpoint=best'
+        raise DamagedCheckpoint(f'{e}; evaluate another kept step ({others})') from None
+      if step is None:
         raise NoCheckpoint(f'{self.directory}: no checkpoint; train first')
-      step = kept[-1]
     else:
       step = int(which)
       if step not in kept:
@@ -354,9 +406,9 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   manager = ocp.CheckpointManager(directory)
   steps = list(manager.all_steps())
   manager.close()
-  if not steps:
+  step = newest_step(directory, steps) if which in ('latest', 'best') else int(which)
+  if step is None:
     raise NoCheckpoint(f'{directory}: no complete checkpoint yet')
-  step = max(steps) if which in ('latest', 'best') else int(which)
   if step not in steps:
     raise NoCheckpoint(f'{directory}: no checkpoint {which!r} (kept: {sorted(steps)})')
   verify(directory, step, require=True)
@@ -378,9 +430,10 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
   checkpointer = ocp.PyTreeCheckpointer()
   try:
-    tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
+    with _quiet_orbax():
+      tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
   except Exception as e:  # pylint: disable=broad-except  (verified files that do not read)
     raise DamagedCheckpoint(f'{directory}/{step}: unreadable ({type(e).__name__}: '
                             f'{" ".join(str(e).split())[:160]})') from None
@@ -397,5 +450,5 @@ def load_teacher(workdir: str) -> Dict[str, Any]:
   try:
     return load_network(workdir, 'teacher')
   except (NoCheckpoint, CheckpointMismatch) as e:
-    raise type(e)(f'config teacher.checkpoint={workdir}: {e}; it must be the workdir of a '
-                  'finished teacher_only (or mdkt, vkd_teacher) run') from None
+    raise type(e)(f'{e}; config teacher.checkpoint must be the workdir of a finished '
+                  'teacher_only (or mdkt, vkd_teacher) run') from None

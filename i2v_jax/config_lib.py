@@ -151,6 +151,8 @@ def validate(config) -> None:
     raise ConfigError(f'config train.best_metric={config.train.best_metric!r}: not an '
                       f'evaluation metric of this config; did you mean '
                       f'{nearest(config.train.best_metric, metric_names(config))!r}?')
+  if config.mode == 'print':
+    return  # printing a preset needs none of what running it needs
   if config.teacher.mode == 'frozen' and 'teacher' in config.networks and \
       not config.teacher.checkpoint:
     raise ConfigError('config teacher.mode=frozen needs --config.teacher.checkpoint=<workdir '

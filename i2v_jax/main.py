@@ -18,13 +18,15 @@ Multi-host: ``--distributed`` (TPU pods, Slurm) or
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import jax
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from i2v_jax import compile_cache, config_lib, trainer
+from i2v_jax import compile_cache, config_lib, records, trainer
 from i2v_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
@@ -63,6 +65,26 @@ def parse_flags(argv):
              '--config=<file> --config.mode=print lists every key)')
 
 
+def build_synthetic_on_demand(config, workdir: str) -> None:
+  """With no ``data.dir`` the synthetic dataset lives in ``<workdir>/data``: build it
+  there once (``python -m data_prep.build``, a separate tool; the library never
+  imports it). Process 0 builds; the others wait for it."""
+  if config.data.dir or config.data.name != 'synthetic' or config.mode != 'train':
+    return
+  data_dir = os.path.join(workdir, 'data')
+  if jax.process_index() == 0 and not os.path.exists(os.path.join(data_dir, 'metadata.json')):
+    trainer.check_workdir(workdir)
+    print(f'building the synthetic dataset in {data_dir}', flush=True)
+    rc = subprocess.run([sys.executable, '-m', 'data_prep.build', '--dataset', 'synthetic',
+                         '--out_dir', data_dir], stdout=subprocess.DEVNULL).returncode
+    if rc:
+      raise records.DatasetError(f'building the synthetic dataset into {data_dir} failed '
+                                 f'(exit {rc}, said above); or build it yourself: python -m '
+                                 f'data_prep.build --dataset synthetic --out_dir {data_dir}')
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('synthetic dataset built')
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -83,6 +105,7 @@ def main(argv):
       jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     elif _DISTRIBUTED.value:
       jax.distributed.initialize()
+    build_synthetic_on_demand(config, _WORKDIR.value)
     run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)
   except UserError as e:

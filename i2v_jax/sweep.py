@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import fcntl
 import importlib.util
 import json
 import os
@@ -246,11 +247,22 @@ def result_line(run: Dict[str, object], seed: int, workdir: str,
 
 
 def append_line(path: str, line: dict, lock: threading.Lock) -> None:
-  """Appends one JSON line and flushes it to disk (a crash loses no finished run)."""
+  """Appends one JSON line and flushes it to disk (a crash loses no finished run),
+  under an exclusive lock on the file (other sweeps appending to it wait), after
+  cutting off a last line an earlier append left torn (it never finished)."""
   with lock:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'a') as f:
-      f.write(json.dumps(line, sort_keys=True) + '\n')
+    with open(path, 'a+b') as f:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+      f.seek(0, os.SEEK_END)
+      size = f.tell()
+      if size:
+        f.seek(max(0, size - (1 << 20)))
+        tail = f.read()
+        if not tail.endswith(b'\n'):
+          keep = size - len(tail) + tail.rfind(b'\n') + 1 if b'\n' in tail else 0
+          f.truncate(keep)
+      f.write((json.dumps(line, sort_keys=True) + '\n').encode())
       f.flush()
       os.fsync(f.fileno())
 
@@ -278,14 +290,23 @@ def heldout_accuracy(workdir: str, data_dir: str) -> Dict[str, float]:
   return {'accuracy': correct / total, 'chance': 1.0 / model.num_classes, 'images': total}
 
 
-def prepare_data(module, root: str) -> str:
+def build(dataset: str, preset: str, out_dir: str, env: Dict[str, str]) -> None:
+  """``python -m data_prep.build`` (a separate tool: the library never imports it)."""
+  flag = {'synthetic': '--synthetic_preset', 'objects': '--objects_preset'}[dataset]
+  rc = subprocess.run([sys.executable, '-m', 'data_prep.build', '--dataset', dataset, flag,
+                       preset, '--out_dir', out_dir], env=env, cwd=REPO,
+                      stdout=subprocess.DEVNULL).returncode
+  if rc:
+    raise SystemExit(f'building {dataset} {preset!r} into {out_dir} failed (exit {rc})')
+
+
+def prepare_data(module, root: str, env: Dict[str, str]) -> str:
   """Builds the benchmark data once; returns its folder."""
-  from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top  (tensorflow)
   data_dir = os.path.join(root, 'data')
   if not os.path.exists(os.path.join(data_dir, 'metadata.json')):
     name = getattr(module, 'DATA', 'small')
     print(f'building the {name!r} synthetic dataset in {data_dir}', flush=True)
-    build.build('synthetic', data_dir, spec=synthetic.SPECS[name], show_progress=False)
+    build('synthetic', name, data_dir, env)
   return data_dir
 
 
@@ -294,7 +315,6 @@ def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
   """Builds a start's pre-training pool, trains and exports its backbone (each
   once, into ``root/pretrain``); returns the backbone's path, or None for a
   random start (``pre`` None)."""
-  from data_prep import build, objects, synthetic  # pylint: disable=g-import-not-at-top
   if pre is None:
     return None
   backbone = os.path.join(root, 'pretrain', 'backbone.npz')
@@ -303,9 +323,8 @@ def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
   pool = os.path.join(root, 'pretrain', 'data')
   dataset = pre.get('dataset', 'synthetic')
   if not os.path.exists(os.path.join(pool, 'metadata.json')):
-    specs = {'synthetic': synthetic.SPECS, 'objects': objects.SPECS}[dataset]
     print(f'building the {dataset} {pre["data"]!r} pre-training pool in {pool}', flush=True)
-    build.build(dataset, pool, spec=specs[pre['data']], show_progress=False)
+    build(dataset, pre['data'], pool, env)
   run = {'name': 'run', 'arg': pre['arg'], 'overrides': pre.get('overrides', {})}
   workdir = os.path.join(root, 'pretrain', 'run')
   print(f'pre-training ({pre["arg"]}, {pre.get("steps")} steps) in {workdir}', flush=True)
@@ -333,7 +352,7 @@ def main(argv):
   if not _CONFIG.value or not _WORKDIR.value:
     raise app.UsageError('--config and --workdir are required')
   sys.path.insert(0, REPO)
-  from i2v_jax import sweep_report  # pylint: disable=g-import-not-at-top  (after sys.path)
+  from i2v_jax import locks, sweep_report  # pylint: disable=g-import-not-at-top  (after sys.path)
   root = os.path.abspath(_WORKDIR.value)
   os.makedirs(root, exist_ok=True)
   module = load_module(_CONFIG.value)
@@ -355,12 +374,21 @@ def main(argv):
   results_path = os.path.abspath(_RESULTS.value or os.path.join(REPO, 'bench', 'ablation',
                                                                  f'{stem}.jsonl'))
   report_stem = os.path.splitext(os.path.basename(results_path))[0]
+  os.makedirs(os.path.dirname(results_path), exist_ok=True)
+  with locks.hold(f'{results_path}.lock', f'--results={results_path}', remove=True):
+    run_sweep(module, runs, root, results_path, report_stem, config_file, starts,
+              all_starts, default_start, seeds, sweep_report)
+
+
+def run_sweep(module, runs, root, results_path, report_stem, config_file, starts,
+              all_starts, default_start, seeds, sweep_report):
+  """The sweep proper, with the results file's lock held (one sweep per file)."""
   recorded = {(r['variant'], r['seed'], r.get('start', default_start))
               for r in sweep_report.read_results(results_path)}
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip())
-  data_dir = prepare_data(module, root)
+  data_dir = prepare_data(module, root, env)
   roots = {st: start_root(root, st, default_start) for st in starts}
   backbones = {st: prepare_start(module, all_starts[st], roots[st], env) for st in starts}
 

@@ -39,15 +39,21 @@ def read_results(path: str) -> List[dict]:
     return []
   runs = {}
   with open(path) as f:
-    for number, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
+    lines = f.read().split('\n')
+  last = max((i for i, l in enumerate(lines) if l.strip()), default=-1)
+  for number, line in enumerate(lines, 1):
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      run = json.loads(line)
+    except json.JSONDecodeError as e:
+      if number - 1 == last:  # an append cut short (disk full, a kill): drop it, say so
+        print(f'note: {path} line {number} is cut short (an interrupted append); '
+              'ignoring it: that run counts as not recorded', flush=True)
         continue
-      try:
-        run = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path} line {number}: not JSON ({e}); remove or fix that line') from None
-      runs[(run['variant'], run['seed'], run.get('start'))] = run
+      raise ValueError(f'{path} line {number}: not JSON ({e}); remove or fix that line') from None
+    runs[(run['variant'], run['seed'], run.get('start'))] = run
   return list(runs.values())
 
 

@@ -1,7 +1,7 @@
 """The training loop, evaluation during training and evaluate mode (importable).
 
-`train_and_log` prepares the data (building the synthetic dataset when no
-``data.dir`` is given), creates or resumes the train state, runs the sharded
+`train_and_log` checks the data (``data.dir``, or the synthetic dataset in
+``<workdir>/data`` that `i2v_jax.main` builds on demand), creates or resumes the train state, runs the sharded
 step, logs (console, metrics.jsonl, TensorBoard), evaluates every
 ``train.eval_every`` steps keeping the best checkpoint, saves checkpoints and
 stops cleanly on SIGTERM. `evaluate_checkpoint` evaluates a trained workdir.
@@ -10,6 +10,7 @@ stops cleanly on SIGTERM. `evaluate_checkpoint` evaluates a trained workdir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -18,11 +19,10 @@ import sys
 import time
 
 import jax
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from data_prep import build
-from i2v_jax import atomic, checkpoint, config_lib, evaluation, input_pipeline, records, train
+from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
+                     locks, records, train)
 from i2v_jax.logging_utils import MetricWriter
 
 
@@ -31,15 +31,10 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def prepare_data(config, workdir: str):
-  """The dataset folder (building the synthetic one if none is given) and its metadata."""
+  """The dataset folder (``data.dir``, or ``<workdir>/data`` for the synthetic set,
+  which the command line builds there on demand) and its metadata."""
   data_dir = config.data.dir or os.path.join(workdir, 'data')
-  if not config.data.dir and config.data.name == 'synthetic':
-    if not os.path.exists(os.path.join(data_dir, 'metadata.json')) and jax.process_index() == 0:
-      print(f'building the synthetic dataset in {data_dir}', flush=True)
-      build.build('synthetic', data_dir, show_progress=False)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('synthetic dataset built')
-  elif not config.data.dir:
+  if not config.data.dir and config.data.name != 'synthetic':
     raise config_lib.ConfigError(f'config data.name={config.data.name!r} needs '
                                  '--config.data.dir=<output of python -m data_prep.build>')
   meta = records.load_metadata(data_dir)
@@ -60,12 +55,47 @@ def check_labels(data_dir: str, meta: dict) -> None:
         'python -m data_prep.build')
 
 
-def train_and_log(config, workdir: str) -> dict:
-  """The training loop; returns the last logged metrics (and the last evaluation's)."""
+def check_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise config_lib.ConfigError(f'--workdir={workdir} is a file; choose a folder (new, or '
+                                 'a run to resume or evaluate)')
 
-  lead = jax.process_index() == 0
+
+def workdir_lock(path: str, what: str):
+  """One process writes here: the lead process holds ``path`` (`locks.hold`)."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return locks.hold(path, what)
+
+
+def train_and_log(config, workdir: str) -> dict:
+  """The training loop; returns the last logged metrics (and the last evaluation's).
+  One training process per workdir: a second is refused (`locks.Locked`)."""
   config_lib.validate(config)
   config_lib.check_devices(config, jax.device_count())
+  check_workdir(workdir)
+  with _tidy_if_refused(workdir), workdir_lock(os.path.join(workdir, 'lock'),
+                                               f'--workdir={workdir}'):
+    return _train_and_log(config, workdir)
+
+
+@contextlib.contextmanager
+def _tidy_if_refused(workdir: str):
+  """Bad input leaves nothing behind: a workdir this call created that holds only
+  its lock file when a user error stops the run is removed again."""
+  existed = os.path.exists(workdir)
+  try:
+    yield
+  except errors.UserError:
+    if not existed and os.path.isdir(workdir) and os.listdir(workdir) in ([], ['lock']):
+      for name in os.listdir(workdir):
+        os.remove(os.path.join(workdir, name))
+      os.rmdir(workdir)
+    raise
+
+
+def _train_and_log(config, workdir: str) -> dict:
+  lead = jax.process_index() == 0
   # Resuming: only what RESUME_MAY_CHANGE names may differ from the saved config.
   resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
   changes = config_lib.refuse_changes(
@@ -213,11 +243,25 @@ def startup_block(config, meta, data_dir, mesh, workdir, start, resumed_from) ->
       f'devices    {mesh.size} {jax.devices()[0].platform} device(s), '
       f'{jax.process_count()} process(es), mesh {dict(mesh.shape)}',
       f'batch      {clips} clips ({c.num_ids} ids x {c.tracklets_per_id}) of {c.clip_len} '
-      f'frames at {c.height}x{c.width}; student: {c.student_frames} images a clip',
+      f'frames at {c.height}x{c.width}'
+      + (f'; student: {c.student_frames} images a clip' if 'student' in config.networks
+         else ''),
+      'start      ' + (f'backbone from {config.model.pretrained}' if config.model.pretrained
+                       else 'random initialisation')
+      + (f'; teacher ({config.teacher.mode}) from {config.teacher.checkpoint}'
+         f'/checkpoints/{teacher_step(config.teacher.checkpoint)}'
+         if config.teacher.checkpoint and 'teacher' in config.networks else ''),
       f'steps      {start} -> {config.train.num_steps} (log every {config.train.log_every}, '
       f'evaluate every {config.train.eval_every or "—"})',
       f'workdir    {workdir}' + (f' (resumed from {resumed_from}/{start})'
                                  if resumed_from else '')])
+
+
+def teacher_step(workdir: str) -> str:
+  """The step of the teacher checkpoint `checkpoint.load_teacher` reads (latest)."""
+  folder = os.path.join(workdir, 'checkpoints')
+  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+  return str(max(steps)) if steps else '?'
 
 
 def heading(config, meta, step: int, which: str) -> str:
@@ -245,6 +289,13 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   ``results.*`` are never touched.
   """
   config_lib.validate(config)
+  check_workdir(workdir)
+  with _tidy_if_refused(workdir), workdir_lock(os.path.join(workdir, 'eval', 'lock'),
+                                               f'evaluation into {workdir}/eval'):
+    return _evaluate_checkpoint(config, workdir)
+
+
+def _evaluate_checkpoint(config, workdir: str) -> dict:
   source = config.eval.from_workdir or workdir
   ckpt_dir = os.path.join(source, 'checkpoints')
   if not os.path.isdir(ckpt_dir):

@@ -188,9 +188,13 @@ def test_table_pairs_seeds_and_marks_intervals_that_exclude_zero(tmp_path):
   png = str(tmp_path / 'fig.png')
   sweep_report.figure(runs, [{'name': 'student_only'}, {'name': 'a'}], png)
   assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
-  # A damaged line is named, with its number.
+  # A torn last line (an append cut short) is dropped with a note; a damaged line
+  # elsewhere is named, with its number.
   with open(path, 'a') as f:
-    f.write('{"variant": \n')
+    f.write('{"variant": ')
+  assert len(sweep_report.read_results(path)) == len(runs)
+  with open(path, 'a') as f:
+    f.write('\n' + json.dumps(run_line('c', 0, 0.3)) + '\n')
   with pytest.raises(ValueError, match=r'r.jsonl line 11: not JSON'):
     sweep_report.read_results(path)
 

@@ -266,6 +266,12 @@ def test_damaged_metadata_and_label_mismatch_are_named(tmp_path):
   meta = json.loads((out / 'metadata.json').read_text())
   meta['num_classes'] += 1
   (out / 'metadata.json').write_text(json.dumps(meta))
+  with pytest.raises(records.DatasetError, match=r'num_classes=7 must be a positive integer '
+                                                 r'equal to the number of training ids in '
+                                                 r'id_map \(6\)'):
+    records.load_metadata(str(out))
+  meta['id_map']['999'] = 6  # metadata agrees with itself, not with the index
+  (out / 'metadata.json').write_text(json.dumps(meta))
   with pytest.raises(records.DatasetError, match='num_classes=7 but the train index has 6'):
     trainer.check_labels(str(out), records.load_metadata(str(out)))
   (out / 'metadata.json').write_text(json.dumps(meta)[:50])  # truncated

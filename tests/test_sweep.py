@@ -104,3 +104,26 @@ def test_plan_waits_for_dependencies_skips_after_failures_and_fills_free_slots()
   # Resume: a dependency finished by an earlier sweep counts as finished.
   earlier = lambda name, seed: True if name == 'vkd_teacher' else None
   assert sweep.plan([('vkd', 3)], deps, earlier, 1)[0] == [('vkd', 3)]
+
+
+def test_appends_cut_a_torn_line_and_one_sweep_holds_a_results_file(tmp_path):
+  """Faults 2: a line torn by an interrupted append is cut before the next one
+  (never glued to it); a second sweep on the same results file is refused."""
+  from i2v_jax import locks, sweep_report  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'r.jsonl')
+  lock = threading.Lock()
+  line = {'variant': 'a', 'seed': 0, 'protocols': {}}
+  sweep.append_line(path, line, lock)
+  with open(path, 'a') as f:
+    f.write('{"variant": "b", "se')  # the kill came mid-append
+  assert [r['variant'] for r in sweep_report.read_results(path)] == ['a']
+  sweep.append_line(path, dict(line, variant='c'), lock)
+  with open(path) as f:
+    assert [json.loads(l)['variant'] for l in f] == ['a', 'c']
+  with locks.hold(path + '.lock', 'the sweep'):
+    import pytest  # pylint: disable=g-import-not-at-top
+    with pytest.raises(locks.Locked, match=rf'in use by pid {os.getpid()} on '):
+      with locks.hold(path + '.lock', 'the sweep'):
+        pass
+  with locks.hold(path + '.lock', 'the sweep'):  # released: taken again
+    pass

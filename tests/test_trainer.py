@@ -210,3 +210,30 @@ def test_every_reader_verifies_the_checkpoint(tmp_path, cli_data_dir, how):
     with pytest.raises(checkpoint.DamagedCheckpoint, match=why):
       trainer.evaluate_checkpoint(c, workdir)
   assert _listing(workdir) == before and not os.path.exists(f'{tmp_path}/b.npz')
+
+
+def test_one_writer_per_workdir_dataset_and_evaluation(tmp_path, cli_data_dir):
+  """Faults 2: a second training, evaluation or build on a folder in use is one
+  line naming the other process; nothing is written. The lock is the kernel's
+  (flock): a holder that died leaves nothing held."""
+  import os as os_  # pylint: disable=g-import-not-at-top,reimported
+  from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top
+  from i2v_jax import locks  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  os_.makedirs(workdir)
+  c = tiny_config(cli_data_dir, steps=2)
+  with locks.hold(os_.path.join(workdir, 'lock'), 'the run'):
+    with pytest.raises(locks.Locked, match=rf'--workdir={workdir} is in use by pid '
+                                           rf'{os_.getpid()} on .*, since'):
+      trainer.train_and_log(c, workdir)
+  assert os_.listdir(workdir) == ['lock']
+  c.mode = 'evaluate'
+  with locks.hold(os_.path.join(workdir, 'eval', 'lock'), 'the evaluation'):
+    with pytest.raises(locks.Locked, match='evaluation into'):
+      trainer.evaluate_checkpoint(c, workdir)
+  out = str(tmp_path / 'data')
+  with locks.hold(out + '.lock', 'the build'):
+    with pytest.raises(locks.Locked, match=f'--out_dir={out} is in use'):
+      build.build('synthetic', out, spec=synthetic.SyntheticSpec(num_train_ids=2,
+                                                                  num_test_ids=1))
+  assert not os_.path.exists(out) and not os_.path.exists(out + '.staging')

@@ -1,0 +1,35 @@
+"""The layers are checked, not hoped for: the library never imports the tools
+that build datasets (data_prep, TFDS) or the experiment configs."""
+
+import ast
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FORBIDDEN = ('data_prep', 'tensorflow_datasets', 'configs')
+
+
+def imports(path):
+  """Every module a file imports, at top level or inside functions."""
+  tree = ast.parse(open(path, encoding='utf-8').read(), path)
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      yield node.module
+
+
+def test_the_library_imports_no_tool_and_no_config():
+  bad = []
+  for root, _, files in os.walk(os.path.join(REPO, 'i2v_jax')):
+    for name in files:
+      if name.endswith('.py'):
+        path = os.path.join(root, name)
+        bad += [f'{os.path.relpath(path, REPO)} imports {m}' for m in imports(path)
+                if m.split('.')[0] in FORBIDDEN]
+  assert not bad, bad
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+  path = tmp_path / 'x.py'
+  path.write_text('def f():\n  from data_prep import build\n  import tensorflow_datasets\n')
+  assert list(imports(str(path))) == ['data_prep', 'tensorflow_datasets']
