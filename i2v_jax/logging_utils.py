@@ -45,6 +45,36 @@ class MetricWriter:
         self._tf.summary.scalar(name, value, step=step)
     self._tb.flush()
 
+  def redo_step(self, step: int) -> None:
+    """Forgets the evaluation values logged at ``step`` (a finished run evaluated
+    again), keeping its training values: ``metrics.jsonl`` keeps one line per step
+    and kind, and TensorBoard drops its events from ``step`` on (`mark_start`) and
+    gets the training values of ``step`` again."""
+    if not self.enabled:
+      return
+    self._jsonl.close()
+    path = self._jsonl.name
+    kept, training = [], None
+    with open(path, encoding='utf-8') as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except ValueError:
+          continue
+        if row.get('step') != step:
+          kept.append(line if line.endswith('\n') else line + '\n')
+        elif 'loss/total' in row:
+          training = row
+    atomic.write_text(''.join(kept), path)
+    self._tb.close()
+    tb_dir = os.path.join(os.path.dirname(path), 'tensorboard')
+    mark_start(tb_dir, step)
+    time.sleep(1.0)  # event files are read in name order, which starts with the second
+    self._tb = self._tf.summary.create_file_writer(tb_dir)
+    self._jsonl = open(path, 'a', encoding='utf-8')
+    if training is not None:
+      self.write(step, {k: v for k, v in training.items() if k != 'step'})
+
   def close(self) -> None:
     if self.enabled:
       self._jsonl.close()

@@ -215,7 +215,13 @@ def _train_and_log(config, workdir: str) -> dict:
     bar.update(1)
   if start == total and config.train.eval_every:
     # Nothing left to train (a finished run started again): evaluate it, with
-    # this command's evaluation settings.
+    # this command's evaluation settings, replacing the values logged at `total`.
+    if lead:
+      print(f'the run in {workdir} is finished (step {total} of {total}): nothing to train; '
+            'evaluating it again with this command\'s evaluation settings (its step '
+            f'{total} evaluation values are replaced; raise train.num_steps to train on)',
+            flush=True)
+    writer.redo_step(total)
     last.update(evaluate_and_keep_best(total))
   bar.close()
   ckpt.wait()

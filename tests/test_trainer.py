@@ -237,3 +237,24 @@ def test_one_writer_per_workdir_dataset_and_evaluation(tmp_path, cli_data_dir):
       build.build('synthetic', out, spec=synthetic.SyntheticSpec(num_train_ids=2,
                                                                   num_test_ids=1))
   assert not os_.path.exists(out) and not os_.path.exists(out + '.staging')
+
+
+def test_a_finished_run_started_again_keeps_one_value_per_step(tmp_path, cli_data_dir, capsys):
+  """Faults 4: a run that crashed after its final checkpoint (or is simply run
+  again) is evaluated again, and its final step's values are replaced, not doubled
+  (metrics.jsonl and TensorBoard)."""
+  from tensorboard.backend.event_processing import plugin_event_accumulator  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=2)
+  c.train.log_every, c.train.eval_every = 1, 2
+  trainer.train_and_log(c, workdir)
+  trainer.train_and_log(c, workdir)
+  assert 'is finished (step 2 of 2): nothing to train' in capsys.readouterr().out
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  kinds = [(r['step'], 'loss/total' in r) for r in rows]
+  assert sorted(kinds) == [(1, True), (2, False), (2, True)]
+  events = plugin_event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  events.Reload()
+  assert [e.step for e in events.Tensors('loss/total')] == [1, 2]
+  assert [e.step for e in events.Tensors('i2v/mAP')] == [2]
