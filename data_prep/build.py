@@ -69,7 +69,9 @@ def main(argv=None) -> int:
                  help='replace a different finished dataset in --out_dir (once the new '
                  'build is complete)')
   p.add_argument('--no_verify', action='store_true',
-                 help='skip decoding every JPEG once (faster, no corrupt-file check)')
+                 help='skip decoding every JPEG once (faster): a file whose first bytes '
+                 'are not JPEG is still refused, but a truncated or corrupt JPEG is found '
+                 'only when training or evaluation decodes it')
   p.add_argument('--objects_preset', default='generic', choices=sorted(objects.SPECS),
                  help='--dataset objects: named settings (data_prep/objects.py SPECS)')
   p.add_argument('--synthetic_preset', default='small', choices=sorted(synthetic.SPECS),

@@ -32,7 +32,8 @@ class DataError(UserError, ValueError):
 
 
 def read_frame(frame, verify: bool) -> bytes:
-  """JPEG bytes of a frame path (checked to decode) or the bytes themselves."""
+  """JPEG bytes of a frame path or the bytes themselves. A path's first bytes must
+  be JPEG's magic (always: cheap); with ``verify`` the whole file must decode."""
   if isinstance(frame, bytes):
     return frame
   try:
@@ -41,6 +42,10 @@ def read_frame(frame, verify: bool) -> bytes:
   except FileNotFoundError:
     raise DataError(f'{frame}: frame listed in the dataset metadata is missing; '
                     're-extract the dataset archive into --manual_dir') from None
+  if not data.startswith(b'\xff\xd8\xff'):  # JPEG's magic bytes: checked even without verify
+    kind = 'a PNG' if data.startswith(b'\x89PNG') else 'empty' if not data else 'not a JPEG'
+    raise DataError(f'{frame}: {kind} file, not a JPEG (its first bytes say so); replace it '
+                    'from the original archive, or delete it and its metadata row')
   if verify:
     try:
       with Image.open(io.BytesIO(data)) as image:

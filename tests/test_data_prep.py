@@ -448,3 +448,17 @@ def test_damaged_shards_are_named_not_read_as_data(tmp_path):
   shard.write_bytes(bytes(data[:rows[-1]['offset'] + 20]))  # truncated
   with pytest.raises(records.DatasetError, match='cut short'):
     records.check_shards(str(out), 'gallery')
+
+
+@needs_shared
+def test_a_png_named_jpg_is_refused_even_without_verify(tmp_path):
+  """Faults 6: --no_verify skips decoding, not the cheap check of the first bytes."""
+  make_mars_tree(str(tmp_path / 'raw'))
+  victim = tmp_path / 'raw' / 'bbox_train' / '0001' / '0001C1T0001F002.jpg'
+  buf = io.BytesIO()
+  Image.new('RGB', (8, 16)).save(buf, format='PNG')
+  victim.write_bytes(buf.getvalue())
+  with pytest.raises(DataError, match='0001C1T0001F002.jpg: a PNG file, not a JPEG'):
+    build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'), workers=1,
+                verify=False, show_progress=False)
+  assert not os.path.exists(tmp_path / 'out')
