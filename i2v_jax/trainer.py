@@ -128,7 +128,10 @@ def _train_and_log(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, enabled=lead, resumed_at=start)
   stop = {'signal': None}
   signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
-  bar = tqdm(total=total, initial=start, disable=not lead, unit='step', dynamic_ncols=True)
+  # A bar only on a terminal: piped or redirected, the log lines are the progress
+  # (no carriage-return redraws in the log file).
+  bar = tqdm(total=total, initial=start, disable=not lead or not sys.stderr.isatty(),
+             unit='step', dynamic_ncols=True)
   last = {}
   batch_size = config.input.num_ids * config.input.tracklets_per_id
   wait, t_last, logged_at = 0.0, time.perf_counter(), start
@@ -202,7 +205,11 @@ def _train_and_log(config, workdir: str) -> dict:
         bar.write(log_line(done, metrics))
       last.update(metrics)
     if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
-      last.update(evaluate_and_keep_best(done))
+      jax.block_until_ready(in_flight)  # the bar counts this step before the evaluation
+      bar.update(done - bar.n)
+      in_flight = None
+      with tqdm.external_write_mode():  # blocks on their own lines, the bar redrawn after
+        last.update(evaluate_and_keep_best(done))
     if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
       ckpt.save(done, state, force=True)
     if stop['signal']:

@@ -106,6 +106,7 @@ def test_evaluations_keep_the_best_checkpoint_and_evaluate_mode_reloads_it(tmp_p
   best_step = max(evals, key=lambda s: (evals[s], -s))  # ties keep the earlier one
   assert os.listdir(os.path.join(workdir, 'checkpoints_best')) == [str(best_step)]
   assert '| i2v |' in run.stdout and os.path.exists(os.path.join(workdir, 'results.md'))
+  assert '\r' not in run.stdout + run.stderr  # piped: plain lines, no bar redraws
   with open(os.path.join(workdir, 'results.md')) as f:
     training_results = f.read()
   # Evaluate mode without --config: the run's own config.json, eval.* on top.
