@@ -1,7 +1,7 @@
-r"""The CPU-sized synthetic benchmark: the quickstart run and the README's ablation.
+r"""The CPU-sized synthetic benchmark: the quickstart run and the benchmark (docs/benchmark.md).
 
     python -m i2v_jax.main --config=configs/synthetic_cpu.py --workdir=runs/quickstart
-    python -m i2v_jax.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
+    python -m i2v_jax.experiments.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
         --seeds=0,1,2,3,4 --jobs=2 --devices=2 [--starts=reid,generic,scratch]
 
 ``get_config(arg)`` is `configs/base.py`'s config (same arguments: preset=...)
@@ -18,26 +18,27 @@ steps, weight decay as in the preset. Each preset keeps its losses, M and
 sampling (vkd: M=2 set embeddings, multi-view; T is 4 for all, not VKD's 8, so
 every run sees the same frames per step).
 
-Benchmark protocol (issue 12), fixed before any method was compared:
+Benchmark protocol, fixed before any method was compared:
   * data: `data_prep.synthetic.BENCHMARK` (128 training ids; test: 300 ids seen
     by 3 of 6 cameras, 300 distractor tracklets, heavy occlusion and pose change);
   * start: every network's trunk from one pre-training run; ``reid`` (the
     first benchmark): student_only, 600 steps on `data_prep.synthetic.PRETRAIN`,
-    512 identities disjoint from the benchmark's. Issue 20 adds ``generic``
-    (classification of generated object categories) and ``scratch``;
+    512 identities disjoint from the benchmark's; ``generic`` (classification
+    of generated object categories) and ``scratch`` (random weights);
   * budget: TOTAL steps for every method; the two-stage ones (vkd, and mdkt
     after a teacher stage) spend half in a teacher stage and half after it;
   * seeds 0-4, paired (seed s: same data order and initial weights everywhere);
     differences to student_only and vkd with 95% t-intervals;
   * every KD method is also evaluated with the other gallery encoder.
-Times on the 2-core dev box (README): the quickstart run, dataset build
-included, about 4 minutes; a benchmark run 1-5 minutes (median 3.7) with two
+Times on a 2-core AMD EPYC CPU (docs/benchmark.md, bench/RESULTS.md): the
+quickstart command, install and dataset build included, about 2 minutes; a benchmark run 1-5 minutes (median 3.7) with two
 runs sharing the box (--jobs=2), one seed of the sweep about 45 minutes
 (bench/ablation/synthetic_cpu.jsonl records each run's minutes).
 """
 
 from configs import base
 
+PRESETS = base.PRESETS  # the same preset= argument
 STEPS = 150          # the quickstart run
 TOTAL = 300          # the benchmark's budget per method
 STAGE = TOTAL // 2   # each stage of a two-stage method
@@ -80,7 +81,7 @@ def starts():
   both networks of every variant (non-local blocks start fresh).
 
     reid     student_only (ID + triplet) on `data_prep.synthetic.PRETRAIN`:
-             512 synthetic people: identity features (issue 12's start).
+             512 synthetic people: identity features (the first benchmark's start).
     generic  classification only (ID loss) on `data_prep.objects.GENERIC`: 300
              generated object categories, no person: generic features, the
              stand-in for ImageNet.
@@ -135,7 +136,7 @@ def sweep():
        'one ID classifier for both networks (TKP)'),
       ('mdkt_cross_tcl', 'preset=mdkt', {'loss.tcl.cross_network': True}, TOTAL,
        "cross-network TCL: the student's distances to the teacher's candidates"),
-      # Readings of the paper's text that the mdkt preset does not take (issue 20);
+      # Readings of the paper's text that the mdkt preset does not take;
       # each value fixed by the reading, not tuned.
       ('mdkt_one_way', 'preset=mdkt', {'loss.tcl.reverse': 0.0}, TOTAL,
        'one-way TCL plus logit mutual learning ("Besides the TCL loss, we adopt '

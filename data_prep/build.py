@@ -6,7 +6,7 @@ r"""Builds a dataset's sharded TFRecords, index and metadata.
     python -m data_prep.build --dataset mars --manual_dir ~/datasets/MARS \
         --out_dir data/mars [--max_tracklets 50] [--workers 8]
 
-``--manual_dir`` is the folder you downloaded and extracted (see README for the
+``--manual_dir`` is the folder you downloaded and extracted (see docs/datasets.md for the
 layout each dataset needs). Interrupt it at any time: re-running the same command
 keeps the finished shards and writes the rest; ``metadata.json`` appears only
 when the build is complete. The folder is also a TFDS dataset

@@ -6,7 +6,7 @@ Expected layout under --manual_dir (the dataset zip):
 
 Frame names ``0001_C6_F0099_X30823.jpg`` (or the old ``0001C6F0099X30823.jpg``):
 pid, camera, frame index within the tracklet, frame number in the camera video.
-Frames are ordered by the F index; missing indices are skipped. Protocol (SPEC §1):
+Frames are ordered by the F index; missing indices are skipped. Protocol (docs/method.md §1):
 702 query tracklets, 2,636 gallery tracklets; each query tracklet is also in the
 gallery and is removed from its own ranking by the same-pid-same-camera rule.
 """

@@ -7,7 +7,7 @@ Expected layout under --manual_dir (as distributed by the authors):
   info/train_name.txt         info/test_name.txt
 
 ``tracks_*_info`` rows are (start, end, pid, camid), 1-based inclusive indices
-into ``*_name.txt``. Protocol (SPEC §1): train = every train tracklet; query =
+into ``*_name.txt``. Protocol (docs/method.md §1): train = every train tracklet; query =
 the 1,980 ``query_IDX`` rows of the test list; gallery = test tracklets minus pid
 -1 (junk), query tracklets included (11,310). pid 0 (distractors) stays.
 """

@@ -1,4 +1,4 @@
-"""Synthetic person-like tracklets: the embedded benchmark (SPEC §7).
+"""Synthetic person-like tracklets: the embedded benchmark (docs/method.md §7).
 
 Each identity has a fixed appearance: colours of head, top, bottom and shoes
 drawn from a small shared palette (so one colour rarely identifies anyone), a
@@ -23,7 +23,7 @@ a pool built with another ``id_offset`` (the pre-training pool, `SPECS`) shares
 no identity or camera with the benchmark, while coming from the same family.
 
 `SPECS` names the settings in use: ``small`` (the quickstart and tests),
-``benchmark`` (the README's ablation; frozen) and ``pretrain`` (the synthetic
+``benchmark`` (docs/benchmark.md; frozen) and ``pretrain`` (the synthetic
 stand-in for ImageNet: many identities and cameras, short tracklets).
 """
 
@@ -69,7 +69,7 @@ class SyntheticSpec:
   seed: int = 0
 
 
-# Frozen once, before any method was compared on it (issue 12): 300 test ids
+# Frozen once, before any method was compared on it : 300 test ids
 # seen by 3 of 6 cameras, 300 distractors, heavier occlusion and pose change.
 BENCHMARK = SyntheticSpec(num_train_ids=128, num_test_ids=300, num_cameras=6,
                           cams_per_id=3, min_frames=8, max_frames=24,

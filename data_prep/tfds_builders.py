@@ -18,7 +18,7 @@ index is computed from its shards on first use (``records.load_index``).
 ``python -m data_prep.build`` drives the same builders (conversion, features,
 version, citation) but writes the shards with ``data_prep.writer``, which resumes
 an interrupted build shard by shard; TFDS's own ``download_and_prepare`` starts
-over (README, "Data").
+over (docs/datasets.md).
 
 Records are written in the converter's order (``disable_shuffling``), with the
 features ``records`` documents; ``metadata.json`` (our metadata: protocol,

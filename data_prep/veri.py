@@ -6,7 +6,7 @@ Expected layout under --manual_dir (the dataset archive):
   name_train.txt  name_query.txt  test_track.txt
 
 Image names ``0001_c001_00016450_0.jpg``: vehicle id, camera, frame, index.
-Protocol (SPEC §1, as VKD reads it): train = ``name_train.txt`` images grouped
+Protocol (docs/method.md §1, as VKD reads it): train = ``name_train.txt`` images grouped
 into one tracklet per (vehicle, camera), frames in name order; query = the 1,678
 ``name_query.txt`` images, each a one-frame tracklet; gallery = one video per line
 of ``test_track.txt`` (first token the track key, the rest its images).

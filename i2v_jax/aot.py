@@ -37,6 +37,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
 
 
@@ -57,8 +58,6 @@ CHIPS = {
     'v5p': Chip('TPU v5p', 95, 459, 2765, 2, 'cloud.google.com/tpu/docs/v5p'),
     'v6e': Chip('TPU v6e', 32, 918, 1640, 1, 'cloud.google.com/tpu/docs/v6e'),
 }
-# Training classes of each dataset (config.data.name), so no data is needed here.
-NUM_CLASSES = {'mars': 625, 'duke': 702, 'veri': 576, 'synthetic': 64}
 LIBTPU = "pip install -e '.[tpu]' (libtpu==0.0.42.1, jax's pin)"
 _SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8),
               128: (8, 16), 256: (16, 16)}
@@ -345,7 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   except (flags.Error, UserError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 2
-  num_classes = NUM_CLASSES[config.data.name]
+  num_classes = DATASETS[config.data.name].num_train_ids
   per_chip = len(devices) // s.chips
   inp = config.input
   log = lambda text: print(text, flush=True)

@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
+from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
 
 
@@ -53,8 +54,7 @@ class ConfigError(UserError, ValueError):
 # them (and a few other rules) before anything is loaded or compiled.
 CHOICES = {
     'mode': ('train', 'evaluate', 'print'),
-    'preset': ('mdkt', 'tkp', 'vkd', 'vkd_teacher', 'teacher_only', 'student_only'),
-    'data.name': ('synthetic', 'mars', 'duke', 'veri'),
+    'data.name': tuple(DATASETS),
     'input.sampling': ('restricted', 'multiview'),
     'model.dtype': ('float32', 'bfloat16'),
     'loss.student_level': ('frame', 'set'),
@@ -290,9 +290,13 @@ def refuse_changes(config, workdir: str, may_change: Optional[Sequence[str]],
   return [f'{k}: {a!r} -> {b!r}' for k, a, b in diff]
 
 
-def describe(config) -> str:
-  """The resolved config, one ``key = value`` a line, and the presets to choose from."""
+def describe(config, config_file: str = '', presets: Sequence[str] = ()) -> str:
+  """The resolved config, one ``key = value`` a line, and the presets (those the
+  config file offers) and datasets to choose from."""
   lines = [f'{k} = {v!r}' for k, v in flatten(json.loads(config.to_json_best_effort())).items()]
+  lines.append('')
+  if presets:
+    lines.append(f'presets: {" | ".join(presets)} ({config_file}:preset=<name>)')
   return '\n'.join(lines + [
-      '', f'presets: {" | ".join(CHOICES["preset"])} (configs/base.py:preset=<name>)',
-      f'datasets: {" | ".join(CHOICES["data.name"])} (configs/base.py:dataset=<name>)'])
+      f'datasets: {" | ".join(CHOICES["data.name"])} ({config_file or "configs/base.py"}'
+      ':dataset=<name>)'])

@@ -1,6 +1,6 @@
 """TFRecords -> training batches and evaluation chunks (tf.data).
 
-Training (SPEC §3, §6). Every random choice for step s is drawn by `TrainSampler`
+Training (docs/method.md §3, §6). Every random choice for step s is drawn by `TrainSampler`
 from ``numpy.random.default_rng([seed, s])``: which P identities, which K
 tracklets of each, which T frames of each sample (``input.sampling``:
 ``restricted``, T equal chunks of the tracklet, one frame from each (TKP);

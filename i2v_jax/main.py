@@ -17,6 +17,7 @@ Multi-host: ``--distributed`` (TPU pods, Slurm) or
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -85,6 +86,19 @@ def build_synthetic_on_demand(config, workdir: str) -> None:
     multihost_utils.sync_global_devices('synthetic dataset built')
 
 
+def _config_file_presets():
+  """(the --config file, the preset names of its ``PRESETS`` table); ('', ()) for a
+  run's saved config."""
+  path = config_flags.get_config_filename(flags.FLAGS['config']) if flags.FLAGS.config else ''
+  path = (path or '').split(':', 1)[0]  # file.py:arguments
+  if not path.endswith('.py') or not os.path.isfile(path):
+    return '', ()
+  spec = importlib.util.spec_from_file_location('_i2v_config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return os.path.relpath(path), tuple(getattr(module, 'PRESETS', ()))
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -95,7 +109,7 @@ def main(argv):
           '(--workdir is not a trained run); pass --config=<config file>')
     config_lib.validate(config)
     if config.mode == 'print':
-      print(config_lib.describe(config))
+      print(config_lib.describe(config, *_config_file_presets()))
       return
     if not _WORKDIR.value:
       raise config_lib.ConfigError('--workdir is required')

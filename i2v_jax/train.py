@@ -1,4 +1,4 @@
-"""Train state, optimizer and the sharded train step (SPEC §5).
+"""Train state, optimizer and the sharded train step (docs/method.md §5).
 
 The step is written once as per-device code over the mesh axis ``data`` and
 compiled with ``jax.jit(jax.shard_map(...))``: the semantics of a pmapped step.

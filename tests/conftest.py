@@ -30,7 +30,7 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The tiny dataset of the command-line and in-process training tests.
-CLI_SPEC = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=4, min_frames=3,
+CLI_DATA = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=4, min_frames=3,
                                    max_frames=8, height=64, width=32)
 
 
@@ -55,4 +55,4 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def cli_data_dir(synthetic_data):
-  return synthetic_data(CLI_SPEC)
+  return synthetic_data(CLI_DATA)

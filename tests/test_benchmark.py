@@ -12,7 +12,8 @@ import pytest
 
 from configs import synthetic_cpu
 from data_prep import synthetic
-from i2v_jax import checkpoint, sweep_report, train
+from i2v_jax import checkpoint, train
+from i2v_jax.experiments import report as sweep_report
 from i2v_jax.input_pipeline import TrainSampler
 from i2v_jax.models import build_models, export
 
@@ -21,7 +22,7 @@ NUM_CLASSES = 12
 
 def test_benchmark_spec_is_frozen():
   """The protocol was fixed before any method was compared: changing it is a
-  deliberate act that must update this test and the README's table."""
+  deliberate act that must update this test and docs/benchmark.md."""
   assert dataclasses.asdict(synthetic.BENCHMARK) == dict(
       num_train_ids=128, num_test_ids=300, num_cameras=6, cams_per_id=3, min_frames=8,
       max_frames=24, height=128, width=64, occlusion_prob=0.7, occlusion_max=0.75,
@@ -231,7 +232,7 @@ def test_a_start_is_recorded_per_run_and_respected_by_the_table(tmp_path):
 
 
 def test_tcl_diagnostics_are_kept_per_run_and_drawn_per_start(tmp_path):
-  from i2v_jax import sweep  # pylint: disable=g-import-not-at-top
+  from i2v_jax.experiments import sweep  # pylint: disable=g-import-not-at-top
   d = str(tmp_path / 'run')
   os.makedirs(d)
   with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:

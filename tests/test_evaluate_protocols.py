@@ -14,13 +14,13 @@ from i2v_jax import evaluation, input_pipeline as ip, train
 from i2v_jax.distances import pairwise_distance
 from i2v_jax.evaluation import visualize
 
-SPEC = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=5, min_frames=3,
+DATA = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=5, min_frames=3,
                                max_frames=9, height=64, width=32, seed=5)
 
 
 @pytest.fixture(scope='module')
 def data_dir(synthetic_data):
-  return synthetic_data(SPEC)
+  return synthetic_data(DATA)
 
 
 @pytest.fixture(scope='module')
@@ -31,7 +31,7 @@ def setup():
   c.eval.batch_size = 1  # x 8 devices: several steps, the last one padded
   mesh = train.make_mesh()
   state = train.replicate(
-      train.create_train_state(c, SPEC.num_train_ids, jax.random.key(0)), mesh)
+      train.create_train_state(c, DATA.num_train_ids, jax.random.key(0)), mesh)
   return c, mesh, state
 
 
@@ -42,11 +42,11 @@ def frames_of(data_dir, split, row, c):
 
 def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
   c, mesh, state = setup
-  fn = evaluation.make_encode_fn(c, SPEC.num_train_ids, 'student')
+  fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'student')
   variables = evaluation.network_variables(state, 'student')
   got = evaluation.extract_features(c, data_dir, 'gallery', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
-  _, student = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
+  _, student = train._models(c, DATA.num_train_ids)  # pylint: disable=protected-access
   rows = ip.TrackletReader(data_dir, 'gallery').rows
   assert got.shape[0] == len(rows) and got.std(axis=0).max() > 0
   for r in range(len(rows)):
@@ -57,11 +57,11 @@ def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
 
 def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup):
   c, mesh, state = setup
-  fn = evaluation.make_encode_fn(c, SPEC.num_train_ids, 'teacher')
+  fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'teacher')
   variables = jax.device_get(evaluation.network_variables(state, 'teacher'))
   got = evaluation.extract_features(c, data_dir, 'query', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
-  teacher, _ = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
+  teacher, _ = train._models(c, DATA.num_train_ids)  # pylint: disable=protected-access
   for r in range(len(ip.TrackletReader(data_dir, 'query').rows)):
     frames = frames_of(data_dir, 'query', r, c)
     chunks = [frames[s:s + 4] for s in range(0, len(frames), 4)]
@@ -74,9 +74,9 @@ def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup)
 
 def test_image_mode_uses_the_chosen_frame(data_dir, setup):
   c, mesh, state = setup
-  fn = evaluation.make_encode_fn(c, SPEC.num_train_ids, 'student')
+  fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'student')
   variables = jax.device_get(evaluation.network_variables(state, 'student'))
-  _, student = train._models(c, SPEC.num_train_ids)  # pylint: disable=protected-access
+  _, student = train._models(c, DATA.num_train_ids)  # pylint: disable=protected-access
   for which in ('first', 'middle'):
     c.eval.query_frame = which
     got = evaluation.extract_features(c, data_dir, 'query', mode='image', encode_fn=fn,
@@ -96,7 +96,7 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   c.eval.visualize_top = 3
   c.eval.rerank = True
   try:
-    results = evaluation.run(c, data_dir, state, SPEC.num_train_ids, mesh,
+    results = evaluation.run(c, data_dir, state, DATA.num_train_ids, mesh,
                            workdir=str(tmp_path), step=7, verbose=False)
   finally:
     c.eval.export, c.eval.visualize, c.eval.rerank = False, 0, False
@@ -104,7 +104,7 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   results = {p: r for p, r in results.items() if '+rerank' not in p}
   assert list(results) == ['i2v', 'v2v', 'i2i', 'v2i']
   for r in results.values():
-    assert r['num_valid_queries'] == SPEC.num_test_ids  # each has another camera
+    assert r['num_valid_queries'] == DATA.num_test_ids  # each has another camera
     assert 0.0 < r['mAP'] <= 1.0 and r['cmc'].shape == (c.eval.max_rank,)
   summary = json.load(open(tmp_path / 'results.json'))
   assert summary['step'] == 7

@@ -10,13 +10,13 @@ from configs import base
 from data_prep import build, synthetic
 from i2v_jax import evaluation, input_pipeline as ip, records
 
-SPEC = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=10, min_frames=3,
+DATA = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=10, min_frames=3,
                                max_frames=9, height=64, width=32, seed=3)
 
 
 @pytest.fixture(scope='module')
 def data_dir(synthetic_data):
-  return synthetic_data(SPEC)
+  return synthetic_data(DATA)
 
 
 def config(**overrides):

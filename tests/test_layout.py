@@ -1,5 +1,6 @@
-"""The layers are checked, not hoped for: the library never imports the tools
-that build datasets (data_prep, TFDS) or the experiment configs."""
+"""The layers of docs/layout.md are checked, not hoped for: the library never
+imports the tools that build datasets (data_prep, TFDS) or the experiment
+configs, and only `i2v_jax.experiments` (the sweep) imports itself."""
 
 import ast
 import os
@@ -9,13 +10,14 @@ FORBIDDEN = ('data_prep', 'tensorflow_datasets', 'configs')
 
 
 def imports(path):
-  """Every module a file imports, at top level or inside functions."""
+  """Every module a file imports, at top level or inside functions
+  (``from a import b`` gives ``a.b``)."""
   tree = ast.parse(open(path, encoding='utf-8').read(), path)
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       yield from (a.name for a in node.names)
     elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-      yield node.module
+      yield from (f'{node.module}.{a.name}' for a in node.names)
 
 
 def test_the_library_imports_no_tool_and_no_config():
@@ -29,7 +31,33 @@ def test_the_library_imports_no_tool_and_no_config():
   assert not bad, bad
 
 
+def test_nothing_in_the_library_imports_its_experiments():
+  bad = []
+  for root, _, files in os.walk(os.path.join(REPO, 'i2v_jax')):
+    if os.path.basename(root) == 'experiments':
+      continue
+    for name in files:
+      if name.endswith('.py'):
+        path = os.path.join(root, name)
+        bad += [f'{os.path.relpath(path, REPO)} imports {m}' for m in imports(path)
+                if m.startswith('i2v_jax.experiments')]
+  assert not bad, bad
+
+
+def test_configs_import_only_the_config_and_dataset_tables_and_each_other():
+  allowed = ('ml_collections', 'i2v_jax.config_lib', 'i2v_jax.datasets', 'configs')
+  stdlib = ('os', 'sys', 're', 'math', 'dataclasses', 'typing', 'json', '__future__')
+  bad = []
+  for name in os.listdir(os.path.join(REPO, 'configs')):
+    if name.endswith('.py'):
+      path = os.path.join(REPO, 'configs', name)
+      bad += [f'configs/{name} imports {m}' for m in imports(path)
+              if m.split('.')[0] not in stdlib
+              and not any(m == a or m.startswith(a + '.') for a in allowed)]
+  assert not bad, bad
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
   path = tmp_path / 'x.py'
   path.write_text('def f():\n  from data_prep import build\n  import tensorflow_datasets\n')
-  assert list(imports(str(path))) == ['data_prep', 'tensorflow_datasets']
+  assert list(imports(str(path))) == ['data_prep.build', 'tensorflow_datasets']

@@ -172,8 +172,8 @@ def test_a_damaged_query_shard_exits_2_promptly(tmp_path, synthetic_data):
   import dataclasses  # pylint: disable=g-import-not-at-top
   import glob  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
-  from tests.conftest import CLI_SPEC  # pylint: disable=g-import-not-at-top
-  data = synthetic_data(dataclasses.replace(CLI_SPEC, num_test_ids=48, min_frames=8,
+  from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
+  data = synthetic_data(dataclasses.replace(CLI_DATA, num_test_ids=48, min_frames=8,
                                             max_frames=16))
   workdir = str(tmp_path / 'run')
   subprocess.run(command(workdir, data, steps=2), env=ENV, cwd=REPO, check=True,

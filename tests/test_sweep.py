@@ -5,7 +5,8 @@ import os
 import threading
 
 from configs import synthetic_cpu
-from i2v_jax import atomic, sweep
+from i2v_jax import atomic
+from i2v_jax.experiments import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'synthetic_cpu.py')
@@ -109,7 +110,9 @@ def test_plan_waits_for_dependencies_skips_after_failures_and_fills_free_slots()
 def test_appends_cut_a_torn_line_and_one_sweep_holds_a_results_file(tmp_path):
   """Faults 2: a line torn by an interrupted append is cut before the next one
   (never glued to it); a second sweep on the same results file is refused."""
-  from i2v_jax import locks, sweep_report  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from i2v_jax import locks
+  from i2v_jax.experiments import report as sweep_report
   path = str(tmp_path / 'r.jsonl')
   lock = threading.Lock()
   line = {'variant': 'a', 'seed': 0, 'protocols': {}}

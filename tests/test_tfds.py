@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from data_prep import synthetic, tfds_builders
 from i2v_jax import records, trainer
 from tests import test_trainer
-from tests.conftest import CLI_SPEC, REPO
+from tests.conftest import CLI_DATA, REPO
 
 
 def _records(folder, dataset, split):
@@ -45,12 +45,12 @@ def test_data_prep_build_is_a_tfds_dataset(cli_data_dir):
     assert got['name'].decode() == want['name']
     assert (got['pid'], got['camid'], got['label'], got['num_frames']) == (
         want['pid'], want['camid'], want['label'], want['num_frames'])
-    assert got['frames'].shape == (want['num_frames'], CLI_SPEC.height, CLI_SPEC.width, 3)
+    assert got['frames'].shape == (want['num_frames'], CLI_DATA.height, CLI_DATA.width, 3)
     assert got['frames'].dtype == np.uint8
 
 
 def test_tfds_builder_writes_what_data_prep_writes(tmp_path, cli_data_dir):
-  folder = _tfds_prepare(str(tmp_path / 'tfds'), CLI_SPEC)
+  folder = _tfds_prepare(str(tmp_path / 'tfds'), CLI_DATA)
   ours = records.load_metadata(cli_data_dir)
   theirs = records.load_metadata(folder)  # TFDS wrote it from the builder's MetadataDict
   assert theirs == ours
@@ -70,7 +70,7 @@ def test_tfds_builder_writes_what_data_prep_writes(tmp_path, cli_data_dir):
 
 @pytest.mark.slow
 def test_training_reads_a_tfds_build(tmp_path):
-  folder = _tfds_prepare(str(tmp_path / 'tfds'), CLI_SPEC)
+  folder = _tfds_prepare(str(tmp_path / 'tfds'), CLI_DATA)
   last = trainer.train_and_log(test_trainer.tiny_config(folder, steps=2), str(tmp_path / 'run'))
   assert np.isfinite(last['loss/total']) and 'i2v/mAP' in last
 

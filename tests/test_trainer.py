@@ -146,14 +146,14 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, c
   """Faults A: another dataset's class count, or an edited model width, is a
   one-line mismatch; no good checkpoint is ever quarantined."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from tests.conftest import CLI_SPEC  # pylint: disable=g-import-not-at-top
+  from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
   from i2v_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   c = tiny_config(cli_data_dir, steps=2)
   c.train.eval_every = 2
   trainer.train_and_log(c, workdir)
   before = _listing(workdir)
-  other = synthetic_data(dataclasses.replace(CLI_SPEC, num_train_ids=10))
+  other = synthetic_data(dataclasses.replace(CLI_DATA, num_train_ids=10))
   e = tiny_config(other, steps=2)
   e.mode, e.eval.checkpoint = 'evaluate', 'latest'
   for which in ('latest', 'best'):

@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §1), one file per stage:
+"""Evaluation (docs/method.md §1), one file per stage:
 
   features   networks -> query / gallery features (`extract_features`, `encoders`)
   metrics    distances -> CMC, mAP, mINP (`reference_metrics`, `blocked_metrics`)

@@ -1,4 +1,4 @@
-"""Trained networks -> features of query and gallery entries (SPEC §1).
+"""Trained networks -> features of query and gallery entries (docs/method.md §1).
 
 Images go through the student, videos through ``eval.gallery_encoder``
 (`encoders`); `extract_features` streams a split in fixed-size chunks of

@@ -1,4 +1,4 @@
-"""Distances -> CMC / mAP / mINP (SPEC §1): the reference and the blocked ranking.
+"""Distances -> CMC / mAP / mINP (docs/method.md §1): the reference and the blocked ranking.
 
   reference_metrics  numpy, a loop over queries as the definition reads.
   blocked_metrics    the same numbers, ``eval.query_block`` queries at a time,

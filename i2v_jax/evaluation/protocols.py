@@ -1,4 +1,4 @@
-"""The protocols (SPEC §1): I2V, V2V, I2I, V2I from one set of features.
+"""The protocols (docs/method.md §1): I2V, V2V, I2I, V2I from one set of features.
 
 `PROTOCOLS` is the one table: name -> (query kind, gallery kind); `run` extracts
 the features the configured protocols need, ranks each, optionally re-ranks

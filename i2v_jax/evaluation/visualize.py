@@ -3,7 +3,7 @@
 A heading (protocol, which queries, how ranked), then one row per query (the
 worst-AP ones, or those named in ``eval.visualize_queries``): the query frame
 (blue border) labelled with its name, pid, camera and AP, then the top-k gallery
-entries after junk removal (SPEC §1), green border for the query's identity,
+entries after junk removal (docs/method.md §1), green border for the query's identity,
 red otherwise, each labelled with its pid, camera and distance; each gallery
 tracklet is shown by its middle frame. Thumbnails keep the dataset's aspect
 ratio (`thumbnail_size`).

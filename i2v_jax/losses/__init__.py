@@ -1,4 +1,4 @@
-"""Losses of SPEC §4: one pure function per term, its equation in the docstring.
+"""Losses of docs/method.md §4: one pure function per term, its equation in the docstring.
 
 Every function returns ``(scalar, diagnostics dict)``; `objective` weighs them.
 """

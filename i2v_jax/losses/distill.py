@@ -23,7 +23,7 @@ def logit_kl(target_logits: jnp.ndarray, pred_logits: jnp.ndarray,
 
       L = τ² · mean_i KL(stop_grad(σ(z^tgt_i / τ)) ‖ σ(z^pred_i / τ))
 
-  Mutual learning (SPEC §4.4) is this term in both directions; VKD's logit
+  Mutual learning (docs/method.md §4.4) is this term in both directions; VKD's logit
   distillation is the teacher -> student direction with τ = 10.
 
   Args:

@@ -1,4 +1,4 @@
-"""The training objective: Σ weight × term over the SPEC §4 terms named in config.
+"""The training objective: Σ weight × term over the docs/method.md §4 terms named in config.
 
 Alignment. A batch has B tracklets with labels y (B,). The teacher sees one clip
 of T frames per tracklet; the student sees M ≤ T of those frames as images,

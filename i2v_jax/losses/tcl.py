@@ -56,7 +56,7 @@ def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
                      distance_scale: str = 'none', cross: bool = False,
                      direction: str = 'teacher_to_student'
                      ) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
-  """Triplet contrast loss (SPEC §4.3).
+  """Triplet contrast loss (docs/method.md §4.3).
 
   For anchor k mine the hardest positive p_k and hardest negative n_k by the
   distances of the mining network (``mine_on``; selection carries no gradient).

@@ -1,4 +1,4 @@
-"""Networks of SPEC §2: ResNet trunk, non-local block, teacher, student, head.
+"""Networks of docs/method.md §2: ResNet trunk, non-local block, teacher, student, head.
 
 Imports are lazy so that ``python -m i2v_jax.models.convert`` runs in an
 environment with torch and numpy but without jax/flax.

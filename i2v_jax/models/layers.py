@@ -17,7 +17,7 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any, name: str,
   """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5).
 
   ``axis_name`` set to the mesh axis averages the batch moments over devices
-  (SPEC §5 ``bn_scope='global'``); ``None`` keeps per-device statistics.
+  (docs/method.md §5 ``bn_scope='global'``); ``None`` keeps per-device statistics.
   ``zero_init`` starts scale at 0 (bias is always 0), making a residual branch
   the identity at initialisation. ``use_bias=False`` is BatchNorm1d with its
   bias frozen at 0 (the BN-neck).

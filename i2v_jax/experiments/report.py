@@ -4,7 +4,7 @@ Each line: ``{'variant', 'seed', 'steps', 'protocols': {'i2v': {'mAP', 'cmc'}, .
 'minutes', ...}`` (metrics as fractions, as in ``results.json``). Only the
 results file is read, so a table started on one machine is finished on another.
 
-Statistics (SPEC §7). Seeds are paired: seed s gives every variant the same data
+Statistics (docs/method.md §7). Seeds are paired: seed s gives every variant the same data
 order and initial weights. For a variant A and a reference R, over the seeds
 where both finished, the paired differences d_s = A_s − R_s give
 

@@ -1,6 +1,6 @@
 r"""Runs a config file's ``sweep()`` over paired seeds and keeps every result.
 
-    python -m i2v_jax.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
+    python -m i2v_jax.experiments.sweep --config=configs/synthetic_cpu.py --workdir=runs/ablation \
         [--seeds=0,1,2,3,4] [--jobs=2] [--devices=2] [--only=mdkt,student_only] \
         [--starts=reid,generic,scratch] [--results=bench/ablation/synthetic_cpu.jsonl]
 
@@ -35,7 +35,7 @@ seed) already there is not run again, unless a later variant needs its
 checkpoints and they are not on this machine (it is then re-run, without a new
 line). A (variant, seed, start) is one run. The table (``<results name>.md``: means, paired differences with 95%
 t-intervals) and figure (``.png``) beside the results file are regenerated from
-it after every run (`i2v_jax.sweep_report`), so an interrupted sweep, or one
+it after every run (`i2v_jax.experiments.report`), so an interrupted sweep, or one
 finished on another machine, completes the same table. On CPU, ``--devices``
 fakes that many devices per run (so ``mining_scope``/``bn_scope`` variants mean
 something).
@@ -69,7 +69,7 @@ _STARTS = flags.DEFINE_list('starts', [], "starts to run from (the config's star
 _RESULTS = flags.DEFINE_string('results', None, 'results file (one JSON line per run); '
                                'default bench/ablation/<config name>.jsonl')
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_module(config_path: str):
@@ -352,7 +352,9 @@ def main(argv):
   if not _CONFIG.value or not _WORKDIR.value:
     raise app.UsageError('--config and --workdir are required')
   sys.path.insert(0, REPO)
-  from i2v_jax import locks, sweep_report  # pylint: disable=g-import-not-at-top  (after sys.path)
+  # pylint: disable=g-import-not-at-top  (after sys.path)
+  from i2v_jax import locks
+  from i2v_jax.experiments import report as sweep_report
   root = os.path.abspath(_WORKDIR.value)
   os.makedirs(root, exist_ok=True)
   module = load_module(_CONFIG.value)
