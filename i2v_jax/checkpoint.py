@@ -444,6 +444,20 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   return dict(tree['frozen'][network])
 
 
+def check_run(workdir: str, what: str,
+              fix: str = 'point it at the workdir of a finished training run') -> None:
+  """Without touching JAX: ``workdir`` is a training run holding a checkpoint.
+
+  Raises:
+    NoCheckpoint naming ``what`` (the config key), the folder and the fix.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise NoCheckpoint(f'{what}={workdir}: no checkpoints/ folder there; {fix}')
+  if newest_step(directory, [int(n) for n in os.listdir(directory) if n.isdigit()]) is None:
+    raise NoCheckpoint(f'{what}={workdir}: no complete checkpoint in {directory}; {fix}')
+
+
 def load_teacher(workdir: str) -> Dict[str, Any]:
   """{'params', 'batch_stats'} of the trained teacher in a run's latest checkpoint
   (a teacher_only / vkd_teacher run: ``config.teacher.checkpoint``)."""

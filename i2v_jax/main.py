@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -54,16 +55,36 @@ def parse_flags(argv):
     if workdir and os.path.exists(config_lib.saved_path(workdir[-1])):
       argv = [argv[0], f'--config={SAVED}:{workdir[-1]}', *argv[1:]]
     elif any(a.startswith('--config.') for a in argv):
-      sys.exit(f'error: --config.<key> overrides need --config=<config file>, or a --workdir '
-               'that holds a trained run (its config.json)')
+      print('error: --config.<key> overrides need --config=<config file>, or a --workdir '
+            'that holds a trained run (its config.json)', file=sys.stderr)
+      sys.exit(2)
   try:
     return flags.FLAGS(argv)
+  except AttributeError as e:  # a misspelt leaf key; ml_collections names the nearest
+    text = _misspelt_key(str(e), argv)
   except (flags.Error, KeyError, ValueError) as e:  # a bad flag, a misspelt key, a bad value
     text = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()
     if 'Traceback' in text:  # an error inside the config file: its last line says it
       text = text.splitlines()[-1]
-    sys.exit('error: ' + text.replace('\n', ' ') + ' (python -m i2v_jax.main '
-             '--config=<file> --config.mode=print lists every key)')
+    text = re.sub(r'^(\w+Error: )+', '', text)
+    if 'Did you mean' in text:  # a misspelt key above the leaf
+      text = _misspelt_key(text, argv)
+  print('error: ' + text.replace('\n', ' ') + ' (python -m i2v_jax.main --config=<file> '
+        '--config.mode=print lists every key)', file=sys.stderr)
+  sys.exit(2)
+
+
+def _misspelt_key(message: str, argv) -> str:
+  """ml_collections' AttributeError for ``--config.a.bad=v`` -> one line naming the flag
+  and, when it has one, the nearest existing key."""
+  found = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', message)
+  leaf = found.group(2) if found else re.sub(r'\W', '', message.split('\\n')[0])
+  flag = next((a.split('=', 1)[0] for a in argv if a.startswith('--config.')
+               and '.' + leaf in a.split('=', 1)[0]), f'--config.<...>.{leaf}')
+  if not found:
+    return f'{flag}: no such config key'
+  head, _, tail = flag.partition('.' + leaf)
+  return f'{flag}: no such config key; did you mean {head}.{found.group(1)}{tail}?'
 
 
 def build_synthetic_on_demand(config, workdir: str) -> None:
@@ -113,6 +134,7 @@ def main(argv):
       return
     if not _WORKDIR.value:
       raise config_lib.ConfigError('--workdir is required')
+    trainer.check_workdir(_WORKDIR.value)
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     compile_cache.enable()
     if _COORDINATOR.value:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
                      locks, records, train)
 from i2v_jax.logging_utils import MetricWriter
+from i2v_jax.models import convert
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -68,15 +69,29 @@ def workdir_lock(path: str, what: str):
   return locks.hold(path, what)
 
 
+def preflight(config, workdir: str):
+  """Every check of the user's input that needs no JAX backend, before one starts:
+  the config, the workdir, the dataset's metadata, index and shard headers, the
+  pretrained file's contents, and that a teacher checkpoint is a run with one.
+  Returns (data_dir, metadata)."""
+  config_lib.validate(config)
+  check_workdir(workdir)
+  data = prepare_data(config, workdir)
+  if config.model.pretrained:
+    convert.load_npz(config.model.pretrained)
+  if config.teacher.checkpoint and 'teacher' in config.networks:
+    checkpoint.check_run(config.teacher.checkpoint, 'config teacher.checkpoint')
+  return data
+
+
 def train_and_log(config, workdir: str) -> dict:
   """The training loop; returns the last logged metrics (and the last evaluation's).
   One training process per workdir: a second is refused (`locks.Locked`)."""
-  config_lib.validate(config)
+  data = preflight(config, workdir)
   config_lib.check_devices(config, jax.device_count())
-  check_workdir(workdir)
   with _tidy_if_refused(workdir), workdir_lock(os.path.join(workdir, 'lock'),
                                                f'--workdir={workdir}'):
-    return _train_and_log(config, workdir)
+    return _train_and_log(config, workdir, data)
 
 
 @contextlib.contextmanager
@@ -94,7 +109,7 @@ def _tidy_if_refused(workdir: str):
     raise
 
 
-def _train_and_log(config, workdir: str) -> dict:
+def _train_and_log(config, workdir: str, data) -> dict:
   lead = jax.process_index() == 0
   # Resuming: only what RESUME_MAY_CHANGE names may differ from the saved config.
   resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
@@ -102,7 +117,7 @@ def _train_and_log(config, workdir: str) -> dict:
       config, workdir, config_lib.RESUME_MAY_CHANGE if resuming else None,
       f'resuming the run in {workdir}')
   os.makedirs(workdir, exist_ok=True)
-  data_dir, meta = prepare_data(config, workdir)
+  data_dir, meta = data
   if changes and lead:
     print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
   if lead:
@@ -303,6 +318,11 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   """
   config_lib.validate(config)
   check_workdir(workdir)
+  source = config.eval.from_workdir or workdir
+  checkpoint.check_run(  # before any JAX work
+      source, 'config eval.from_workdir' if config.eval.from_workdir else '--workdir',
+      f'train into --workdir={source} first (config mode=train) or point --workdir (or '
+      'eval.from_workdir) at a trained run')
   with _tidy_if_refused(workdir), workdir_lock(os.path.join(workdir, 'eval', 'lock'),
                                                f'evaluation into {workdir}/eval'):
     return _evaluate_checkpoint(config, workdir)

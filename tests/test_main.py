@@ -95,7 +95,7 @@ def test_evaluations_keep_the_best_checkpoint_and_evaluate_mode_reloads_it(tmp_p
   # A missing workdir in evaluate mode is named, with what to do.
   run = subprocess.run(command(workdir, data_dir, '--config.mode=evaluate'), env=ENV, cwd=REPO,
                        capture_output=True, text=True, timeout=600)
-  assert run.returncode != 0 and 'no checkpoints; train into' in run.stderr
+  assert run.returncode != 0 and 'no checkpoints/ folder there; train into' in run.stderr
   run = subprocess.run(command(workdir, data_dir, '--config.train.eval_every=3',
                                '--config.optim.lr=3e-3', preset='student_only'),
                        env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)

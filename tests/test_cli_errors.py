@@ -1,0 +1,154 @@
+"""Every bad input a user can give the training command: one line naming the key
+or file and the fix, exit status 2, nothing written, nothing compiled.
+
+Each case runs `python -m i2v_jax.main` in a subprocess. With
+``JAX_PLATFORMS=nosuch`` no JAX backend can start, so a case that answered only
+after touching devices or compiling would end in a backend traceback instead of
+its line; cases that need the device count run on 2 CPU devices.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.cli import ENV, REPO
+
+BASE = 'configs/base.py:preset=mdkt,runlocal'
+
+
+def _data_copy(tmp_path, data_dir, edit):
+  """A copy of the tiny dataset with one file edited by ``edit(folder)``."""
+  out = str(tmp_path / 'data')
+  shutil.copytree(data_dir, out)
+  edit(out)
+  return out
+
+
+def _write(path, text):
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
+  return path
+
+
+def _metadata_list(d):
+  _write(os.path.join(d, 'metadata.json'), '[1, 2]')
+
+
+def _metadata_no_classes(d):
+  path = os.path.join(d, 'metadata.json')
+  meta = json.load(open(path, encoding='utf-8'))
+  meta.pop('num_classes')
+  _write(path, json.dumps(meta))
+
+
+def _bad_index(d):
+  # (A missing index is not an error: it is computed from the shards, as for a
+  # `tfds build` output.)
+  _write(os.path.join(d, 'index-query.json'), '{"rows": [')
+
+
+def _pretrained(kind):
+  def make(tmp_path):
+    path = str(tmp_path / 'pretrained.npz')
+    if kind == 'truncated':
+      np.savez(path, **{'conv1/kernel': np.zeros((7, 7, 3, 8), np.float32)})
+      size = os.path.getsize(path)
+      with open(path, 'r+b') as f:
+        f.truncate(size // 2)
+    elif kind == 'pickled':
+      np.savez(path, **{'conv1/kernel': np.array([{'a': 1}], dtype=object)})
+    return path
+  return make
+
+
+# (id, arguments after the base config, a piece of the expected line,
+#  'nosuch' or 'cpu', data edit or None, file maker or None)
+CASES = [
+    ('misspelt leaf key', ['--config.train.num_stepz=20'],
+     'did you mean --config.train.num_steps?', 'nosuch', None, None),
+    ('misspelt group', ['--config.trian.num_steps=20'],
+     'did you mean --config.train.num_steps?', 'nosuch', None, None),
+    ('unknown preset', [], "preset='mdtk'", 'nosuch', None, None),
+    ('lr not a number', ['--config.optim.lr=abc'], "could not convert string to float: 'abc'",
+     'nosuch', None, None),
+    ('num_steps not an integer', ['--config.train.num_steps=2.5'], "'2.5'", 'nosuch', None, None),
+    ('negative lr', ['--config.optim.lr=-1'], 'optim.lr=-1.0: must be greater than 0',
+     'nosuch', None, None),
+    ('zero height', ['--config.input.height=0'], 'input.height=0: must be at least 1',
+     'nosuch', None, None),
+    ('zero student frames', ['--config.input.student_frames=0'],
+     'input.student_frames=0: must be at least 1', 'nosuch', None, None),
+    ('frozen teacher without checkpoint', ['--config.teacher.mode=frozen'],
+     'teacher.mode=frozen needs --config.teacher.checkpoint', 'nosuch', None, None),
+    ('keep no checkpoint', ['--config.train.keep_checkpoints=0'],
+     'train.keep_checkpoints=0: must be at least 1', 'nosuch', None, None),
+    ('misspelt best metric', ['--config.train.best_metric=i2v/mAp'], "did you mean 'i2v/mAP'",
+     'nosuch', None, None),
+    ('data.dir never built', ['--config.data.dir={tmp}/nothing'], 'nothing', 'nosuch', None, None),
+    ('metadata.json a list', [], 'metadata.json', 'nosuch', _metadata_list, None),
+    ('metadata.json without num_classes', [], 'num_classes', 'nosuch', _metadata_no_classes, None),
+    ('index file not JSON', [], 'index-query.json', 'nosuch', _bad_index, None),
+    ('pretrained missing', ['--config.model.pretrained={tmp}/none.npz'], 'none.npz',
+     'nosuch', None, None),
+    ('pretrained truncated', ['--config.model.pretrained={file}'], 'pretrained.npz',
+     'nosuch', None, _pretrained('truncated')),
+    ('pretrained pickled', ['--config.model.pretrained={file}'], 'pretrained.npz',
+     'nosuch', None, _pretrained('pickled')),
+    ('teacher checkpoint nowhere', ['--config.teacher.checkpoint={tmp}/no_run'],
+     'no_run: no checkpoints/ folder there',
+     'nosuch', None, None),
+    ('teacher checkpoint a dataset', ['--config.teacher.checkpoint={data}'],
+     'no checkpoints/ folder there',
+     'nosuch', None, None),
+    ('evaluate a workdir without checkpoints', ['--config.mode=evaluate'],
+     'run: no checkpoints/ folder there', 'nosuch', None, None),
+    ('evaluate another workdir without checkpoints',
+     ['--config.mode=evaluate', '--config.eval.from_workdir={tmp}/other'],
+     'other: no checkpoints/ folder there', 'nosuch', None, None),
+    ('P not a multiple of the devices', ['--config.input.num_ids=3'],
+     'input.num_ids=3', 'cpu', None, None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name, extra, expected, platform, edit, maker', CASES,
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    tmp_path, cli_data_dir, name, extra, expected, platform, edit, maker):
+  data = _data_copy(tmp_path, cli_data_dir, edit) if edit else cli_data_dir
+  file = maker(tmp_path) if maker else ''
+  extra = [a.format(tmp=tmp_path, data=data, file=file) for a in extra]
+  config = BASE.replace('mdkt', 'mdtk') if name == 'unknown preset' else BASE
+  workdir = tmp_path / 'run'
+  before = sorted(os.listdir(data))
+  run = subprocess.run(
+      [sys.executable, '-m', 'i2v_jax.main', f'--config={config}', f'--workdir={workdir}',
+       f'--config.data.dir={data}', '--config.model.width=4', *extra],
+      env=dict(ENV, JAX_PLATFORMS=platform), cwd=REPO, capture_output=True, text=True,
+      timeout=60)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+  assert lines[0].startswith('error: ') and expected in lines[0], lines[0]
+  assert not workdir.exists() or not os.listdir(workdir), os.listdir(workdir)
+  assert sorted(os.listdir(data)) == before
+
+
+@pytest.mark.slow
+def test_a_workdir_that_is_a_file_and_overrides_without_a_config(tmp_path):
+  file = tmp_path / 'run'
+  file.write_text('notes')
+  env = dict(ENV, JAX_PLATFORMS='nosuch')
+  for args, expected in (
+      ([f'--config={BASE}', f'--workdir={file}'], f'--workdir={file} is a file'),
+      ([f'--workdir={tmp_path / "new"}', '--config.mode=evaluate'],
+       '--config.<key> overrides need --config=<config file>')):
+    run = subprocess.run([sys.executable, '-m', 'i2v_jax.main', *args], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and expected in lines[0], run.stderr[-2000:]
+  assert file.read_text() == 'notes' and sorted(os.listdir(tmp_path)) == ['run']
