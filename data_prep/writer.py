@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from i2v_jax import atomic, locks, records
-from i2v_jax.errors import UserError
+from i2v_jax.errors import UserError, free_space, is_disk_full
 from i2v_jax.records import Tracklet
 
 
@@ -237,8 +237,29 @@ def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
                           shards_per_split, workers, verify, show_progress, overwrite)
 
 
+def finish_interrupted_swap(out_dir: str) -> None:
+  """Completes what a build killed between its two renames left: ``out_dir``
+  missing, the complete new dataset in ``<out_dir>.staging`` (its metadata.json is
+  written last) and the old one in ``<out_dir>.old-<pid>``. The new one takes its
+  place; leftover ``.old-*`` folders go once a complete dataset is in place. Call
+  under the build lock."""
+  staging = out_dir + '.staging'
+  olds = sorted(glob.glob(glob.escape(out_dir) + '.old-*'))
+  if not os.path.exists(out_dir):
+    if os.path.isfile(os.path.join(staging, 'metadata.json')):
+      os.rename(staging, out_dir)
+      print(f'{out_dir}: put in place the complete build an interrupted run left in {staging}')
+    elif olds:  # the new build is gone: the old dataset goes back
+      os.rename(olds.pop(), out_dir)
+      print(f'{out_dir}: restored the previous dataset an interrupted run had set aside')
+  if os.path.isfile(os.path.join(out_dir, 'metadata.json')):
+    for old in olds:
+      shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_split,
                    workers, verify, show_progress, overwrite) -> Dict[str, object]:
+  finish_interrupted_swap(out_dir)
   counts_of = lambda split, ts: (shards_per_split or {}).get(split, max(1, len(ts) // 256))
   wanted_plan = {split: _plan_hash(split, ts, _shard_count(counts_of(split, ts), len(ts)))
                  for split, ts in splits.items()}
@@ -265,12 +286,17 @@ def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_
                     '--out_dir in a writable folder') from None
   plan = _read_json(os.path.join(staging, 'build-plan.json')) or {}
   counts = {}
-  for split, tracklets in splits.items():
-    counts[split] = write_split(staging, builder.name, split, tracklets,
-                                counts_of(split, tracklets), workers, verify, plan,
-                                show_progress, digest=wanted_plan[split])
-  meta = dataset_metadata(builder.name, splits, protocol, source_files)
-  write_info(staging, builder, counts, meta)
+  try:
+    for split, tracklets in splits.items():
+      counts[split] = write_split(staging, builder.name, split, tracklets,
+                                  counts_of(split, tracklets), workers, verify, plan,
+                                  show_progress, digest=wanted_plan[split])
+    meta = dataset_metadata(builder.name, splits, protocol, source_files)
+    write_info(staging, builder, counts, meta)
+  except Exception as e:  # pylint: disable=broad-except  (TensorFlow wraps the OSError)
+    if not is_disk_full(e):
+      raise
+    raise DataError(_disk_full(staging, splits)) from None
   # The complete build takes out_dir's place; the old one is deleted only after.
   old = f'{out_dir}.old-{os.getpid()}'
   if os.path.exists(out_dir):
@@ -278,6 +304,19 @@ def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_
   os.rename(staging, out_dir)
   shutil.rmtree(old, ignore_errors=True)
   return meta
+
+
+def _disk_full(staging: str, splits: Dict[str, List[Tracklet]]) -> str:
+  """The one line for a build that filled its disk: the folder, the free space, an
+  estimate of what the rest needs (the frames' encoded size) and what to do."""
+  frames = sum(len(f) if isinstance(f, bytes) else os.path.getsize(f)
+               for ts in splits.values() for t in ts for f in t.frames)
+  shards = [n for n in os.listdir(staging) if '.tfrecord-' in n and '.tmp-' not in n]
+  written = sum(os.path.getsize(os.path.join(staging, n)) for n in shards)
+  return (f'{staging}: no space left on the device while building ({free_space(staging)} '
+          f'free; the rest of the build needs about {max(0, frames - written) / 1e6:.0f} MB '
+          f'more); free space and run the same command again: the {len(shards)} finished '
+          'shards there are kept and reused')
 
 
 def _read_json(path: str):

@@ -1,23 +1,36 @@
 """Files written whole: a temporary name in the same folder, then a rename, so a
-crash never leaves a half-written file under the real name."""
+crash (or a full disk) never leaves a half-written file under the real name."""
 
 from __future__ import annotations
 
 import json
 import os
 
+from i2v_jax.errors import DiskFull, free_space, is_disk_full
+
 
 def write_json(obj, path: str) -> None:
   """JSON to ``path`` atomically."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  write_text(json.dumps(obj, indent=1), path)
 
 
 def write_text(text: str, path: str) -> None:
-  """Text to ``path`` atomically."""
+  """Text to ``path`` atomically.
+
+  Raises:
+    DiskFull when the device is full: ``path`` keeps its previous content and
+    the temporary file is removed.
+  """
   tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if is_disk_full(e):
+      raise DiskFull(f'{path}: no space left on the device ({free_space(path)} free); '
+                     'the file keeps its previous content; free space and run the same '
+                     'command again') from None
+    raise

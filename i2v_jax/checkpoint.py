@@ -28,7 +28,9 @@ reader (evaluation, `load_network`, export, a frozen teacher).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import shutil
 import json
 import os
 import time
@@ -40,7 +42,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
 from i2v_jax import atomic
-from i2v_jax.errors import UserError
+from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
 
 
 class DamagedCheckpoint(UserError, IOError):
@@ -261,9 +263,10 @@ class Checkpoints:
       self.best.delete(step)
       if os.path.exists(manifest_path(self.best_directory, step)):
         os.remove(manifest_path(self.best_directory, step))
-    self.best.save(step, args=ocp.args.StandardSave(state),
-                   metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
-    self._seal()
+    with self._disk_full_is_one_line(self.best, step):
+      self.best.save(step, args=ocp.args.StandardSave(state),
+                     metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
+      self._seal()
     return True
 
   def latest_step(self) -> Optional[int]:
@@ -272,8 +275,28 @@ class Checkpoints:
   def save(self, step: int, state: Any, force: bool = False) -> None:
     """Saves and, once the save is complete, records its checksums (blocking, so a
     kept checkpoint is without a record only if the process died in between)."""
-    self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
-    self._seal()
+    with self._disk_full_is_one_line(self.manager, step):
+      self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+      self._seal()
+
+  @contextlib.contextmanager
+  def _disk_full_is_one_line(self, manager, step: int):
+    """A save that fills the disk: its partial folder is removed (orbax writes a
+    step under a temporary name and renames it when complete, so the kept
+    checkpoints are whole) and the error is one line (`DiskFull`)."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (orbax wraps the OSError)
+      if not is_disk_full(e):
+        raise
+      directory = str(manager.directory)
+      for partial in glob.glob(os.path.join(directory, f'{step}.orbax-checkpoint-tmp*')):
+        shutil.rmtree(partial, ignore_errors=True)
+      kept = sorted(s for s in manager.all_steps() if s != step)
+      raise DiskFull(f'{directory}: no space left on the device while saving checkpoint '
+                     f'{step} ({free_space(directory)} free); the checkpoints kept before it '
+                     f'({kept or "none"}) are whole; free space and run the same command to '
+                     'resume') from None
 
   def _seal(self) -> None:
     """Waits for pending saves and writes the checksums of every finished step."""

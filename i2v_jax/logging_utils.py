@@ -14,6 +14,7 @@ import time
 from typing import Dict, Optional
 
 from i2v_jax import atomic
+from i2v_jax.errors import DiskFull, free_space, is_disk_full
 
 
 class MetricWriter:
@@ -38,8 +39,24 @@ class MetricWriter:
   def write(self, step: int, metrics: Dict[str, float]) -> None:
     if not self.enabled:
       return
-    self._jsonl.write(json.dumps({'step': step, **metrics}) + '\n')
-    self._jsonl.flush()
+    size = self._jsonl.tell()
+    try:
+      self._jsonl.write(json.dumps({'step': step, **metrics}) + '\n')
+      self._jsonl.flush()
+    except OSError as e:
+      if not is_disk_full(e):
+        raise
+      path = self._jsonl.name
+      try:  # the buffer holds the torn line: close (its flush may fail again), then cut
+        self._jsonl.close()
+      except OSError:
+        pass
+      truncate_to(path, size)  # the lines before stay whole
+      self._jsonl = open(path, 'a', encoding='utf-8')
+      raise DiskFull(f'{path}: no space left on the device '
+                     f'({free_space(path)} free) while logging step {step}; '
+                     'the lines before it are whole; free space and run the same command '
+                     'to resume') from None
     with self._tb.as_default():
       for name, value in metrics.items():
         self._tf.summary.scalar(name, value, step=step)
@@ -79,6 +96,12 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def truncate_to(path: str, size: int) -> None:
+  """Cuts ``path`` back to ``size`` bytes (what it held before a failed append)."""
+  with open(path, 'r+b') as f:
+    f.truncate(size)
 
 
 def drop_after(path: str, step: int) -> None:

@@ -169,6 +169,12 @@ def check_shards(data_dir: str, split: str) -> None:
 def load_metadata(data_dir: str) -> Dict[str, object]:
   """Reads ``metadata.json``; a clear error when the build is missing/partial."""
   path = os.path.join(data_dir, 'metadata.json')
+  staged = os.path.join(data_dir.rstrip(os.sep) + '.staging', 'metadata.json')
+  if not os.path.isfile(path) and os.path.isfile(staged):
+    raise DatasetError(
+        f'{path} not found: a build was interrupted while putting its complete dataset in '
+        f'place; it is in {os.path.dirname(staged)}: run the same python -m data_prep.build '
+        'command again to finish (it writes nothing new)')
   if not os.path.isfile(path):
     raise DatasetError(
         f'{path} not found: {data_dir!r} is not a complete dataset build. Run '

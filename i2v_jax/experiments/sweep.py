@@ -58,6 +58,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
+from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
+
 _CONFIG = flags.DEFINE_string('config', None, 'config file with get_config() and sweep()')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'root folder of the sweep')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'paired seeds')
@@ -249,10 +251,11 @@ def result_line(run: Dict[str, object], seed: int, workdir: str,
 def append_line(path: str, line: dict, lock: threading.Lock) -> None:
   """Appends one JSON line and flushes it to disk (a crash loses no finished run),
   under an exclusive lock on the file (other sweeps appending to it wait), after
-  cutting off a last line an earlier append left torn (it never finished)."""
+  cutting off a last line an earlier append left torn (it never finished). A full
+  disk (`DiskFull`) leaves the file as it was before the append."""
   with lock:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'a+b') as f:
+    with open(path, 'a+b', buffering=0) as f:
       fcntl.flock(f.fileno(), fcntl.LOCK_EX)
       f.seek(0, os.SEEK_END)
       size = f.tell()
@@ -262,9 +265,20 @@ def append_line(path: str, line: dict, lock: threading.Lock) -> None:
         if not tail.endswith(b'\n'):
           keep = size - len(tail) + tail.rfind(b'\n') + 1 if b'\n' in tail else 0
           f.truncate(keep)
-      f.write((json.dumps(line, sort_keys=True) + '\n').encode())
-      f.flush()
-      os.fsync(f.fileno())
+          size = keep
+      data = (json.dumps(line, sort_keys=True) + '\n').encode()
+      try:  # unbuffered: nothing is left to be written when the file closes
+        while data:
+          data = data[f.write(data):]
+        os.fsync(f.fileno())
+      except OSError as e:
+        if not is_disk_full(e):
+          raise
+        os.ftruncate(f.fileno(), size)  # the results before stay whole
+        raise DiskFull(f'{path}: no space left on the device ({free_space(path)} free) '
+                       f'while adding {line.get("variant")} seed {line.get("seed")}; the '
+                       'results before it are whole; free space and run the sweep again '
+                       '(it redoes only that run)') from None
 
 
 def heldout_accuracy(workdir: str, data_dir: str) -> Dict[str, float]:
@@ -486,5 +500,14 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
     sys.exit(1)
 
 
+def run(argv):
+  """`main`, with a user error (a locked results file, a full disk) as one line, exit 2."""
+  try:
+    main(argv)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(run)
