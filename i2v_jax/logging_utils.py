@@ -1,5 +1,8 @@
 """Metric logging: ``metrics.jsonl`` and TensorBoard events in the workdir (process 0).
 
+The events are plain scalar summaries (``simple_value``): TensorBoard shows them,
+and scripts read them with ``EventAccumulator(...).Scalars(tag)`` (docs/training.md).
+
 One value per step, also across a crash: a run resumed from step S first drops
 the lines after S from ``metrics.jsonl`` (they belong to steps it will redo) and
 marks a (re)start at S + 1 in the TensorBoard log, which makes TensorBoard discard
@@ -17,6 +20,11 @@ from i2v_jax import atomic
 from i2v_jax.errors import DiskFull, free_space, is_disk_full
 
 
+def _event_writer(tb_dir: str, suffix: str = ''):
+  from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+  return EventFileWriter(tb_dir, filename_suffix=suffix)
+
+
 class MetricWriter:
   """Appends one JSON line per logged step and writes TensorBoard scalars."""
 
@@ -24,8 +32,6 @@ class MetricWriter:
     self.enabled = enabled
     if not enabled:
       return
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._tf = tf
     path = os.path.join(workdir, 'metrics.jsonl')
     tb_dir = os.path.join(workdir, 'tensorboard')
     if resumed_at is not None and os.path.exists(path):  # a run before this one
@@ -34,7 +40,7 @@ class MetricWriter:
     # events from its step on: so every run (first or resumed) begins with one.
     mark_start(tb_dir, (resumed_at or 0) + 1)
     self._jsonl = open(path, 'a', encoding='utf-8')
-    self._tb = tf.summary.create_file_writer(tb_dir)
+    self._tb = _event_writer(tb_dir)
 
   def write(self, step: int, metrics: Dict[str, float]) -> None:
     if not self.enabled:
@@ -57,9 +63,11 @@ class MetricWriter:
                      f'({free_space(path)} free) while logging step {step}; '
                      'the lines before it are whole; free space and run the same command '
                      'to resume') from None
-    with self._tb.as_default():
-      for name, value in metrics.items():
-        self._tf.summary.scalar(name, value, step=step)
+    from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+    values = [summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+              for name, value in metrics.items()]
+    self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=step,
+                                       summary=summary_pb2.Summary(value=values)))
     self._tb.flush()
 
   def redo_step(self, step: int) -> None:
@@ -87,7 +95,7 @@ class MetricWriter:
     tb_dir = os.path.join(os.path.dirname(path), 'tensorboard')
     mark_start(tb_dir, step)
     time.sleep(1.0)  # event files are read in name order, which starts with the second
-    self._tb = self._tf.summary.create_file_writer(tb_dir)
+    self._tb = _event_writer(tb_dir)
     self._jsonl = open(path, 'a', encoding='utf-8')
     if training is not None:
       self.write(step, {k: v for k, v in training.items() if k != 'step'})
@@ -124,8 +132,7 @@ def mark_start(tb_dir: str, step: int) -> None:
   """A ``SessionLog.START`` event at ``step``: from the second one in a log on,
   TensorBoard drops older events from ``step`` on (the steps a resumed run redoes)."""
   from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
-  writer = EventFileWriter(tb_dir, filename_suffix='.start')
+  writer = _event_writer(tb_dir, '.start')
   writer.add_event(event_pb2.Event(
       wall_time=time.time(), step=step,
       session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))

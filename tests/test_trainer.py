@@ -71,7 +71,7 @@ def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir):
 
 
 def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
-  from tensorboard.backend.event_processing import plugin_event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   c = tiny_config(cli_data_dir, steps=4)
   c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 1, 2, 0
@@ -83,11 +83,15 @@ def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
     f.write('{"step": 4, "loss/to')
   trainer.train_and_log(c, workdir)  # resumes from step 2, redoes 3 and 4
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    steps = [json.loads(line)['step'] for line in f]
-  assert steps == [1, 2, 3, 4]
-  events = plugin_event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+    rows = [json.loads(line) for line in f]
+  assert [r['step'] for r in rows] == [1, 2, 3, 4]
+  # TensorBoard's scalars, as a script reads them (docs/training.md): the same values.
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
   events.Reload()
-  assert [e.step for e in events.Tensors('loss/total')] == [1, 2, 3, 4]
+  scalars = events.Scalars('loss/total')
+  assert [e.step for e in scalars] == [1, 2, 3, 4]
+  np.testing.assert_allclose([e.value for e in scalars], [r['loss/total'] for r in rows],
+                             rtol=1e-6)
 
 
 def _damage(workdir, step, how, kind='checkpoints'):
@@ -243,7 +247,7 @@ def test_a_finished_run_started_again_keeps_one_value_per_step(tmp_path, cli_dat
   """Faults 4: a run that crashed after its final checkpoint (or is simply run
   again) is evaluated again, and its final step's values are replaced, not doubled
   (metrics.jsonl and TensorBoard)."""
-  from tensorboard.backend.event_processing import plugin_event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   c = tiny_config(cli_data_dir, steps=2)
   c.train.log_every, c.train.eval_every = 1, 2
@@ -254,7 +258,7 @@ def test_a_finished_run_started_again_keeps_one_value_per_step(tmp_path, cli_dat
     rows = [json.loads(line) for line in f]
   kinds = [(r['step'], 'loss/total' in r) for r in rows]
   assert sorted(kinds) == [(1, True), (2, False), (2, True)]
-  events = plugin_event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
   events.Reload()
-  assert [e.step for e in events.Tensors('loss/total')] == [1, 2]
-  assert [e.step for e in events.Tensors('i2v/mAP')] == [2]
+  assert [e.step for e in events.Scalars('loss/total')] == [1, 2]
+  assert [e.step for e in events.Scalars('i2v/mAP')] == [2]
