@@ -185,6 +185,9 @@ def _train_and_log(config, workdir: str, data) -> dict:
       jax.block_until_ready(metrics)
       if lead:
         bar.write(f'compiled and ran step {done} in {time.perf_counter() - t_compile:.1f} s')
+      bar.unpause()  # the bar's rate and ETA leave the compilation out
+      if done % config.train.log_every and done != total:  # so does the first images/s
+        wait, t_last, logged_at = 0.0, time.perf_counter(), done
     if in_flight is not None:
       jax.block_until_ready(in_flight)
       bar.update(1)

@@ -429,7 +429,7 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
     needed_here = ((run['name'], seed, start) in dependants
                    and not finished(workdir, run.get('steps', 0)))
     if (run['name'], seed, start) in recorded and not needed_here:
-      return 0, 'in the results file'
+      return 0, 'in the results file', None
     os.makedirs(workdir, exist_ok=True)
     t0, trained = time.time(), False
     if not finished(workdir, run.get('steps', 0)):
@@ -440,15 +440,18 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
                                     data_dir), env=env,
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
       if rc:
-        return rc, f'{time.time() - t0:.0f} s'
+        return rc, f'{time.time() - t0:.0f} s', None
+    i2v = None
     if (run['name'], seed, start) not in recorded:
       seconds = time.time() - t0 if trained else None
-      append_line(results_path, result_line(run, seed, workdir, seconds, start), lock)
+      line = result_line(run, seed, workdir, seconds, start)
+      i2v = line.get('protocols', {}).get('i2v', {}).get('mAP')
+      append_line(results_path, line, lock)
       with lock:
         recorded.add((run['name'], seed, start))
         sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
                                   report_stem, default_start)
-    return 0, f'{time.time() - t0:.0f} s'
+    return 0, f'{time.time() - t0:.0f} s', i2v
 
   steps = {r['name']: r.get('steps', 0) for r in runs}
   scheduled = {(r['name'], s, st) for r, s, st in todo}
@@ -485,11 +488,13 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
           running, return_when=concurrent.futures.FIRST_COMPLETED)
       for future in finished_now:
         key = running.pop(future)
-        rc, took = future.result()
+        rc, took, i2v = future.result()
         done[key] = rc == 0
         where = run_dir(roots[key[2]], key[0], key[1])
         status = 'ok' if rc == 0 else f'FAILED (exit {rc}, see {where}/sweep.log)'
-        print(f'{key[0]} seed {key[1]} start {key[2]}: {status} {took}', flush=True)
+        score = f', I2V mAP {100 * i2v:.1f}' if i2v is not None else ''
+        print(f'[{len(done)}/{len(todo)}] {key[0]} seed {key[1]} start {key[2]}: {status} '
+              f'{took}{score}', flush=True)
   paths = sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
                                     report_stem, default_start)
   with open(paths['table']) as f:
