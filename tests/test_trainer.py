@@ -232,6 +232,7 @@ def test_one_writer_per_workdir_dataset_and_evaluation(tmp_path, cli_data_dir):
       trainer.train_and_log(c, workdir)
   assert os_.listdir(workdir) == ['lock']
   c.mode = 'evaluate'
+  os_.makedirs(os_.path.join(workdir, 'checkpoints', '2'))  # a run to evaluate (checked first)
   with locks.hold(os_.path.join(workdir, 'eval', 'lock'), 'the evaluation'):
     with pytest.raises(locks.Locked, match='evaluation into'):
       trainer.evaluate_checkpoint(c, workdir)
