@@ -13,6 +13,7 @@ import re
 import sys
 
 from configs import base
+from i2v_jax import atomic, config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(REPO, 'docs', 'config.md')
@@ -40,23 +41,11 @@ def meanings(source: str) -> dict:
   return found
 
 
-def leaves(config, prefix=''):
-  """[(dotted key, value)] of a ConfigDict in definition order."""
-  out = []
-  for name, value in config.items():
-    key = prefix + name
-    if hasattr(value, 'items'):
-      out += leaves(value, key + '.')
-    else:
-      out.append((key, value))
-  return out
-
-
 def _show(value) -> str:
   if isinstance(value, str):
     return f"`'{value}'`" if value else "`''`"
-  if isinstance(value, tuple):
-    return '`' + repr(value).replace('|', '\\|') + '`'
+  if isinstance(value, (tuple, list)):  # flatten gives tuples as lists
+    return '`' + repr(tuple(value)).replace('|', '\\|') + '`'
   return f'`{value!r}`'
 
 
@@ -65,8 +54,9 @@ def render() -> str:
   source = open(os.path.join(REPO, 'configs', 'base.py'), encoding='utf-8').read()
   notes = meanings(source)
   default, *others = base.PRESETS
-  configs = {p: dict(leaves(base.get_config(f'preset={p}'))) for p in base.PRESETS}
-  datasets = {d: dict(leaves(base.get_config(f'dataset={d}'))) for d in base.DATASETS}
+  leaves = lambda arg: config_lib.flatten(base.get_config(arg).to_dict())
+  configs = {p: leaves(f'preset={p}') for p in base.PRESETS}
+  datasets = {d: leaves(f'dataset={d}') for d in base.DATASETS}
   lines = [
       '# Config reference',
       '',
@@ -108,10 +98,7 @@ def main(argv):
       print(f'{PAGE} is stale: run python -m configs.reference', file=sys.stderr)
       return 1
     return 0
-  tmp = PAGE + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, PAGE)
+  atomic.write_text(text, PAGE)
   print(f'wrote {PAGE}')
   return 0
 

@@ -62,7 +62,7 @@ class ObjectSpec:
   seed: int = 0
 
 
-# Fixed before any method was compared on the generic start : 300
+# Fixed before any method was compared on the generic start: 300
 # categories x 32 training images, held-out 24 images per category.
 GENERIC = ObjectSpec()
 SPECS = {'generic': GENERIC, 'tiny': ObjectSpec(num_classes=6, groups_per_class=2,

@@ -69,7 +69,7 @@ class SyntheticSpec:
   seed: int = 0
 
 
-# Frozen once, before any method was compared on it : 300 test ids
+# Frozen once, before any method was compared on it: 300 test ids
 # seen by 3 of 6 cameras, 300 distractors, heavier occlusion and pose change.
 BENCHMARK = SyntheticSpec(num_train_ids=128, num_test_ids=300, num_cameras=6,
                           cams_per_id=3, min_frames=8, max_frames=24,

@@ -332,12 +332,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
 
 
 def _evaluate_checkpoint(config, workdir: str) -> dict:
-  source = config.eval.from_workdir or workdir
-  ckpt_dir = os.path.join(source, 'checkpoints')
-  if not os.path.isdir(ckpt_dir):
-    raise checkpoint.NoCheckpoint(f'{ckpt_dir}: no checkpoints; train into --workdir={source} '
-                                  'first (config mode=train) or point --workdir (or '
-                                  'eval.from_workdir) at a trained run')
+  source = config.eval.from_workdir or workdir  # a run with a checkpoint (`check_run`)
   config_lib.refuse_changes(config, source, config_lib.EVALUATE_MAY_CHANGE,
                             f'evaluating the run in {source}')
   os.makedirs(workdir, exist_ok=True)

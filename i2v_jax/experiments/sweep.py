@@ -58,7 +58,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
+from i2v_jax import locks
 from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
+from i2v_jax.experiments import report as sweep_report
 
 _CONFIG = flags.DEFINE_string('config', None, 'config file with get_config() and sweep()')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'root folder of the sweep')
@@ -365,10 +367,7 @@ def main(argv):
   del argv
   if not _CONFIG.value or not _WORKDIR.value:
     raise app.UsageError('--config and --workdir are required')
-  sys.path.insert(0, REPO)
-  # pylint: disable=g-import-not-at-top  (after sys.path)
-  from i2v_jax import locks
-  from i2v_jax.experiments import report as sweep_report
+  sys.path.insert(0, REPO)  # the config file imports `configs`
   root = os.path.abspath(_WORKDIR.value)
   os.makedirs(root, exist_ok=True)
   module = load_module(_CONFIG.value)
