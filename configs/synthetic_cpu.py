@@ -31,7 +31,8 @@ Benchmark protocol, fixed before any method was compared:
     differences to student_only and vkd with 95% t-intervals;
   * every KD method is also evaluated with the other gallery encoder.
 Times on a 2-core AMD EPYC CPU (docs/benchmark.md, bench/RESULTS.md): the
-quickstart command, install and dataset build included, about 2 minutes; a benchmark run 1-5 minutes (median 3.7) with two
+quickstart command, install and dataset build included, 8.5 minutes (5 without
+the install); a benchmark run 1-5 minutes (median 3.7) with two
 runs sharing the box (--jobs=2), one seed of the sweep about 45 minutes
 (bench/ablation/synthetic_cpu.jsonl records each run's minutes).
 """
