@@ -6,23 +6,25 @@
     gallery = model.embed_tracklets([['t1_0.jpg', 't1_1.jpg'], frames_of_t2])  # (2, D)
     distances = pairwise_distance(queries, gallery, 'cosine', xp=np)  # i2v_jax.distances
 
-Images (paths, JPEG bytes or uint8 arrays of any size) are prepared exactly as
-evaluation prepares them (decode, antialiased bilinear resize to the run's input
-size, ImageNet normalisation) and encoded by the network evaluation uses for
-images (the student); tracklets by ``eval.gallery_encoder``'s network in chunks
-of ``eval.clip_len`` frames, averaged weighted by their frames, as evaluation
-does. Only the networks' weights are read from the checkpoint (no optimizer
-state). Features are ``eval.feature`` (before the BN-neck by default); L2-normalise
-them for cosine ranking.
+Images (paths, encoded bytes (JPEG, PNG, ...) or uint8 arrays of any size) are
+prepared exactly as evaluation prepares them (decode, antialiased bilinear resize to
+the run's input size, ImageNet normalisation) and encoded by the network evaluation
+uses for images (the student); tracklets by ``eval.gallery_encoder``'s network in
+chunks of ``eval.clip_len`` frames, averaged weighted by their frames, as evaluation
+does. Only the networks' weights are read from the checkpoint (no optimizer state).
+Features are ``eval.feature`` (before the BN-neck by default); L2-normalise them for
+cosine ranking.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from typing import Dict, Sequence, Union
 
 import numpy as np
+from PIL import Image
 
 from i2v_jax import checkpoint as checkpoint_lib
 from i2v_jax import config_lib, input_pipeline
@@ -50,9 +52,12 @@ class Model:
     if isinstance(frame, (str, os.PathLike)):
       with open(frame, 'rb') as f:
         frame = f.read()
-    if isinstance(frame, bytes):
+    if isinstance(frame, bytes) and frame[:2] == b'\xff\xd8':  # JPEG, decoded as evaluation does
       return np.asarray(input_pipeline.decode_frame(frame, inp.height, inp.width,
                                                     inp.normalize))
+    if isinstance(frame, bytes):  # PNG, BMP, GIF, WebP, ...
+      with Image.open(io.BytesIO(frame)) as image:
+        frame = np.asarray(image.convert('RGB'))
     array = np.asarray(frame)
     if array.ndim != 3 or array.shape[-1] != 3:
       raise ValueError(f'an image array must be (H, W, 3) uint8, got {array.shape} '

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
+
+import numpy as np
 
 from i2v_jax.errors import DiskFull, free_space, is_disk_full
 
@@ -15,7 +18,23 @@ def write_json(obj, path: str) -> None:
 
 
 def write_text(text: str, path: str) -> None:
-  """Text to ``path`` atomically.
+  """Text to ``path`` atomically."""
+  def write(tmp):
+    with open(tmp, 'w') as f:
+      f.write(text)
+  write_with(write, path)
+
+
+def write_npz(path: str, **arrays) -> None:
+  """Arrays to the ``.npz`` file ``path`` atomically."""
+  def write(tmp):
+    with open(tmp, 'wb') as f:  # a file object: numpy adds no suffix to the name
+      np.savez(f, **arrays)
+  write_with(write, path)
+
+
+def write_with(write: Callable[[str], None], path: str) -> None:
+  """``write(tmp)`` writes the whole file under a temporary name; it then becomes ``path``.
 
   Raises:
     DiskFull when the device is full: ``path`` keeps its previous content and
@@ -23,8 +42,7 @@ def write_text(text: str, path: str) -> None:
   """
   tmp = f'{path}.tmp-{os.getpid()}'
   try:
-    with open(tmp, 'w') as f:
-      f.write(text)
+    write(tmp)
     os.replace(tmp, path)
   except OSError as e:
     if os.path.exists(tmp):

@@ -22,7 +22,7 @@ import jax
 from tqdm import tqdm
 
 from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
-                     locks, records, train)
+                     locks, plots, records, train)
 from i2v_jax.logging_utils import MetricWriter
 from i2v_jax.models import convert
 
@@ -252,6 +252,9 @@ def _train_and_log(config, workdir: str, data) -> dict:
   ckpt.wait()
   ckpt.close()
   writer.close()
+  pictures = plots.write(workdir) if lead else []
+  if pictures:
+    print('wrote ' + ', '.join(pictures), flush=True)
   return last
 
 
@@ -353,7 +356,8 @@ def _evaluate_checkpoint(config, workdir: str) -> dict:
   results = evaluation.run(config, data_dir, state, meta['num_classes'], mesh, workdir=out,
                            step=step, title=heading(config, meta, step, which))
   if lead:
-    print(f'evaluated in {time.perf_counter() - t:.1f} s', flush=True)
+    print(f'evaluated in {time.perf_counter() - t:.1f} s; wrote {plots.cmc_figure(out)}',
+          flush=True)
     line = {'dir': os.path.relpath(out, workdir), 'source': os.path.abspath(source),
             'step': step, 'checkpoint': which, 'tag': config.eval.tag,
             'eval': json.loads(config.eval.to_json_best_effort()),

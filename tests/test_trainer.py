@@ -1,11 +1,13 @@
 """Train and evaluate end to end in process (as flax's examples/imagenet train_test)."""
 
+import io
 import json
 import os
 import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import base
 from i2v_jax import trainer
@@ -43,13 +45,20 @@ def test_train_then_evaluate_in_process(tmp_path, cli_data_dir):
     assert again[protocol]['mAP'] == results['protocols'][protocol]['mAP']
 
 
-def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir):
-  import i2v_jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / 'run')
+@pytest.fixture(scope='module')
+def exported_run(tmp_path_factory, cli_data_dir):
+  """A 2-step mdkt run that exported its evaluation features (train_and_log, in process)."""
+  workdir = str(tmp_path_factory.mktemp('exported') / 'run')
   c = tiny_config(cli_data_dir, steps=2)
   c.eval.export = True
   trainer.train_and_log(c, workdir)
+  return workdir
+
+
+def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir, exported_run):
+  import i2v_jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  workdir = exported_run
   model = i2v_jax.load(workdir, checkpoint='latest')
   assert set(model.variables) == {'student'}  # mdkt: images and videos by the student
   query = input_pipeline.TrackletReader(cli_data_dir, 'query')
@@ -62,12 +71,90 @@ def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir):
   tracklets = [gallery.frames(i) for i in range(len(gallery.rows))]
   np.testing.assert_allclose(model.embed_tracklets(tracklets),
                              exported['gallery-video']['features'], rtol=1e-4, atol=1e-5)
-  # Decoded arrays and file paths give the same features as the JPEG bytes.
+  # Decoded arrays, file paths and a PNG of the decoded frame give the JPEG's features.
   path = tmp_path / 'q0.jpg'
   path.write_bytes(images[0])
-  decoded = input_pipeline._tf().io.decode_jpeg(images[0], dct_method='INTEGER_ACCURATE')
-  np.testing.assert_allclose(model.embed_images([str(path), np.asarray(decoded)]),
-                             exported['query-image']['features'][[0, 0]], rtol=1e-4, atol=1e-5)
+  decoded = np.asarray(input_pipeline._tf().io.decode_jpeg(images[0],
+                                                            dct_method='INTEGER_ACCURATE'))
+  png = io.BytesIO()
+  Image.fromarray(decoded).save(png, format='PNG')
+  np.testing.assert_allclose(model.embed_images([str(path), decoded, png.getvalue()]),
+                             exported['query-image']['features'][[0, 0, 0]], rtol=1e-4, atol=1e-5)
+
+
+def _cosine(a, b):
+  """1 - cos(a_i, b_j), from the definition."""
+  out = np.zeros((len(a), len(b)))
+  for i, x in enumerate(a):
+    for j, y in enumerate(b):
+      out[i, j] = 1.0 - float(np.dot(x, y)) / (np.linalg.norm(x) * np.linalg.norm(y))
+  return out
+
+
+def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
+  from i2v_jax import input_pipeline, search  # pylint: disable=g-import-not-at-top
+  query = input_pipeline.TrackletReader(cli_data_dir, 'query')
+  gallery = input_pipeline.TrackletReader(cli_data_dir, 'gallery')
+  rows = [0, len(query.rows) // 2, len(query.rows) - 1]  # three query images in a folder
+  (tmp_path / 'q').mkdir()
+  for i in rows:
+    (tmp_path / 'q' / f'q{i:02d}.jpg').write_bytes(query.frames(i)[0])
+  for g in range(len(gallery.rows)):  # the gallery as tracklet folders of frame files
+    (tmp_path / 'g' / f't{g:03d}').mkdir(parents=True)
+    for k, frame in enumerate(gallery.frames(g)):
+      (tmp_path / 'g' / f't{g:03d}' / f'{k:04d}.jpg').write_bytes(frame)
+  out = str(tmp_path / 'out')
+  assert search.main(['search', f'--workdir={exported_run}', f'--query={tmp_path / "q"}',
+                      f'--gallery={tmp_path / "g"}', '--checkpoint=latest', '--top=5',
+                      '--export', f'--output_dir={out}']) == 0
+  printed = capsys.readouterr().out
+  qf = np.load(os.path.join(exported_run, 'features-query-image.npz'))['features'][rows]
+  gf = np.load(os.path.join(exported_run, 'features-gallery-video.npz'))['features']
+  expected = _cosine(qf.astype(np.float64), gf.astype(np.float64))  # evaluation's distances
+  for q, row in zip(rows, expected):
+    top = np.argsort(row, kind='stable')[:5]
+    block = printed.split(f'q{q:02d}.jpg:\n')[1].splitlines()[:5]
+    assert [line.split()[1] for line in block] == [f't{g:03d}' for g in top]
+    np.testing.assert_allclose([float(line.split()[2]) for line in block], row[top], atol=2e-4)
+  saved = np.load(os.path.join(out, 'features.npz'))
+  assert list(saved['query_names']) == [f'q{i:02d}.jpg' for i in rows]
+  np.testing.assert_allclose(saved['distances'], expected, atol=1e-4)
+  with Image.open(os.path.join(out, 'ranked.png')) as picture:
+    assert picture.size[1] > 3 * 64  # a row per query
+  # A folder of images is searched with the image network, as I2I is evaluated.
+  (tmp_path / 'gi').mkdir()
+  for g in range(6):
+    (tmp_path / 'gi' / f'i{g}.jpg').write_bytes(gallery.frames(g)[0])
+  found = search.search(exported_run, str(tmp_path / 'q' / 'q00.jpg'), str(tmp_path / 'gi'),
+                        checkpoint='latest', output_dir=out, verbose=False)
+  gi = np.load(os.path.join(exported_run, 'features-gallery-image.npz'))['features'][:6]
+  assert found['gallery_kind'] == 'image'
+  np.testing.assert_allclose(found['distances'], _cosine(qf[:1], gi), atol=1e-4)
+  # Nothing to search: one line, exit 2.
+  (tmp_path / 'empty').mkdir()
+  assert search.main(['search', f'--workdir={exported_run}', f'--query={tmp_path / "empty"}',
+                      f'--gallery={tmp_path / "g"}']) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith('error: --query=') and 'holds no images' in err
+
+
+def test_training_draws_its_losses_and_cmc_and_the_command_redraws_them(tmp_path, exported_run,
+                                                                        capsys):
+  from i2v_jax import plots  # pylint: disable=g-import-not-at-top
+  for name in ('training.png', 'cmc.png'):
+    with Image.open(os.path.join(exported_run, name)) as picture:
+      assert picture.format == 'PNG' and picture.size[0] >= 600
+  lines = plots.read_metrics(exported_run)
+  assert plots.series(lines, 'loss/total')[0] == [2]  # log_every=2 of 2 steps
+  copy = str(tmp_path / 'copy')
+  os.makedirs(copy)
+  for name in ('metrics.jsonl', 'results.json'):
+    shutil.copy(os.path.join(exported_run, name), copy)
+  assert plots.main(['plots', f'--workdir={copy}']) == 0
+  assert sorted(os.listdir(copy)) == ['cmc.png', 'metrics.jsonl', 'results.json', 'training.png']
+  assert plots.main(['plots', f'--workdir={tmp_path}']) == 2  # nothing to draw: one line
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'train or evaluate into it first' in err
 
 
 def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):

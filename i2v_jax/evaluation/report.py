@@ -52,8 +52,6 @@ def export_features(features: Dict[str, Dict[str, np.ndarray]], workdir: str) ->
   paths = []
   for key, entry in features.items():
     path = os.path.join(workdir, f'features-{key.replace("/", "-")}.npz')
-    tmp = path + '.tmp.npz'
-    np.savez(tmp, **entry)
-    os.replace(tmp, path)
+    atomic.write_npz(path, **entry)
     paths.append(path)
   return paths

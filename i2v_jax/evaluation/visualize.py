@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-GREEN, RED, BLUE = (0, 170, 0), (220, 0, 0), (40, 80, 220)
+GREEN, RED, BLUE, GREY = (0, 170, 0), (220, 0, 0), (40, 80, 220), (150, 150, 150)
 
 
 def worst_queries(ap: np.ndarray, num_queries: int) -> np.ndarray:
@@ -80,7 +80,8 @@ def render(lists, query_reader, query_frame: Sequence[int], gallery_reader, path
   ``size``: (w, h) of a thumbnail (`thumbnail_size`). With ``title`` a heading
   line; with ``query`` / ``gallery`` (``names``, ``pids``, ``camids``) and ``ap``
   each query is labelled with its name, pid, camera and AP and each entry with
-  its pid, camera and distance.
+  its pid, camera and distance (with ``names`` only: by name). An entry whose
+  match is None (identities unknown, as in a search) gets a grey border.
   """
   font = ImageFont.load_default()
   labelled = query is not None and gallery is not None
@@ -99,18 +100,21 @@ def render(lists, query_reader, query_frame: Sequence[int], gallery_reader, path
     top_y = title_h + 4 + y * row_h
     canvas.paste(_thumbnail(query_reader.frames(q)[query_frame[q]], size, BLUE), (0, top_y))
     if labelled:
-      lines = [str(query['names'][q]), f'pid {query["pids"][q]} c{query["camids"][q]}']
+      lines = [str(query['names'][q])]
+      if 'pids' in query:
+        lines.append(f'pid {query["pids"][q]} c{query["camids"][q]}')
       if ap is not None:
         lines.append(f'AP {100 * ap[q]:.1f}%')
       _write(draw, font, lines, (0, top_y + cell_h), cell_w)
     for x, (g, match, distance) in enumerate(ranked, start=1):
       frames = gallery_reader.frames(g)
       left = 8 + x * (cell_w + 4)
-      canvas.paste(_thumbnail(frames[len(frames) // 2], size, GREEN if match else RED),
-                   (left, top_y))
+      color = GREY if match is None else GREEN if match else RED
+      canvas.paste(_thumbnail(frames[len(frames) // 2], size, color), (left, top_y))
       if labelled:
-        _write(draw, font, [f'pid {gallery["pids"][g]} c{gallery["camids"][g]}',
-                            f'd {distance:.3f}'], (left, top_y + cell_h), cell_w)
+        who = (f'pid {gallery["pids"][g]} c{gallery["camids"][g]}' if 'pids' in gallery
+               else str(gallery['names'][g]))
+        _write(draw, font, [who, f'd {distance:.3f}'], (left, top_y + cell_h), cell_w)
   tmp = path + '.tmp.png'
   canvas.save(tmp)
   os.replace(tmp, path)

@@ -1,0 +1,188 @@
+"""Search a folder of tracklets (or images) with query images, from the command line.
+
+    python -m i2v_jax.search --workdir=runs/mdkt_mars --query=probe.jpg \\
+        --gallery=camera_7/ --top=10 [--export] [--rerank]
+
+``--query``: one image, or a folder of images (each one query). ``--gallery``: a
+folder of tracklet folders (each subfolder one tracklet, its frames in file-name
+order), searched with the network evaluation uses for videos; or a folder of
+images (each one gallery entry), searched with the image network (as I2I). The
+run's ``i2v_jax.load`` networks embed both sides exactly as evaluation does, and
+the run's ``eval.distance`` ranks them (with ``--rerank``, k-reciprocal
+re-ranking with the run's ``eval.rerank_*`` settings). It prints the top-k
+gallery entries per query with their distances and writes, under
+``--output_dir`` (default ``<workdir>/search``), ``ranked.png`` (each query with
+its top-k, labelled with names and distances; no identities are known, so
+borders are grey) and, with ``--export``, ``features.npz`` (query_names,
+query_features, gallery_names, gallery_features, distances).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from i2v_jax.errors import UserError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+
+
+class SearchError(UserError):
+  """A query or gallery path that holds nothing to search."""
+
+
+def _images(folder: str) -> List[str]:
+  return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                if n.lower().endswith(IMAGE_SUFFIXES)
+                and os.path.isfile(os.path.join(folder, n)))
+
+
+def query_images(path: str) -> List[str]:
+  """The query image files: ``path`` itself or the images in that folder."""
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    raise SearchError(f'--query={path}: no such file or folder; pass an image or a folder '
+                      'of images')
+  found = _images(path)
+  if not found:
+    raise SearchError(f'--query={path}: the folder holds no images '
+                      f'({"/".join(s[1:] for s in IMAGE_SUFFIXES)}); pass an image or a '
+                      'folder of images')
+  return found
+
+
+def gallery_entries(path: str) -> Tuple[str, List[str], List[List[str]]]:
+  """('video', names, frame files per tracklet) for a folder of tracklet folders, or
+  ('image', names, [[file]] per image) for a folder of images."""
+  if not os.path.isdir(path):
+    raise SearchError(f'--gallery={path}: not a folder; pass a folder of tracklet folders '
+                      'or of images')
+  subfolders = sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
+  tracklets = [(n, _images(os.path.join(path, n))) for n in subfolders]
+  tracklets = [(n, frames) for n, frames in tracklets if frames]
+  if tracklets:
+    return 'video', [n for n, _ in tracklets], [frames for _, frames in tracklets]
+  images = _images(path)
+  if not images:
+    raise SearchError(f'--gallery={path}: holds neither tracklet folders with images nor '
+                      'images; pass a folder of tracklet folders or of images')
+  return 'image', [os.path.basename(f) for f in images], [[f] for f in images]
+
+
+def rank(model, queries: np.ndarray, gallery: np.ndarray, rerank: bool = False) -> np.ndarray:
+  """(Q, G) distances as evaluation computes them for this run (``eval.distance``,
+  and with ``rerank`` the run's k-reciprocal re-ranking)."""
+  from i2v_jax.distances import pairwise_distance  # pylint: disable=g-import-not-at-top
+  ev = model.config.eval
+  qf, gf = queries.astype(np.float64), gallery.astype(np.float64)
+  distances = pairwise_distance(qf, gf, ev.distance, xp=np)
+  if rerank:
+    from i2v_jax.evaluation import rerank as rerank_lib  # pylint: disable=g-import-not-at-top
+    distances = rerank_lib.k_reciprocal(
+        distances, pairwise_distance(qf, qf, ev.distance, xp=np),
+        pairwise_distance(gf, gf, ev.distance, xp=np), k1=ev.rerank_k1, k2=ev.rerank_k2,
+        lambda_value=ev.rerank_lambda)
+  return distances
+
+
+class _Files:
+  """`visualize.render`'s reader over image files: frames(row) -> the files' bytes."""
+
+  def __init__(self, files: Sequence[Sequence[str]]):
+    self.files = files
+
+  def frames(self, row: int) -> List[bytes]:
+    out = []
+    for name in self.files[row]:
+      with open(name, 'rb') as f:
+        out.append(f.read())
+    return out
+
+
+def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', top: int = 10,
+           output_dir: str = '', export: bool = False, rerank: bool = False,
+           verbose: bool = True) -> dict:
+  """Runs a search; returns {'query_names', 'gallery_names', 'gallery_kind',
+  'distances' (Q, G), 'ranked' [[(gallery row, distance)] per query], 'paths'}."""
+  if top < 1:
+    raise SearchError(f'--top={top}: must be at least 1')
+  queries = query_images(query)
+  kind, names, frames = gallery_entries(gallery)
+  import i2v_jax  # pylint: disable=g-import-not-at-top
+  from i2v_jax import atomic  # pylint: disable=g-import-not-at-top
+  from i2v_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
+  model = i2v_jax.load(workdir, checkpoint=checkpoint)
+  q = model.embed_images(queries)
+  g = model.embed_images([f[0] for f in frames]) if kind == 'image' else model.embed_tracklets(frames)
+  distances = rank(model, q, g, rerank)
+  query_names = [os.path.basename(p) for p in queries]
+  ranked = [[(int(j), float(row[j])) for j in np.argsort(row, kind='stable')[:top]]
+            for row in distances]
+  log = print if verbose else (lambda *a, **k: None)
+  how = f'{model.config.eval.distance} distance' + (', re-ranked' if rerank else '')
+  log(f'{len(queries)} quer{"y" if len(queries) == 1 else "ies"} against {len(names)} gallery '
+      f'{"tracklets" if kind == "video" else "images"} ({how}; {workdir}, checkpoint '
+      f'{checkpoint})')
+  for name, entries in zip(query_names, ranked):
+    log(f'{name}:')
+    for r, (j, d) in enumerate(entries, start=1):
+      log(f'  {r:3d}. {names[j]}  {d:.4f}')
+  output_dir = output_dir or os.path.join(workdir, 'search')
+  os.makedirs(output_dir, exist_ok=True)
+  picture = os.path.join(output_dir, 'ranked.png')
+  inp = model.config.input
+  visualize.render(
+      [(i, [(j, None, d) for j, d in entries]) for i, entries in enumerate(ranked)],
+      _Files([[p] for p in queries]), [0] * len(queries), _Files(frames), picture,
+      visualize.thumbnail_size(inp.height, inp.width),
+      title=f'search: {len(names)} gallery entries, top {top} by {how}',
+      query={'names': query_names}, gallery={'names': names})
+  paths = [picture]
+  if export:
+    path = os.path.join(output_dir, 'features.npz')
+    atomic.write_npz(path, query_names=np.array(query_names), query_features=q,
+                     gallery_names=np.array(names), gallery_features=g, distances=distances)
+    paths.append(path)
+  for p in paths:
+    log(f'wrote {p}')
+  return {'query_names': query_names, 'gallery_names': names, 'gallery_kind': kind,
+          'distances': distances, 'ranked': ranked, 'paths': paths}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fl = flags.FlagValues()
+  workdir = flags.DEFINE_string('workdir', None, 'a trained run', flag_values=fl)
+  query = flags.DEFINE_string('query', None, 'an image or a folder of images', flag_values=fl)
+  gallery = flags.DEFINE_string('gallery', None, 'a folder of tracklet folders or of images',
+                                flag_values=fl)
+  checkpoint = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step",
+                                   flag_values=fl)
+  top = flags.DEFINE_integer('top', 10, 'gallery entries shown per query', flag_values=fl)
+  output_dir = flags.DEFINE_string('output_dir', '', 'default: <workdir>/search',
+                                   flag_values=fl)
+  export = flags.DEFINE_bool('export', False, 'also write features.npz', flag_values=fl)
+  rerank = flags.DEFINE_bool('rerank', False, "k-reciprocal re-ranking (the run's eval.rerank_*)",
+                             flag_values=fl)
+  try:
+    fl(argv or sys.argv)
+    missing = [f'--{n}' for n, v in (('workdir', workdir), ('query', query),
+                                      ('gallery', gallery)) if not v.value]
+    if missing:
+      raise SearchError(f'{" and ".join(missing)} required (python -m i2v_jax.search '
+                        '--workdir=RUN --query=IMAGE_OR_FOLDER --gallery=FOLDER)')
+    search(workdir.value, query.value, gallery.value, checkpoint=checkpoint.value,
+           top=top.value, output_dir=output_dir.value, export=export.value,
+           rerank=rerank.value)
+  except (flags.Error, UserError) as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
