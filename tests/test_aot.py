@@ -1,5 +1,7 @@
-"""The TPU compile check (i2v_jax.aot): slice names, a tiny step compiled for a
-4-chip v5e, and the one-line answer without libtpu."""
+"""The TPU compile check (i2v_jax.aot): slice names, the report of a tiny step
+compiled for 4 CPU devices, the one-line answer without libtpu, and (only where
+libtpu is installed: pip install -e '.[tpu]'; it takes 7-13 minutes on 2 cores,
+so the CI command leaves libtpu out) the same step compiled for a 4-chip v5e."""
 
 import importlib.util
 import sys
@@ -54,6 +56,27 @@ def test_collectives_are_read_from_the_program_text():
   found = aot.collectives(text)
   assert [c['op'] for c in found] == ['all-reduce', 'all-gather']
   assert found[0]['bytes'] == 1024 * 16 * 4 and found[1]['bytes'] == 8 * 4 * 2 + 2 * 4
+
+
+def test_the_report_of_a_step_compiled_for_cpu_devices():
+  """The analysis and report a TPU compile gives, from the same step compiled for
+  4 CPU devices: memory and FLOPs are counted, the gradient all-reduce is found,
+  the roofline and verdict follow from the published v5e figures."""
+  c = tiny()
+  step = aot.compile_step(c, 12, jax.devices('cpu')[:4])
+  parts = ('argument_bytes', 'output_bytes', 'temp_bytes', 'generated_code_bytes')
+  assert step['total_bytes'] > 0 and step['flops'] > 0 and step['bytes_accessed'] > 0
+  assert step['total_bytes'] <= sum(step[k] for k in parts)  # donated aliases counted once
+  assert 'all-reduce' in {x['op'] for x in step['collectives']}
+  s = aot.parse_slice('v5e-4')
+  lines = aot.describe(s, c, step, 1)
+  bound = max(step['flops'] / 197e12, step['bytes_accessed'] / 819e9)
+  assert f'roofline lower bound: {1e3 * bound:.1f} ms/step' in '\n'.join(lines)
+  ok, margin = aot.fits(step, s, 1)
+  assert ok and margin == 16 * 2 ** 30 - step['total_bytes']
+  assert aot.fits(dict(step, total_bytes=17 * 2 ** 30), s, 1) == (False, -2 ** 30)
+  assert aot.fits(dict(step, total_bytes=17 * 2 ** 30), aot.parse_slice('v4-8'), 2) == (
+      False, -2 ** 30)  # v4: 32 GiB a chip shared by its 2 TensorCores (devices)
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ def one_device_with_a_failing_torch():
              devices=1, check=False)
 
 
+@pytest.mark.xdist_group('one_device_run')  # one worker runs it once
 def test_train_step_counts_the_whole_step_on_any_number_of_devices(
     one_device_with_a_failing_torch):
   """XLA reports one device's program; the script prints all devices' FLOPs,
@@ -51,6 +52,7 @@ def test_train_step_counts_the_whole_step_on_any_number_of_devices(
   assert 0.95 <= ratio <= 1.3, (ratio, one.stdout, two.stdout)  # replicated parts count twice
 
 
+@pytest.mark.xdist_group('one_device_run')  # one worker runs it once
 def test_train_step_names_the_fix_when_the_torch_interpreter_fails(
     one_device_with_a_failing_torch):
   out = one_device_with_a_failing_torch

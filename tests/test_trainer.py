@@ -55,6 +55,7 @@ def exported_run(tmp_path_factory, cli_data_dir):
   return workdir
 
 
+@pytest.mark.xdist_group('exported_run')  # one worker trains it once
 def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir, exported_run):
   import i2v_jax  # pylint: disable=g-import-not-at-top
   from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -91,6 +92,7 @@ def _cosine(a, b):
   return out
 
 
+@pytest.mark.xdist_group('exported_run')  # one worker trains it once
 def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
   from i2v_jax import input_pipeline, search  # pylint: disable=g-import-not-at-top
   query = input_pipeline.TrackletReader(cli_data_dir, 'query')
@@ -138,6 +140,7 @@ def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, export
   assert err.count('\n') == 1 and err.startswith('error: --query=') and 'holds no images' in err
 
 
+@pytest.mark.xdist_group('exported_run')  # one worker trains it once
 def test_training_draws_its_losses_and_cmc_and_the_command_redraws_them(tmp_path, exported_run,
                                                                         capsys):
   from i2v_jax import plots  # pylint: disable=g-import-not-at-top
