@@ -1,7 +1,7 @@
 """The TPU compile check (i2v_jax.aot): slice names, the report of a tiny step
-compiled for 4 CPU devices, the one-line answer without libtpu, and (only where
-libtpu is installed: pip install -e '.[tpu]'; it takes 7-13 minutes on 2 cores,
-so the CI command leaves libtpu out) the same step compiled for a 4-chip v5e."""
+compiled for 4 CPU devices, the one-line answer without libtpu, and, where
+libtpu is installed (pip install -e '.[tpu]', as CI does), the same step
+compiled for a 4-chip v5e."""
 
 import importlib.util
 import sys
