@@ -54,15 +54,15 @@ def bench_config(args, dtype):
 def run_jax(args, dtype):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train  # pylint: disable=g-import-not-at-top
+  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
   c = bench_config(args, dtype)
   num_classes = 625
-  mesh = train.make_mesh()
-  state = train.replicate(train.create_train_state(c, num_classes, jax.random.key(0)), mesh)
-  step = train.make_train_step(c, num_classes, mesh)
+  mesh = train_step.make_mesh()
+  state = train_step.replicate(train_step.create_train_state(c, num_classes, jax.random.key(0)), mesh)
+  step = train_step.make_train_step(c, num_classes, mesh)
   b, t = args.ids * args.k, c.input.clip_len
   rng = np.random.default_rng(0)
-  batch = train.shard_batch({
+  batch = train_step.shard_batch({
       'clips': rng.normal(size=(b, t, args.height, args.width, 3)).astype(np.float32),
       'labels': np.repeat(rng.choice(num_classes, args.ids, replace=False),
                           args.k).astype(np.int32)}, mesh)
@@ -132,7 +132,7 @@ def breakdown(args, c, num_classes, state, batch):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train  # pylint: disable=g-import-not-at-top
+  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
   from i2v_jax.losses.objective import objective  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   local = lambda tree: jax.device_put(jax.device_get(tree), device)
@@ -140,7 +140,8 @@ def breakdown(args, c, num_classes, state, batch):
   clips, labels = local(batch['clips']), local(batch['labels'])
   m = c.input.student_frames
   images = clips[:, :m].reshape((-1,) + clips.shape[2:])
-  teacher, student = train._models(c, num_classes)  # pylint: disable=protected-access
+  built = train_step.parts(c, num_classes)
+  teacher, student = built.teacher, built.student
   parts = {}
   outputs = {}
   for name, model, x in (('teacher', teacher, clips), ('student', student, images)):
@@ -158,7 +159,7 @@ def breakdown(args, c, num_classes, state, batch):
     parts[f'{name} forward+backward'] = _timed(fwd_bwd, params[name], x, runs=args.runs)
   losses = jax.grad(lambda o: objective(o['teacher'], o['student'], labels, c.loss)[0])
   parts['loss terms (+ their gradient)'] = _timed(losses, outputs, runs=args.runs)
-  tx = train.make_optimizer(c)
+  tx = built.tx
   opt_state = local(state.opt_state)
 
   def update(p, o):

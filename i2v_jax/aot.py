@@ -4,7 +4,7 @@ r"""Compile the train step for a TPU slice on any machine, and size it.
     python -m i2v_jax.aot --config=configs/base.py:preset=mdkt,dataset=mars --topology=v5e-8
         [--config.model.dtype=bfloat16] [--num_ids=16] [--search_p] [--no_eval]
 
-Compiles exactly what the trainer runs (the same config, `train.make_mesh` over
+Compiles exactly what the trainer runs (the same config, `train_step.make_mesh` over
 the slice's chips, the global batch P x K split over every chip, the state
 replicated, the step's buffers donated) and the evaluation encoders, for a TPU
 slice that need not exist: libtpu describes its chips (`jax.experimental.
@@ -123,18 +123,18 @@ def tpu_devices(s: Slice) -> list:
 
 
 def abstract_state(config, num_classes: int):
-  """The train state's shapes, as `train.initial_state` builds it (a frozen or
+  """The train state's shapes, as `train_step.initial_state` builds it (a frozen or
   starting teacher: shapes of the teacher's own variables), without any data."""
   import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train  # pylint: disable=g-import-not-at-top
+  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
   key = jax.random.key(config.seed)
   teacher = None
   if config.teacher.checkpoint and 'teacher' in config.networks:
-    teacher = jax.eval_shape(lambda k: train.init_variables(config, num_classes, k),
+    teacher = jax.eval_shape(lambda k: train_step.init_variables(config, num_classes, k),
                              key)['teacher']
-    return jax.eval_shape(lambda k, t: train.create_train_state(config, num_classes, k, t),
+    return jax.eval_shape(lambda k, t: train_step.create_train_state(config, num_classes, k, t),
                           key, teacher)
-  return jax.eval_shape(lambda k: train.create_train_state(config, num_classes, k), key)
+  return jax.eval_shape(lambda k: train_step.create_train_state(config, num_classes, k), key)
 
 
 def _placed(tree, sharding):
@@ -164,17 +164,17 @@ def compile_step(config, num_classes: int, devices) -> Dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train  # pylint: disable=g-import-not-at-top
-  mesh = train.make_mesh(devices)
+  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
+  mesh = train_step.make_mesh(devices)
   inp = config.input
   b = inp.num_ids * inp.tracklets_per_id
   state = _placed(abstract_state(config, num_classes), NamedSharding(mesh, P()))
-  sharded = NamedSharding(mesh, P(train.AXIS))
+  sharded = NamedSharding(mesh, P(train_step.AXIS))
   batch = {'clips': jax.ShapeDtypeStruct((b, inp.clip_len, inp.height, inp.width, 3),
                                          jnp.float32, sharding=sharded),
            'labels': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharded)}
   t = time.perf_counter()
-  compiled = train.make_train_step(config, num_classes, mesh).lower(state, batch).compile()
+  compiled = train_step.make_train_step(config, num_classes, mesh).lower(state, batch).compile()
   out = _analysis(compiled, time.perf_counter() - t)
   out['frames'] = b * inp.clip_len
   return out
@@ -185,16 +185,16 @@ def compile_encoders(config, num_classes: int, devices) -> Dict[str, Dict[str, A
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train  # pylint: disable=g-import-not-at-top
+  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
   from i2v_jax.evaluation import features  # pylint: disable=g-import-not-at-top
-  mesh = train.make_mesh(devices)
+  mesh = train_step.make_mesh(devices)
   state = abstract_state(config, num_classes)
   variables = {name: {'params': state.params[name], 'batch_stats': state.batch_stats[name]}
                for name in state.params}
   variables.update(state.frozen)
   ev, inp = config.eval, config.input
   n = ev.batch_size * len(devices)
-  sharded = NamedSharding(mesh, P(train.AXIS))
+  sharded = NamedSharding(mesh, P(train_step.AXIS))
   out = {}
   for kind, network in features.encoders(config).items():
     c = 1 if kind == 'image' else ev.clip_len

@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
+from i2v_jax import protocol_table
 from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
 
@@ -80,7 +81,7 @@ NETWORKS = ('teacher', 'student')
 # Keys that moved: old -> new. A command line naming the old key is refused with
 # the new name; a saved config.json with the old key is read under the new one.
 RENAMED = {'loss.mutual.reverse_tcl': 'loss.tcl.reverse'}
-PROTOCOLS = ('i2v', 'v2v', 'i2i', 'v2i')
+PROTOCOLS = tuple(protocol_table.PROTOCOLS)
 
 # What may differ from the workdir's config.json. Evaluate mode: evaluation
 # settings, where the dataset now lives. Resume: also how long to train (the

@@ -166,9 +166,34 @@ def check_shards(data_dir: str, split: str) -> None:
         _header(f, path, offset, size)
 
 
+# Each dataset file is parsed and checked once per process: training, every
+# evaluation and the pictures ask for the same metadata and indexes many times.
+# The key is the file's identity and stat, so a rebuilt file is read again.
+_PARSED: Dict[tuple, object] = {}
+
+
+def _once(path: str, read):
+  """``read()``'s result for the file ``path``, reused while the file is unchanged."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return read()  # missing: ``read`` raises its own error (or computes the file)
+  key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+  if key not in _PARSED:
+    if len(_PARSED) >= 64:
+      _PARSED.clear()
+    _PARSED[key] = read()
+  return _PARSED[key]
+
+
 def load_metadata(data_dir: str) -> Dict[str, object]:
-  """Reads ``metadata.json``; a clear error when the build is missing/partial."""
+  """Reads ``metadata.json`` (once while unchanged); a clear error when the build is
+  missing/partial."""
   path = os.path.join(data_dir, 'metadata.json')
+  return _once(path, lambda: _read_metadata(data_dir, path))
+
+
+def _read_metadata(data_dir: str, path: str) -> Dict[str, object]:
   staged = os.path.join(data_dir.rstrip(os.sep) + '.staging', 'metadata.json')
   if not os.path.isfile(path) and os.path.isfile(staged):
     raise DatasetError(
@@ -214,13 +239,18 @@ def check_row(path: str, row: Dict[str, object]) -> None:
 
 
 def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
-  """Per-tracklet rows of ``index-<split>.json`` (shard, offset, pid, ...).
+  """Per-tracklet rows of ``index-<split>.json`` (shard, offset, pid, ...), read and
+  checked once while the file is unchanged (callers must not modify them).
 
   A ``tfds build`` output has no index: it is computed from the split's shards
   on first use (`index_shards`) and kept as ``index-<split>.json`` when the
   folder is writable.
   """
   path = os.path.join(data_dir, f'index-{split}.json')
+  return _once(path, lambda: _read_index(data_dir, split, path))
+
+
+def _read_index(data_dir: str, split: str, path: str) -> List[Dict[str, object]]:
   if not os.path.exists(path):
     if not os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
       raise DatasetError(f'{path} not found; rebuild with python -m data_prep.build')

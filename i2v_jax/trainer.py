@@ -22,7 +22,7 @@ import jax
 from tqdm import tqdm
 
 from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
-                     locks, plots, records, train)
+                     locks, plots, records, train_step)
 from i2v_jax.logging_utils import MetricWriter
 from i2v_jax.models import convert
 
@@ -124,9 +124,9 @@ def _train_and_log(config, workdir: str, data) -> dict:
     atomic.write_json(json.loads(config.to_json_best_effort()),
                       config_lib.saved_path(workdir))
 
-  mesh = train.make_mesh()
+  mesh = train_step.make_mesh()
   num_classes = meta['num_classes']
-  state = train.initial_state(config, num_classes, mesh)
+  state = train_step.initial_state(config, num_classes, mesh)
   ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
   start = 0
   if ckpt.latest_step() is not None:
@@ -134,12 +134,12 @@ def _train_and_log(config, workdir: str, data) -> dict:
   if lead:
     print(startup_block(config, meta, data_dir, mesh, workdir, start,
                         ckpt.directory if start else None), flush=True)
-  step_fn = train.make_train_step(config, num_classes, mesh)
+  step_fn = train_step.make_train_step(config, num_classes, mesh)
   total = config.train.num_steps
   ds = input_pipeline.train_dataset(
       data_dir, config, seed=config.seed, start_step=start, num_steps=total - start,
       process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.AXIS))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train_step.AXIS))
   writer = MetricWriter(workdir, enabled=lead, resumed_at=start)
   stop = {'signal': None}
   signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
@@ -340,8 +340,8 @@ def _evaluate_checkpoint(config, workdir: str) -> dict:
                             f'evaluating the run in {source}')
   os.makedirs(workdir, exist_ok=True)
   data_dir, meta = prepare_data(config, workdir)
-  mesh = train.make_mesh()
-  state = train.initial_state(config, meta['num_classes'], mesh)
+  mesh = train_step.make_mesh()
+  state = train_step.initial_state(config, meta['num_classes'], mesh)
   ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
   state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
   ckpt.close()

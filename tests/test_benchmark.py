@@ -12,7 +12,7 @@ import pytest
 
 from configs import synthetic_cpu
 from data_prep import synthetic
-from i2v_jax import checkpoint, train
+from i2v_jax import checkpoint, train_step
 from i2v_jax.experiments import report as sweep_report
 from i2v_jax.input_pipeline import TrainSampler
 from i2v_jax.models import build_models, export
@@ -63,7 +63,7 @@ def save_state(workdir, state):
 def test_export_round_trips_into_model_pretrained(tmp_path):
   """A model initialised from an exported backbone gives the exporting run's features."""
   c = tiny('student_only')
-  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(1))
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(1))
   # Make the trunk differ from any fresh init (as training would).
   state = state.replace(params=jax.tree.map(lambda x: x * 1.5 + 0.01, state.params))
   save_state(str(tmp_path / 'run'), state)
@@ -71,7 +71,7 @@ def test_export_round_trips_into_model_pretrained(tmp_path):
   assert export.main([f'--workdir={tmp_path / "run"}', '--network=student', f'--out={out}']) == 0
   c2 = tiny('mdkt')
   c2.model.pretrained = out
-  fresh = train.init_variables(c2, NUM_CLASSES, jax.random.key(99))
+  fresh = train_step.init_variables(c2, NUM_CLASSES, jax.random.key(99))
   _, student = build_models(c.model, NUM_CLASSES)
   images = jax.random.normal(jax.random.key(2), (3, 32, 16, 3))
   want = student.apply({'params': state.params['student'],
@@ -89,12 +89,12 @@ def test_export_round_trips_into_model_pretrained(tmp_path):
 
 def test_joint_mode_starts_from_exactly_the_teacher_stage(tmp_path):
   stage = tiny('teacher_only')
-  stage_state = train.create_train_state(stage, NUM_CLASSES, jax.random.key(3))
+  stage_state = train_step.create_train_state(stage, NUM_CLASSES, jax.random.key(3))
   stage_state = stage_state.replace(params=jax.tree.map(lambda x: x + 0.5, stage_state.params))
   save_state(str(tmp_path / 'stage'), stage_state)
   c = tiny('mdkt')
   c.teacher.checkpoint = str(tmp_path / 'stage')
-  state = train.initial_state(c, NUM_CLASSES, train.make_mesh(jax.devices()[:1]))
+  state = train_step.initial_state(c, NUM_CLASSES, train_step.make_mesh(jax.devices()[:1]))
   assert c.teacher.mode == 'joint' and set(state.params) == {'teacher', 'student'}
   jax.tree.map(np.testing.assert_array_equal, state.params['teacher'],
                stage_state.params['teacher'])
@@ -102,7 +102,7 @@ def test_joint_mode_starts_from_exactly_the_teacher_stage(tmp_path):
                stage_state.batch_stats['teacher'])
   # A student-only run has no teacher; a folder with no run has no checkpoints.
   student = tiny('student_only')
-  save_state(str(tmp_path / 'student'), train.create_train_state(
+  save_state(str(tmp_path / 'student'), train_step.create_train_state(
       student, NUM_CLASSES, jax.random.key(3)))
   with pytest.raises(ValueError, match='teacher.checkpoint must be the workdir'):
     checkpoint.load_teacher(str(tmp_path / 'student'))
@@ -146,8 +146,8 @@ def test_paired_seeds_give_every_variant_the_same_start():
         for k in ref:
           np.testing.assert_array_equal(plan[k], ref[k], err_msg=f'{name} {k}')
   # Initial weights: the student of student_only and of mdkt are the same at a seed.
-  a = train.init_variables(tiny('student_only'), NUM_CLASSES, jax.random.key(4))
-  b = train.init_variables(tiny('mdkt'), NUM_CLASSES, jax.random.key(4))
+  a = train_step.init_variables(tiny('student_only'), NUM_CLASSES, jax.random.key(4))
+  b = train_step.init_variables(tiny('mdkt'), NUM_CLASSES, jax.random.key(4))
   jax.tree.map(np.testing.assert_array_equal, a['student'], b['student'])
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from configs import base
 from data_prep import synthetic
-from i2v_jax import evaluation, input_pipeline as ip, train
+from i2v_jax import evaluation, input_pipeline as ip, train_step
 from i2v_jax.distances import pairwise_distance
 from i2v_jax.evaluation import visualize
 
@@ -29,9 +29,9 @@ def setup():
   c.model.width = 4
   c.eval.clip_len = 4
   c.eval.batch_size = 1  # x 8 devices: several steps, the last one padded
-  mesh = train.make_mesh()
-  state = train.replicate(
-      train.create_train_state(c, DATA.num_train_ids, jax.random.key(0)), mesh)
+  mesh = train_step.make_mesh()
+  state = train_step.replicate(
+      train_step.create_train_state(c, DATA.num_train_ids, jax.random.key(0)), mesh)
   return c, mesh, state
 
 
@@ -46,7 +46,7 @@ def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
   variables = evaluation.network_variables(state, 'student')
   got = evaluation.extract_features(c, data_dir, 'gallery', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
-  _, student = train._models(c, DATA.num_train_ids)  # pylint: disable=protected-access
+  student = train_step.parts(c, DATA.num_train_ids).student
   rows = ip.TrackletReader(data_dir, 'gallery').rows
   assert got.shape[0] == len(rows) and got.std(axis=0).max() > 0
   for r in range(len(rows)):
@@ -61,7 +61,7 @@ def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup)
   variables = jax.device_get(evaluation.network_variables(state, 'teacher'))
   got = evaluation.extract_features(c, data_dir, 'query', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
-  teacher, _ = train._models(c, DATA.num_train_ids)  # pylint: disable=protected-access
+  teacher = train_step.parts(c, DATA.num_train_ids).teacher
   for r in range(len(ip.TrackletReader(data_dir, 'query').rows)):
     frames = frames_of(data_dir, 'query', r, c)
     chunks = [frames[s:s + 4] for s in range(0, len(frames), 4)]
@@ -76,7 +76,7 @@ def test_image_mode_uses_the_chosen_frame(data_dir, setup):
   c, mesh, state = setup
   fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'student')
   variables = jax.device_get(evaluation.network_variables(state, 'student'))
-  _, student = train._models(c, DATA.num_train_ids)  # pylint: disable=protected-access
+  student = train_step.parts(c, DATA.num_train_ids).student
   for which in ('first', 'middle'):
     c.eval.query_frame = which
     got = evaluation.extract_features(c, data_dir, 'query', mode='image', encode_fn=fn,

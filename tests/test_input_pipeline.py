@@ -243,3 +243,25 @@ def test_metadata_that_cannot_be_right_is_refused(data_dir, tmp_path):
     json.dump(bad, open(f'{copy}/metadata.json', 'w'))
     with pytest.raises(records.DatasetError, match=named):
       records.load_metadata(copy)
+
+
+def test_metadata_and_indexes_are_read_once_until_a_file_changes(tmp_path, data_dir):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'data')
+  shutil.copytree(data_dir, copy)
+  first = records.load_index(copy, 'query')
+  assert records.load_index(copy, 'query') is first  # parsed once
+  assert records.load_metadata(copy) is records.load_metadata(copy)
+  # A rewritten index is read again (with its checks): here one row fewer.
+  with open(f'{copy}/index-query.json') as f:
+    index = json.load(f)
+  index['tracklets'] = index['tracklets'][:-1]
+  with open(f'{copy}/index-query.json', 'w') as f:
+    json.dump(index, f)
+  again = records.load_index(copy, 'query')
+  assert again is not first and len(again) == len(first) - 1
+  with open(f'{copy}/index-query.json', 'w') as f:
+    f.write('{not json')
+  with pytest.raises(records.DatasetError, match='damaged index'):
+    records.load_index(copy, 'query')

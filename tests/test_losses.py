@@ -489,7 +489,7 @@ def test_cross_network_tcl_matches_definition_and_reaches_only_the_student():
 def test_distances_are_exact_against_float64():
   """Item 7: self-distances exactly 0 and small distances accurate under jit, in
   both the difference form (small batches) and the centred expansion (large)."""
-  from i2v_jax.losses import distances as dist_mod  # the module's size switch
+  from i2v_jax import distances as dist_mod  # the module's size switch
   for n in (32, 160):  # 32*32*2048 < 2**24 <= 160*160*2048
     assert (n * n * 2048 <= dist_mod.DIFFERENCE_FORM_MAX) == (n == 32)
     x = relu_features(3, n)

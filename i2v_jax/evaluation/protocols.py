@@ -1,6 +1,6 @@
 """The protocols (docs/method.md §1): I2V, V2V, I2I, V2I from one set of features.
 
-`PROTOCOLS` is the one table: name -> (query kind, gallery kind); `run` extracts
+The protocols are the table `i2v_jax.protocol_table.PROTOCOLS`; `run` extracts
 the features the configured protocols need, ranks each, optionally re-ranks
 (`rerank`), writes the results (`report`) and the ranked-list pictures
 (`visualize`).
@@ -20,10 +20,7 @@ from i2v_jax.evaluation import rerank, visualize
 from i2v_jax.evaluation.features import encoders, extract_features, make_encode_fn, network_variables
 from i2v_jax.evaluation.metrics import blocked_metrics
 from i2v_jax.evaluation.report import export_features, results_table, write_results
-
-
-PROTOCOLS = {'i2v': ('image', 'video'), 'v2v': ('video', 'video'),
-             'i2i': ('image', 'image'), 'v2i': ('video', 'image')}
+from i2v_jax.protocol_table import PROTOCOLS
 
 
 def split_info(data_dir: str, split: str) -> Dict[str, np.ndarray]:
@@ -62,7 +59,7 @@ def compute_features(config, data_dir: str, state, num_classes: int, mesh
   image_only_queries = 'v2v_query' in meta.get('protocol', {})
   needed = set()
   for p in protocols:
-    q_kind, g_kind = PROTOCOLS[p]
+    q_kind, g_kind = PROTOCOLS[p].query, PROTOCOLS[p].gallery
     needed.add(('gallery', g_kind))
     needed.add(('gallery', 'video') if (q_kind == 'video' and image_only_queries)
                else ('query', q_kind))
@@ -77,7 +74,7 @@ def compute_features(config, data_dir: str, state, num_classes: int, mesh
     features = extract_features(config, data_dir, split, mode=kind, encode_fn=fns[net],
                                 variables=network_variables(state, net), mesh=mesh)
     out[f'{split}/{kind}'] = dict(info[split], features=features)
-  if image_only_queries and any(PROTOCOLS[p][0] == 'video' for p in protocols):
+  if image_only_queries and any(PROTOCOLS[p].query == 'video' for p in protocols):
     rows = video_query_rows(info['query'], info['gallery'])
     g = out['gallery/video']['features']
     features = np.where((rows >= 0)[:, None], g[np.maximum(rows, 0)], 0.0).astype(np.float32)
@@ -93,7 +90,7 @@ def protocol_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
   ev = config.eval
   results = {}
   for p in ev.protocols:
-    q_kind, g_kind = PROTOCOLS[p]
+    q_kind, g_kind = PROTOCOLS[p].query, PROTOCOLS[p].gallery
     q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
     labels = dict(q_pids=q['pids'], g_pids=g['pids'], q_camids=q['camids'],
                   g_camids=g['camids'], ap_mode=ev.ap_mode, max_rank=ev.max_rank,
@@ -149,7 +146,7 @@ def draw_ranked_lists(config, data_dir: str, features, results, workdir: str) ->
   dataset = records.load_metadata(data_dir)['dataset']
   paths = []
   for p in ev.protocols:
-    q_kind, g_kind = PROTOCOLS[p]
+    q_kind, g_kind = PROTOCOLS[p].query, PROTOCOLS[p].gallery
     q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
     if ev.visualize_queries:
       rows, which = visualize.chosen_queries(q['names'], ev.visualize_queries), 'chosen queries'

@@ -3,7 +3,8 @@
 Every function returns ``(scalar, diagnostics dict)``; `objective` weighs them.
 """
 
-from i2v_jax.losses.distances import pair_masks, pairwise_distance
+from i2v_jax.distances import pairwise_distance
+from i2v_jax.losses.masks import pair_masks
 from i2v_jax.losses.distill import (distance_matrix_mse, feature_mse, logit_kl,
                                     squared_distance_mse)
 from i2v_jax.losses.identity import cross_entropy

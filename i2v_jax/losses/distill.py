@@ -12,7 +12,8 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from i2v_jax.losses.distances import pairwise_distance, same_sample, squared_euclidean
+from i2v_jax.distances import pairwise_distance, squared_euclidean
+from i2v_jax.losses.masks import same_sample
 
 Aux = Dict[str, jnp.ndarray]
 

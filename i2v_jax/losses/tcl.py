@@ -7,7 +7,8 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from i2v_jax.losses.distances import pair_masks, pairwise_distance, same_sample
+from i2v_jax.distances import pairwise_distance
+from i2v_jax.losses.masks import pair_masks, same_sample
 from i2v_jax.losses.triplet import masked_mean
 
 # Finite stand-in for −∞ in masked softmaxes: exp underflows to exactly 0 and no

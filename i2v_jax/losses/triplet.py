@@ -7,7 +7,8 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from i2v_jax.losses.distances import pair_masks, pairwise_distance, same_sample
+from i2v_jax.distances import pairwise_distance
+from i2v_jax.losses.masks import pair_masks, same_sample
 
 
 def masked_mean(values: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from i2v_jax import train
+from i2v_jax import train_step
 
 NUM_CLASSES = 16
 
@@ -33,8 +33,8 @@ def global_batch(c, seed=0):
 
 
 def run(c, mesh, state, batch, fn=None):
-  fn = fn or train.make_loss_and_grads(c, NUM_CLASSES, mesh)
-  return fn(train.replicate(state, mesh), train.shard_batch(batch, mesh))
+  fn = fn or train_step.make_loss_and_grads(c, NUM_CLASSES, mesh)
+  return fn(train_step.replicate(state, mesh), train_step.shard_batch(batch, mesh))
 
 
 def assert_trees_close(a, b, rtol):
@@ -55,15 +55,15 @@ def assert_trees_close(a, b, rtol):
 @pytest.fixture(scope='module')
 def state_global():
   c = tiny_config()
-  return c, train.create_train_state(c, NUM_CLASSES, jax.random.key(0))
+  return c, train_step.create_train_state(c, NUM_CLASSES, jax.random.key(0))
 
 
 def test_global_global_8_devices_equal_1_device(state_global):
   c, state = state_global
   batch = global_batch(c)
   assert len(jax.devices()) == 8
-  loss8, metrics8, grads8, stats8 = run(c, train.make_mesh(), state, batch)
-  loss1, metrics1, grads1, stats1 = run(c, train.make_mesh(jax.devices()[:1]), state, batch)
+  loss8, metrics8, grads8, stats8 = run(c, train_step.make_mesh(), state, batch)
+  loss1, metrics1, grads1, stats1 = run(c, train_step.make_mesh(jax.devices()[:1]), state, batch)
   np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
   # A temperature-scaled KL is τ²·Σ p (log p − log q): its float32 rounding floor is
   # ~τ²·1e-7 absolute (vkd/logits: τ = 10), whatever the size of the KL itself.
@@ -79,12 +79,12 @@ def test_global_global_8_devices_equal_1_device(state_global):
 
 def test_local_local_equals_per_device_groups():
   c = tiny_config('local', 'local')
-  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(1))
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(1))
   batch = global_batch(c, seed=1)
-  loss8, _, grads8, stats8 = run(c, train.make_mesh(), state, batch)
-  one = train.make_mesh(jax.devices()[:1])
+  loss8, _, grads8, stats8 = run(c, train_step.make_mesh(), state, batch)
+  one = train_step.make_mesh(jax.devices()[:1])
   group = len(batch['labels']) // 8
-  fn = train.make_loss_and_grads(c, NUM_CLASSES, one)  # compiled once for all groups
+  fn = train_step.make_loss_and_grads(c, NUM_CLASSES, one)  # compiled once for all groups
   results = [run(c, one, state, jax.tree.map(lambda x: x[i * group:(i + 1) * group], batch), fn)
              for i in range(8)]
   mean = lambda trees: jax.tree.map(lambda *xs: np.mean(np.stack(xs), 0), *trees)
@@ -96,10 +96,10 @@ def test_local_local_equals_per_device_groups():
 def test_train_step_lowers_the_loss_and_counts_steps():
   c = tiny_config()
   c.optim.lr = 1e-3
-  mesh = train.make_mesh()
-  state = train.replicate(train.create_train_state(c, NUM_CLASSES, jax.random.key(2)), mesh)
-  step = train.make_train_step(c, NUM_CLASSES, mesh)
-  batch = train.shard_batch(global_batch(c, seed=2), mesh)
+  mesh = train_step.make_mesh()
+  state = train_step.replicate(train_step.create_train_state(c, NUM_CLASSES, jax.random.key(2)), mesh)
+  step = train_step.make_train_step(c, NUM_CLASSES, mesh)
+  batch = train_step.shard_batch(global_batch(c, seed=2), mesh)
   losses = []
   for _ in range(5):
     state, metrics = step(state, batch)
@@ -111,31 +111,31 @@ def test_train_step_lowers_the_loss_and_counts_steps():
 
 def test_frozen_teacher_gets_no_gradient_or_optimizer_state():
   c = tiny_config(preset='vkd')
-  teacher_vars = train.init_variables(c, NUM_CLASSES, jax.random.key(3))['teacher']
+  teacher_vars = train_step.init_variables(c, NUM_CLASSES, jax.random.key(3))['teacher']
   with pytest.raises(ValueError, match='teacher.checkpoint'):
-    train.create_train_state(c, NUM_CLASSES, jax.random.key(3))
+    train_step.create_train_state(c, NUM_CLASSES, jax.random.key(3))
   c.teacher.checkpoint = 'a_teacher_only_run'  # where load_teacher read teacher_vars
   expected = jax.tree.map(np.array, teacher_vars)  # host copy: the step donates its input
   c.teacher.reinit_student_layer4 = False
-  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=teacher_vars)
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=teacher_vars)
   # VKD: the student starts as a copy of the teacher (teacher.init_student, on in the preset).
   assert c.teacher.init_student
   assert_trees_close(state.params['student'], expected['params'], rtol=0)
   assert_trees_close(state.batch_stats['student'], expected['batch_stats'], rtol=0)
   c.teacher.init_student = False
-  fresh = train.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=teacher_vars)
+  fresh = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=teacher_vars)
   assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(fresh.params['student']),
                                                   jax.tree.leaves(expected['params'])))
   c.teacher.init_student = True
   # A teacher trained with non-local blocks does not silently load into a plain one.
   c_nl = tiny_config(preset='teacher_only')
-  nl_vars = train.init_variables(c_nl, NUM_CLASSES, jax.random.key(4))['teacher']
+  nl_vars = train_step.init_variables(c_nl, NUM_CLASSES, jax.random.key(4))['teacher']
   with pytest.raises(ValueError, match=r'extra leaves.*nonlocal.*nonlocal_blocks.enabled=False'):
-    train.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=nl_vars)
+    train_step.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=nl_vars)
   assert set(state.params) == {'student'} and set(state.frozen) == {'teacher'}
-  mesh = train.make_mesh()
-  step = train.make_train_step(c, NUM_CLASSES, mesh)
-  new, metrics = step(train.replicate(state, mesh), train.shard_batch(global_batch(c), mesh))
+  mesh = train_step.make_mesh()
+  step = train_step.make_train_step(c, NUM_CLASSES, mesh)
+  new, metrics = step(train_step.replicate(state, mesh), train_step.shard_batch(global_batch(c), mesh))
   assert 'loss/vkd/logits' in metrics and np.isfinite(metrics['loss/total'])
   assert_trees_close(new.frozen, {'teacher': expected}, rtol=0)
 
@@ -146,11 +146,11 @@ def test_vkd_student_reinit_resets_layer4_and_head_only():
   c = tiny_config(preset='vkd')
   c.teacher.checkpoint = 'a_teacher_only_run'
   assert c.teacher.reinit_student_layer4
-  teacher_vars = jax.tree.map(np.array, train.init_variables(c, NUM_CLASSES,
+  teacher_vars = jax.tree.map(np.array, train_step.init_variables(c, NUM_CLASSES,
                                                              jax.random.key(5))['teacher'])
-  fresh = jax.tree.map(np.array, train.init_variables(c, NUM_CLASSES,
+  fresh = jax.tree.map(np.array, train_step.init_variables(c, NUM_CLASSES,
                                                       jax.random.key(6))['student'])
-  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(6),
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(6),
                                    teacher_variables=teacher_vars)
   got = {'params': state.params['student'], 'batch_stats': state.batch_stats['student']}
   for collection in ('params', 'batch_stats'):
@@ -166,8 +166,8 @@ def test_frozen_teacher_bn_mode():
   on its running statistics; bn_mode=running: they do. Neither changes them."""
   c = tiny_config(preset='vkd', mining='local', bn='local')
   c.teacher.checkpoint = 'a_teacher_only_run'
-  mesh = train.make_mesh(jax.devices()[:1])
-  teacher_vars = train.init_variables(c, NUM_CLASSES, jax.random.key(7))['teacher']
+  mesh = train_step.make_mesh(jax.devices()[:1])
+  teacher_vars = train_step.init_variables(c, NUM_CLASSES, jax.random.key(7))['teacher']
   odd = dict(teacher_vars, batch_stats=jax.tree.map(lambda x: x + 3.0,
                                                     teacher_vars['batch_stats']))
   batch = global_batch(c)
@@ -175,7 +175,7 @@ def test_frozen_teacher_bn_mode():
   for mode in ('batch', 'running'):
     c.teacher.bn_mode = mode
     for name, tv in (('normal', teacher_vars), ('odd', odd)):
-      state = train.create_train_state(c, NUM_CLASSES, jax.random.key(7), teacher_variables=tv)
+      state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(7), teacher_variables=tv)
       _, metrics, _, _ = run(c, mesh, state, batch)
       out[mode, name] = float(metrics['loss/vkd/logits'])
   assert out['batch', 'normal'] == pytest.approx(out['batch', 'odd'], rel=1e-6)
@@ -183,21 +183,21 @@ def test_frozen_teacher_bn_mode():
   assert abs(out['running', 'normal'] - out['running', 'odd']) > 0.1 * out['running', 'normal']
   c.teacher.bn_mode = 'bacth'
   with pytest.raises(ValueError, match="teacher.bn_mode='bacth'"):
-    train.create_train_state(c, NUM_CLASSES, jax.random.key(7), teacher_variables=teacher_vars)
+    train_step.create_train_state(c, NUM_CLASSES, jax.random.key(7), teacher_variables=teacher_vars)
 
 
 def test_joint_mode_starts_from_the_teacher_stage_and_trains_it():
   c = tiny_config(preset='mdkt')
   c.teacher.checkpoint = 'a_teacher_only_run'
-  teacher_vars = jax.tree.map(np.array, train.init_variables(c, NUM_CLASSES,
+  teacher_vars = jax.tree.map(np.array, train_step.init_variables(c, NUM_CLASSES,
                                                              jax.random.key(8))['teacher'])
-  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(9), teacher_variables=teacher_vars)
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(9), teacher_variables=teacher_vars)
   assert set(state.params) == {'teacher', 'student'} and not state.frozen
   assert_trees_close(state.params['teacher'], teacher_vars['params'], rtol=0)
   assert_trees_close(state.batch_stats['teacher'], teacher_vars['batch_stats'], rtol=0)
-  mesh = train.make_mesh()
-  new, _ = train.make_train_step(c, NUM_CLASSES, mesh)(
-      train.replicate(state, mesh), train.shard_batch(global_batch(c), mesh))
+  mesh = train_step.make_mesh()
+  new, _ = train_step.make_train_step(c, NUM_CLASSES, mesh)(
+      train_step.replicate(state, mesh), train_step.shard_batch(global_batch(c), mesh))
   moved = [np.abs(np.asarray(a) - b).max() for a, b in
            zip(jax.tree.leaves(new.params['teacher']), jax.tree.leaves(teacher_vars['params']))]
   assert max(moved) > 0  # the teacher keeps training
@@ -205,8 +205,8 @@ def test_joint_mode_starts_from_the_teacher_stage_and_trains_it():
 
 def test_shared_classifier_is_one_kernel_for_both_networks():
   c = tiny_config(preset='mdkt', mining='local', bn='local')
-  mesh = train.make_mesh(jax.devices()[:1])
-  state = train.create_train_state(c, NUM_CLASSES, jax.random.key(10))
+  mesh = train_step.make_mesh(jax.devices()[:1])
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(10))
   batch = global_batch(c)
   _, m_own, g_own, _ = run(c, mesh, state, batch)
   c.model.shared_classifier = True
@@ -220,17 +220,49 @@ def test_shared_classifier_is_one_kernel_for_both_networks():
   assert np.abs(shared_t - own_t).max() > 1e-6
   c.teacher.mode = 'frozen'
   with pytest.raises(ValueError, match='shared_classifier'):
-    train.create_train_state(c, NUM_CLASSES, jax.random.key(10))
+    train_step.create_train_state(c, NUM_CLASSES, jax.random.key(10))
 
 
 def test_learning_rate_schedules():
   c = base.get_config()
   c.train.num_steps = 150
   c.optim.lr, c.optim.decay_at = 1.0, (0.4, 0.8)
-  lr = train.learning_rate(c)
+  lr = train_step.learning_rate(c)
   assert [float(lr(s)) for s in (0, 59, 60, 119, 120)] == pytest.approx(
       [1.0, 1.0, 0.1, 0.1, 0.01])
   c.optim.warmup_steps, c.optim.schedule = 10, 'cosine'
-  lr = train.learning_rate(c)
+  lr = train_step.learning_rate(c)
   assert float(lr(0)) == pytest.approx(0.1) and float(lr(10)) == pytest.approx(1.0)
   assert float(lr(150)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize('preset', sorted(base.PRESETS))
+def test_every_preset_in_the_table_takes_a_step(preset):
+  """Each entry of the methods table, at tiny size on the 8 test devices: its
+  state holds exactly its trained networks, one step logs exactly its active loss
+  terms, all finite, and changes every trained parameter leaf's tree."""
+  from i2v_jax.losses.objective import active_terms  # pylint: disable=g-import-not-at-top
+  c = base.get_config(f'preset={preset},runlocal')
+  c.model.width = 4
+  c.input.height, c.input.width = 32, 16
+  c.input.num_ids, c.input.tracklets_per_id = 8, 2
+  c.input.clip_len = c.input.student_frames = 2
+  teacher = None
+  if c.teacher.mode == 'frozen':  # vkd: a teacher_only run's variables (here fresh ones)
+    c.teacher.checkpoint = 'a_teacher_only_run'
+    teacher = train_step.init_variables(c, NUM_CLASSES, jax.random.key(9))['teacher']
+  state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(0), teacher)
+  trained = train_step.trained_networks(c)
+  assert set(state.params) == set(trained) and set(state.frozen) == (
+      {'teacher'} if c.teacher.mode == 'frozen' else set())
+  before = jax.tree.map(np.array, state.params)
+  mesh = train_step.make_mesh()
+  step = train_step.make_train_step(c, NUM_CLASSES, mesh)
+  new, metrics = step(train_step.replicate(state, mesh),
+                      train_step.shard_batch(global_batch(c), mesh))
+  logged = {k[len('loss/'):] for k in metrics if k.startswith('loss/') and k != 'loss/total'}
+  assert logged == set(active_terms(c.loss, c.networks)), preset
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  for name in trained:
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(new.params[name]), jax.tree.leaves(before[name]))), name

@@ -13,11 +13,12 @@ Each device holds P/n whole identities x K tracklets.
   the mean over devices of per-device means. Under shard_map's typing the gradient
   of that w.r.t. the replicated parameters is the all-reduced mean gradient
   (pmean of per-device gradients) — with global/global, exactly the gradient of
-  the one-device loss on the same global batch (`tests/test_train.py`).
+  the one-device loss on the same global batch (`tests/test_train_step.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -112,16 +113,42 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
                        devices=devices)
 
 
-def _models(config, num_classes):
-  axis = AXIS if config.parallel.bn_scope == 'global' else None
-  if config.parallel.bn_scope not in ('global', 'local'):
-    raise ValueError(f'config parallel.bn_scope={config.parallel.bn_scope!r}: global or local')
-  return build_models(config.model, num_classes, bn_axis_name=axis)
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """What a config builds: the two networks, the optimizer and its schedule.
+
+  `parts` is the one factory: the state's optimizer state, its variables and the
+  step that updates them all come from the same `Parts` of a config.
+  """
+  teacher: Any   # nn.Module (TeacherNet)
+  student: Any   # nn.Module (StudentNet)
+  tx: optax.GradientTransformation
+  schedule: Callable[[Any], Any]
+
+
+def parts(config, num_classes: int) -> Parts:
+  """The `Parts` of ``config`` for ``num_classes`` identities, built once per
+  (config, num_classes) in a process."""
+  key = (config.to_json_best_effort(sort_keys=True), num_classes)
+  if key not in _BUILT:
+    if config.parallel.bn_scope not in ('global', 'local'):
+      raise ValueError(f'config parallel.bn_scope={config.parallel.bn_scope!r}: global or '
+                       'local')
+    axis = AXIS if config.parallel.bn_scope == 'global' else None
+    teacher, student = build_models(config.model, num_classes, bn_axis_name=axis)
+    if len(_BUILT) >= 32:  # a sweep in one process: keep the memo small
+      _BUILT.clear()
+    _BUILT[key] = Parts(teacher, student, make_optimizer(config), learning_rate(config))
+  return _BUILT[key]
+
+
+_BUILT: Dict[Tuple[str, int], Parts] = {}
 
 
 def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
   """{'teacher': {'params', 'batch_stats'}, 'student': ...} for config.networks."""
-  teacher, student = _models(config, num_classes)
+  built = parts(config, num_classes)
+  teacher, student = built.teacher, built.student
   inp = config.input
   clips = jnp.zeros((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
   models = {'teacher': (teacher, clips), 'student': (student, clips[:, 0])}
@@ -231,7 +258,7 @@ def create_train_state(config, num_classes: int, rng,
   params = {n: variables[n]['params'] for n in networks}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats={n: variables[n]['batch_stats'] for n in networks},
-                    opt_state=make_optimizer(config).init(params), frozen=frozen)
+                    opt_state=parts(config, num_classes).tx.init(params), frozen=frozen)
 
 
 def initial_state(config, num_classes: int, mesh) -> TrainState:
@@ -310,8 +337,8 @@ def _specs(state_shape):
 
 def make_loss_and_grads(config, num_classes: int, mesh):
   """jit(shard_map) of (state, batch) -> (loss, metrics, grads, batch_stats); for tests."""
-  teacher, student = _models(config, num_classes)
-  fn = _device_loss_and_grads(config, teacher, student)
+  built = parts(config, num_classes)
+  fn = _device_loss_and_grads(config, built.teacher, built.student)
   return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)),
                                out_specs=(P(), P(), P(), P())))
 
@@ -322,14 +349,13 @@ def make_train_step(config, num_classes: int, mesh):
   ``batch``: {'clips': (B, T, H, W, 3), 'labels': (B,)} sharded over ``data``
   with B = P x K, identities consecutive; B/n must hold whole identities.
   """
-  teacher, student = _models(config, num_classes)
   n = mesh.shape[AXIS]
   if config.input.num_ids % n:
     raise ValueError(f'config input.num_ids={config.input.num_ids} must be a multiple '
                      f'of the {n} devices: each device holds whole identities')
-  loss_and_grads = _device_loss_and_grads(config, teacher, student)
-  tx = make_optimizer(config)
-  schedule = learning_rate(config)
+  built = parts(config, num_classes)  # the same optimizer that made the state's opt_state
+  loss_and_grads = _device_loss_and_grads(config, built.teacher, built.student)
+  tx, schedule = built.tx, built.schedule
 
   def step(state: TrainState, batch):
     loss, metrics, grads, stats = loss_and_grads(state, batch)

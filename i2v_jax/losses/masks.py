@@ -1,14 +1,11 @@
-"""The positive/negative masks every mining loss shares; distances are
-`i2v_jax.distances` (one function for losses and evaluation), re-exported here."""
+"""The positive/negative masks every mining loss shares (distances are
+`i2v_jax.distances`, the one function for losses and evaluation)."""
 
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import jax.numpy as jnp
-
-from i2v_jax.distances import (DIFFERENCE_FORM_MAX, METRICS, l2_normalize,  # noqa: F401
-                               pairwise_distance, squared_euclidean)
 
 
 def same_sample(anchor_index: Optional[jnp.ndarray],
