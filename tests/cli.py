@@ -5,7 +5,10 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+# The command-line tests' processes: 2 CPU devices, compiled as the in-process
+# tests are (conftest.FAST_COMPILE).
+ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2 '
+           '--xla_backend_optimization_level=0',
            JAX_PLATFORMS='cpu', PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
 
 

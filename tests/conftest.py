@@ -3,8 +3,13 @@
 import os
 import sys
 
+# XLA's backend optimisation off: the tests' tiny networks spend far longer being
+# compiled than running, and level 0 compiles about a third faster (a 1-step test
+# 67 -> 46 s, train + evaluate 212 -> 161 s on 2 cores). Same flags, same numbers:
+# the tests compare runs of one build with each other and with tolerances.
+FAST_COMPILE = '--xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+                           ' --xla_force_host_platform_device_count=8 ' + FAST_COMPILE).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 

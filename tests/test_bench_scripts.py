@@ -16,7 +16,7 @@ TINY_STEP = [sys.executable, os.path.join(REPO, 'bench', 'train_step.py'), '--ti
 
 
 def run(cmd, devices=2, check=True):
-  env = dict(ENV, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = dict(ENV, XLA_FLAGS=ENV['XLA_FLAGS'].replace('device_count=2', f'device_count={devices}'))
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   if check:
     assert out.returncode == 0, out.stderr[-2000:]
@@ -30,7 +30,7 @@ def step_gflop(stdout):
   return float(re.search(r'([\d,.]+) GFLOP', lines[at + 1]).group(1).replace(',', ''))
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')  # once per test worker, however the tests are spread
 def one_device_with_a_failing_torch():
   """One run serves two tests: the breakdown on one device, then the PyTorch
   reference under an interpreter that fails."""
@@ -38,7 +38,7 @@ def one_device_with_a_failing_torch():
              devices=1, check=False)
 
 
-@pytest.mark.xdist_group('one_device_run')  # one worker runs it once
+@pytest.mark.xdist_group('one_device_run')  # the same worker: one run
 def test_train_step_counts_the_whole_step_on_any_number_of_devices(
     one_device_with_a_failing_torch):
   """XLA reports one device's program; the script prints all devices' FLOPs,
@@ -52,7 +52,7 @@ def test_train_step_counts_the_whole_step_on_any_number_of_devices(
   assert 0.95 <= ratio <= 1.3, (ratio, one.stdout, two.stdout)  # replicated parts count twice
 
 
-@pytest.mark.xdist_group('one_device_run')  # one worker runs it once
+@pytest.mark.xdist_group('one_device_run')  # the same worker: one run
 def test_train_step_names_the_fix_when_the_torch_interpreter_fails(
     one_device_with_a_failing_torch):
   out = one_device_with_a_failing_torch

@@ -78,7 +78,7 @@ def test_vkd_second_stage_loads_the_teacher_only_run(tmp_path, data_dir):
                  env=ENV, cwd=REPO, check=True, capture_output=True, timeout=600)
   student = str(tmp_path / 'vkd')
   # Stage 2 on one device: the teacher written by a 2-device run loads anyway.
-  one_device = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  one_device = dict(ENV, XLA_FLAGS=ENV['XLA_FLAGS'].replace('device_count=2', 'device_count=1'))
   run = subprocess.run(command(student, data_dir, f'--config.teacher.checkpoint={teacher}',
                                preset='vkd', steps=2),
                        env=one_device, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -25,7 +25,7 @@ def free_port():
 
 def test_two_processes_agree_with_one(tmp_path, cli_data_dir):
   data_dir = cli_data_dir
-  one_device = dict(ENV, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  one_device = dict(ENV, XLA_FLAGS=ENV['XLA_FLAGS'].replace('device_count=2', 'device_count=1'))
   port = free_port()
   multi = str(tmp_path / 'multi')
   procs = [subprocess.Popen(

@@ -45,9 +45,11 @@ def test_train_then_evaluate_in_process(tmp_path, cli_data_dir):
     assert again[protocol]['mAP'] == results['protocols'][protocol]['mAP']
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def exported_run(tmp_path_factory, cli_data_dir):
-  """A 2-step mdkt run that exported its evaluation features (train_and_log, in process)."""
+  """A 2-step mdkt run, evaluated at step 2, that exported its evaluation features
+  (train_and_log, in process). Trained once per session (and test worker): tests
+  that only read use it as it is; tests that change it work on a `copy_of` it."""
   workdir = str(tmp_path_factory.mktemp('exported') / 'run')
   c = tiny_config(cli_data_dir, steps=2)
   c.eval.export = True
@@ -55,7 +57,28 @@ def exported_run(tmp_path_factory, cli_data_dir):
   return workdir
 
 
-@pytest.mark.xdist_group('exported_run')  # one worker trains it once
+@pytest.fixture(scope='session')
+def four_step_run(tmp_path_factory, cli_data_dir):
+  """A 4-step run with checkpoints 2 and 4 (every 2, 3 kept) and no evaluation."""
+  workdir = str(tmp_path_factory.mktemp('four_steps') / 'run')
+  trainer.train_and_log(four_step_config(cli_data_dir), workdir)
+  return workdir
+
+
+def four_step_config(data_dir):
+  c = tiny_config(data_dir, steps=4)
+  c.train.checkpoint_every, c.train.eval_every, c.train.keep_checkpoints = 2, 0, 3
+  return c
+
+
+def copy_of(run, tmp_path):
+  """A private copy of a shared trained run (its workdir) to damage or train on."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run, workdir)
+  return workdir
+
+
+@pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir, exported_run):
   import i2v_jax  # pylint: disable=g-import-not-at-top
   from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -92,7 +115,7 @@ def _cosine(a, b):
   return out
 
 
-@pytest.mark.xdist_group('exported_run')  # one worker trains it once
+@pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
   from i2v_jax import input_pipeline, search  # pylint: disable=g-import-not-at-top
   query = input_pipeline.TrackletReader(cli_data_dir, 'query')
@@ -140,7 +163,7 @@ def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, export
   assert err.count('\n') == 1 and err.startswith('error: --query=') and 'holds no images' in err
 
 
-@pytest.mark.xdist_group('exported_run')  # one worker trains it once
+@pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_training_draws_its_losses_and_cmc_and_the_command_redraws_them(tmp_path, exported_run,
                                                                         capsys):
   from i2v_jax import plots  # pylint: disable=g-import-not-at-top
@@ -204,19 +227,18 @@ def _damage(workdir, step, how, kind='checkpoints'):
     os.makedirs(folder)
 
 
+@pytest.mark.xdist_group('four_step_run')
 @pytest.mark.parametrize('how', ['flip', 'truncate', 'metadata', 'empty'])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, cli_data_dir,
-                                                                     how, capsys):
+                                                                     four_step_run, how, capsys):
   import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / 'run')
-  c = tiny_config(cli_data_dir, steps=4)
-  c.train.checkpoint_every, c.train.eval_every, c.train.keep_checkpoints = 2, 0, 3
-  trainer.train_and_log(c, workdir)
+  from i2v_jax import checkpoint, train_step  # pylint: disable=g-import-not-at-top
+  workdir = copy_of(four_step_run, tmp_path)
+  c = four_step_config(cli_data_dir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints_sha256'))) == ['2.json', '4.json']
   _damage(workdir, 4, how)
   ckpt = checkpoint.Checkpoints(workdir, 3)
-  target = train.initial_state(c, 12, train.make_mesh(jax.devices()[:1]))
+  target = train_step.initial_state(c, 12, train_step.make_mesh(jax.devices()[:1]))
   state, step = ckpt.restore(target)
   ckpt.close()
   out = capsys.readouterr().out
@@ -235,17 +257,15 @@ def _listing(workdir):
                 for f in fs if 'checkpoints' in r)
 
 
+@pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, cli_data_dir,
-                                                                     synthetic_data):
+                                                                     synthetic_data, exported_run):
   """Faults A: another dataset's class count, or an edited model width, is a
   one-line mismatch; no good checkpoint is ever quarantined."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
   from i2v_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / 'run')
-  c = tiny_config(cli_data_dir, steps=2)
-  c.train.eval_every = 2
-  trainer.train_and_log(c, workdir)
+  workdir = copy_of(exported_run, tmp_path)  # 2 steps, evaluated at 2: latest and best
   before = _listing(workdir)
   other = synthetic_data(dataclasses.replace(CLI_DATA, num_train_ids=10))
   e = tiny_config(other, steps=2)
@@ -271,17 +291,16 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, c
   assert not os.path.exists(os.path.join(workdir, 'checkpoints_damaged'))
 
 
+@pytest.mark.xdist_group('exported_run')
 @pytest.mark.parametrize('how', ['flip', 'no_record', 'torn_record', 'metadata', 'empty'])
-def test_every_reader_verifies_the_checkpoint(tmp_path, cli_data_dir, how):
+def test_every_reader_verifies_the_checkpoint(tmp_path, cli_data_dir, exported_run, how):
   """Faults B: i2v_jax.load, export and evaluate mode refuse a damaged or
   unrecorded checkpoint (one line), and move nothing."""
   import i2v_jax  # pylint: disable=g-import-not-at-top
   from i2v_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from i2v_jax.models import export  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / 'run')
+  workdir = copy_of(exported_run, tmp_path)  # 2 steps, evaluated at 2: latest and best
   c = tiny_config(cli_data_dir, steps=2)
-  c.train.eval_every = 2
-  trainer.train_and_log(c, workdir)
   for kind in ('checkpoints', 'checkpoints_best'):
     record = checkpoint.manifest_path(os.path.join(workdir, kind), 2)
     if how == 'no_record':
