@@ -76,17 +76,13 @@ def gallery_entries(path: str) -> Tuple[str, List[str], List[List[str]]]:
 def rank(model, queries: np.ndarray, gallery: np.ndarray, rerank: bool = False) -> np.ndarray:
   """(Q, G) distances as evaluation computes them for this run (``eval.distance``,
   and with ``rerank`` the run's k-reciprocal re-ranking)."""
-  from i2v_jax.distances import pairwise_distance  # pylint: disable=g-import-not-at-top
   ev = model.config.eval
-  qf, gf = queries.astype(np.float64), gallery.astype(np.float64)
-  distances = pairwise_distance(qf, gf, ev.distance, xp=np)
   if rerank:
-    from i2v_jax.evaluation import rerank as rerank_lib  # pylint: disable=g-import-not-at-top
-    distances = rerank_lib.k_reciprocal(
-        distances, pairwise_distance(qf, qf, ev.distance, xp=np),
-        pairwise_distance(gf, gf, ev.distance, xp=np), k1=ev.rerank_k1, k2=ev.rerank_k2,
-        lambda_value=ev.rerank_lambda)
-  return distances
+    from i2v_jax.evaluation.protocols import reranked_distances  # pylint: disable=g-import-not-at-top
+    return reranked_distances(ev, queries, gallery)
+  from i2v_jax.distances import pairwise_distance  # pylint: disable=g-import-not-at-top
+  return pairwise_distance(queries.astype(np.float64), gallery.astype(np.float64),
+                           ev.distance, xp=np)
 
 
 class _Files:

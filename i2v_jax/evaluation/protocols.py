@@ -97,15 +97,20 @@ def protocol_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
                   query_block=ev.query_block)
     results[p] = blocked_metrics(q['features'], g['features'], distance=ev.distance, **labels)
     if ev.rerank:
-      qf, gf = (x['features'].astype(np.float64) for x in (q, g))
-      dist = lambda a, b: pairwise_distance(a, b, ev.distance, xp=np)
-      distmat = rerank.k_reciprocal(dist(qf, gf), dist(qf, qf), dist(gf, gf),
-                                    k1=ev.rerank_k1, k2=ev.rerank_k2,
-                                    lambda_value=ev.rerank_lambda)
+      distmat = reranked_distances(ev, q['features'], g['features'])
       results[f'{p}+rerank'] = blocked_metrics(distmat=distmat, **labels)
       if ev.visualize or ev.visualize_queries:  # the pictures of re-ranked lists need it
         results[f'{p}+rerank']['distmat'] = distmat
   return results
+
+
+def reranked_distances(ev, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+  """(Q, G) k-reciprocal re-ranked distances (float64) with ``ev``'s distance
+  and ``rerank_k1/k2/lambda`` (``ev``: a config's ``eval``)."""
+  qf, gf = queries.astype(np.float64), gallery.astype(np.float64)
+  dist = lambda a, b: pairwise_distance(a, b, ev.distance, xp=np)
+  return rerank.k_reciprocal(dist(qf, gf), dist(qf, qf), dist(gf, gf), k1=ev.rerank_k1,
+                             k2=ev.rerank_k2, lambda_value=ev.rerank_lambda)
 
 
 def run(config, data_dir: str, state, num_classes: int, mesh, *, workdir: str,

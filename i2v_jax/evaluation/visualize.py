@@ -12,12 +12,13 @@ ratio (`thumbnail_size`).
 from __future__ import annotations
 
 import io
-import os
 import textwrap
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from i2v_jax import atomic
 
 
 GREEN, RED, BLUE, GREY = (0, 170, 0), (220, 0, 0), (40, 80, 220), (150, 150, 150)
@@ -115,9 +116,7 @@ def render(lists, query_reader, query_frame: Sequence[int], gallery_reader, path
         who = (f'pid {gallery["pids"][g]} c{gallery["camids"][g]}' if 'pids' in gallery
                else str(gallery['names'][g]))
         _write(draw, font, [who, f'd {distance:.3f}'], (left, top_y + cell_h), cell_w)
-  tmp = path + '.tmp.png'
-  canvas.save(tmp)
-  os.replace(tmp, path)
+  atomic.write_with(lambda tmp: canvas.save(tmp, format='PNG'), path)
 
 
 _LINE = 12  # pixels per text line (PIL's default bitmap font)
