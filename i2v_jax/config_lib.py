@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from i2v_jax import protocol_table
+from i2v_jax import eval_tables
 from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
 
@@ -72,7 +72,7 @@ CHOICES = {
     'optim.name': ('adam', 'adamw'),
     'optim.schedule': ('multistep', 'cosine'),
     'eval.distance': ('cosine', 'euclidean'),
-    'eval.ap_mode': ('trapezoid', 'standard'),
+    'eval.ap_mode': eval_tables.AP_MODES,
     'eval.feature': ('features', 'bn_features'),
     'eval.gallery_encoder': ('teacher', 'student'),
     'eval.query_frame': ('first', 'middle'),
@@ -81,7 +81,7 @@ NETWORKS = ('teacher', 'student')
 # Keys that moved: old -> new. A command line naming the old key is refused with
 # the new name; a saved config.json with the old key is read under the new one.
 RENAMED = {'loss.mutual.reverse_tcl': 'loss.tcl.reverse'}
-PROTOCOLS = tuple(protocol_table.PROTOCOLS)
+PROTOCOLS = tuple(eval_tables.PROTOCOLS)
 
 # What may differ from the workdir's config.json. Evaluate mode: evaluation
 # settings, where the dataset now lives. Resume: also how long to train (the
@@ -180,7 +180,7 @@ def metric_names(config) -> list:
   if config.eval.rerank:
     protocols += [f'{p}+rerank' for p in config.eval.protocols]
   ranks = [f'rank{k}' for k in (1, 5, 10, 20) if k <= config.eval.max_rank]
-  return [f'{p}/{m}' for p in protocols for m in ranks + ['mAP', 'mINP']]
+  return [f'{p}/{m}' for p in protocols for m in ranks + list(eval_tables.METRICS)]
 
 
 def nearest(word: str, choices: Sequence[str]) -> str:

@@ -197,3 +197,40 @@ def test_real_mars_protocol_with_random_features():
     assert 0.05 < want['mAP'] < 0.95
   # Every MARS query has a match in another camera.
   assert want['num_valid_queries'] == 1980
+
+
+def test_a_metric_added_to_the_table_reaches_every_report(tmp_path, monkeypatch):
+  """The docs' worked example (docs/extending.md): R-precision added as one
+  METRICS entry is computed per query block on host and device, and appears in
+  results.json, results.md, the logged scalars and the names train.best_metric
+  accepts, with no other change."""
+  import json  # pylint: disable=g-import-not-at-top
+  from i2v_jax import config_lib, eval_tables  # pylint: disable=g-import-not-at-top
+  from i2v_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  from configs import synthetic_cpu  # pylint: disable=g-import-not-at-top
+
+  def r_precision(ranked, ap_mode, xp):
+    del ap_mode
+    first_n = ranked['rank'] <= ranked['n'][:, None]
+    return xp.sum(ranked['good'] & first_n, axis=1) / xp.maximum(ranked['n'], 1.0)
+
+  monkeypatch.setitem(eval_tables.METRICS, 'RP',
+                      eval_tables.Metric('RP', r_precision, 'R-precision'))
+  # Hand-worked, junk removed first: '01001' has n = 2 and one hit in the first 2
+  # kept entries (RP 1/2); '1010' has 2 in the first 2 -> 1/2; '1100' -> 1.
+  for pattern, want in (('01001', 0.5), ('1010', 0.5), ('1100', 1.0)):
+    for sort_on in ('host', 'device'):
+      dist, qp, gp, qc, gc = one_query(pattern, (0, 2))
+      got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
+                           max_rank=5, sort_on=sort_on)
+      assert got['RP'] == pytest.approx(want), (pattern, sort_on)
+  results = {'i2v': got}
+  report.write_results(results, str(tmp_path), step=3)
+  assert json.load(open(tmp_path / 'results.json'))['protocols']['i2v']['RP'] == 1.0
+  header = open(tmp_path / 'results.md').read().splitlines()[0]
+  assert '| mAP | mINP | RP |' in header
+  assert report.scalar_metrics(results)['i2v/RP'] == 100.0
+  config = synthetic_cpu.get_config()
+  assert 'i2v/RP' in config_lib.metric_names(config)
+  config.train.best_metric = 'i2v/RP'
+  config_lib.validate(config)

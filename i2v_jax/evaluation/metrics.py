@@ -1,9 +1,11 @@
-"""Distances -> CMC / mAP / mINP (docs/method.md §1): the reference and the blocked ranking.
+"""Distances -> CMC and the metrics table (docs/method.md §1): the reference and the blocked ranking.
 
-  reference_metrics  numpy, a loop over queries as the definition reads.
-  blocked_metrics    the same numbers, ``eval.query_block`` queries at a time,
-                     sorted on the device (GPU/TPU) or the host (CPU): what
-                     evaluation uses; never more than block × gallery at once.
+  reference_metrics  numpy, a loop over queries as the definitions of CMC, mAP
+                     and mINP read.
+  blocked_metrics    CMC and every metric of `i2v_jax.eval_tables.METRICS`,
+                     ``eval.query_block`` queries at a time, sorted on the device
+                     (GPU/TPU) or the host (CPU): what evaluation uses; never
+                     more than block × gallery at once.
 
 Ranking metrics:
 
@@ -29,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from i2v_jax.distances import pairwise_distance
-
-AP_MODES = ('trapezoid', 'standard')
+from i2v_jax.eval_tables import AP_MODES, METRICS
 
 
 def reference_metrics(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids, *,
@@ -77,31 +78,26 @@ def reference_metrics(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids, *
           'num_valid_queries': valid, 'num_skipped_queries': len(q_pids) - valid}
 
 
-def _query_stats(order, q_pids, q_camids, g_pids, g_camids, xp=jnp):
-  """Per-query AP (both modes), INP, first-hit rank and hit count of a (b, G) block.
+def _query_stats(order, q_pids, q_camids, g_pids, g_camids, ap_mode: str, names, xp=jnp):
+  """Every metric's per-query score, first-hit rank and hit count of a (b, G) block.
 
   ``order``: (b, G) gallery indices sorted by distance (stable). The vectorised
-  form of the loop in `reference_metrics`: a kept entry's rank is the number of kept
-  entries up to it (junk removed), and with ``cum`` hits so far, precision is
-  cum / rank. ``xp`` is jax.numpy (on the device) or numpy (on the host).
+  form of the loop in `reference_metrics`: a kept entry's rank is the number of
+  kept entries up to it (junk removed); ``hits`` counts the true matches so far.
+  ``names``: the `METRICS` entries to score. ``xp`` is jax.numpy (on the device)
+  or numpy (on the host).
   """
   hit = g_pids[order] == q_pids[:, None]
   keep = ~(hit & (g_camids[order] == q_camids[:, None]))
   good = hit & keep
   rank = xp.cumsum(keep, axis=1).astype(xp.float32)
-  cum = xp.cumsum(good, axis=1).astype(xp.float32)
-  n = cum[:, -1]
-  precision = cum / xp.maximum(rank, 1.0)
-  previous = xp.where(rank > 1, (cum - 1.0) / xp.maximum(rank - 1.0, 1.0), 1.0)
-  safe_n = xp.maximum(n, 1.0)
+  hits = xp.cumsum(good, axis=1).astype(xp.float32)
+  ranked = {'good': good, 'rank': rank, 'hits': hits, 'n': hits[:, -1]}
   big = order.shape[1] + 1
-  return {
-      'ap_standard': xp.sum(xp.where(good, precision, 0.0), axis=1) / safe_n,
-      'ap_trapezoid': xp.sum(xp.where(good, (previous + precision) / 2, 0.0), axis=1) / safe_n,
-      'inp': n / xp.maximum(xp.max(xp.where(good, rank, 0.0), axis=1), 1.0),
-      'first_hit': xp.min(xp.where(good, rank, big), axis=1).astype(xp.int32),
-      'num_hits': n.astype(xp.int32),
-  }
+  stats = {name: METRICS[name].per_query(ranked, ap_mode, xp) for name in names}
+  stats['first_hit'] = xp.min(xp.where(good, rank, big), axis=1).astype(xp.int32)
+  stats['num_hits'] = ranked['n'].astype(xp.int32)
+  return stats
 
 
 @functools.partial(jax.jit, static_argnames='metric')
@@ -109,26 +105,27 @@ def _block_distances(queries, gallery, *, metric):
   return pairwise_distance(queries, gallery, metric)
 
 
-@jax.jit
-def _device_block_stats(dist, q_pids, q_camids, g_pids, g_camids):
+@functools.partial(jax.jit, static_argnames=('ap_mode', 'names'))
+def _device_block_stats(dist, q_pids, q_camids, g_pids, g_camids, ap_mode, names):
   order = jnp.argsort(dist, axis=1, stable=True)
-  return _query_stats(order, q_pids, q_camids, g_pids, g_camids)
+  return _query_stats(order, q_pids, q_camids, g_pids, g_camids, ap_mode, names)
 
 
-def _host_block_stats(dist, q_pids, q_camids, g_pids, g_camids):
+def _host_block_stats(dist, q_pids, q_camids, g_pids, g_camids, ap_mode, names):
   order = np.argsort(np.asarray(dist), axis=1, kind='stable')
-  return _query_stats(order, q_pids, q_camids, np.asarray(g_pids), np.asarray(g_camids), xp=np)
+  return _query_stats(order, q_pids, q_camids, np.asarray(g_pids), np.asarray(g_camids),
+                      ap_mode, names, xp=np)
 
 
-def _summarize(stats: Dict[str, np.ndarray], ap_mode: str, max_rank: int) -> Dict[str, object]:
+def _summarize(stats: Dict[str, np.ndarray], max_rank: int) -> Dict[str, object]:
   valid = stats['num_hits'] > 0
   num_valid = int(valid.sum())
   first = stats['first_hit'][valid]
   cmc = np.array([(first <= k).mean() if num_valid else 0.0 for k in range(1, max_rank + 1)])
   mean = lambda x: float(np.mean(x[valid], dtype=np.float64)) if num_valid else 0.0
-  return {'cmc': cmc, 'mAP': mean(stats[f'ap_{ap_mode}']), 'mINP': mean(stats['inp']),
+  return {'cmc': cmc, **{name: mean(stats[name]) for name in METRICS},
           'num_valid_queries': num_valid, 'num_skipped_queries': int((~valid).sum()),
-          'ap': np.where(valid, stats[f'ap_{ap_mode}'], np.nan)}
+          'ap': np.where(valid, stats['mAP'], np.nan)}
 
 
 def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pids,
@@ -143,8 +140,9 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
   gallery can be as large as the device holds G features. ``sort_on``: where
   each block is sorted and scored: ``device`` (GPU/TPU), ``host`` (numpy; XLA's
   CPU sort is about 3x slower than numpy's), ``auto`` = host on the CPU backend.
-  Returns the dict of `reference_metrics` plus ``ap``: (Q,) per-query AP, NaN for
-  skipped queries.
+  Returns {'cmc': (max_rank,), one float in [0, 1] per `METRICS` entry ('mAP',
+  'mINP', ...), 'num_valid_queries', 'num_skipped_queries', 'ap': (Q,) per-query
+  AP, NaN for skipped queries}: on mAP, mINP and CMC, `reference_metrics`'s numbers.
   """
   if ap_mode not in AP_MODES:
     raise ValueError(f'eval.ap_mode={ap_mode!r}: choose one of {AP_MODES}')
@@ -168,7 +166,8 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
     else:
       dist = pad(np.asarray(distmat[sl], np.float32))
       dist = jnp.asarray(dist) if sort_on == 'device' else dist
-    out = block_stats(dist, pad(q_pids[sl]), pad(q_camids[sl]), g_pids, g_camids)
+    out = block_stats(dist, pad(q_pids[sl]), pad(q_camids[sl]), g_pids, g_camids, ap_mode,
+                      tuple(METRICS))
     parts.append({k: np.asarray(v)[:n] for k, v in out.items()})
   stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-  return _summarize(stats, ap_mode, max_rank)
+  return _summarize(stats, max_rank)

@@ -1,7 +1,7 @@
 """The protocols (docs/method.md §1): I2V, V2V, I2I, V2I from one set of features.
 
-The protocols are the table `i2v_jax.protocol_table.PROTOCOLS`; `run` extracts
-the features the configured protocols need, ranks each, optionally re-ranks
+The protocols and metrics are the tables of `i2v_jax.eval_tables`; `run` extracts
+the features the configured protocols need, ranks and scores each, optionally re-ranks
 (`rerank`), writes the results (`report`) and the ranked-list pictures
 (`visualize`).
 """
@@ -20,7 +20,7 @@ from i2v_jax.evaluation import rerank, visualize
 from i2v_jax.evaluation.features import encoders, extract_features, make_encode_fn, network_variables
 from i2v_jax.evaluation.metrics import blocked_metrics
 from i2v_jax.evaluation.report import export_features, results_table, write_results
-from i2v_jax.protocol_table import PROTOCOLS
+from i2v_jax.eval_tables import PROTOCOLS
 
 
 def split_info(data_dir: str, split: str) -> Dict[str, np.ndarray]:

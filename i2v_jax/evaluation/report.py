@@ -8,6 +8,7 @@ from typing import Dict
 import numpy as np
 
 from i2v_jax import atomic
+from i2v_jax.eval_tables import METRICS
 
 
 def scalar_metrics(results: Dict[str, Dict[str, object]]) -> Dict[str, float]:
@@ -17,21 +18,21 @@ def scalar_metrics(results: Dict[str, Dict[str, object]]) -> Dict[str, float]:
     for k in (1, 5, 10, 20):
       if k <= len(r['cmc']):
         out[f'{p}/rank{k}'] = 100.0 * float(r['cmc'][k - 1])
-    out[f'{p}/mAP'] = 100.0 * r['mAP']
-    out[f'{p}/mINP'] = 100.0 * r['mINP']
+    for name in METRICS:
+      out[f'{p}/{name}'] = 100.0 * r[name]
   return out
 
 
 def results_table(results: Dict[str, Dict[str, object]], title: str = '') -> str:
-  """Markdown table: Rank-1/5/10/20, mAP, mINP in %, and query counts."""
+  """Markdown table: Rank-1/5/10/20 and every metric (mAP, mINP, ...) in %, and query counts."""
   ranks = [k for k in (1, 5, 10, 20) if all(k <= len(r['cmc']) for r in results.values())]
-  head = (['protocol'] + [f'R{k}' for k in ranks] + ['mAP', 'mINP', 'queries', 'skipped'])
+  head = ['protocol'] + [f'R{k}' for k in ranks] + list(METRICS) + ['queries', 'skipped']
   lines = ([f'### {title}', ''] if title else []) + [
       '| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
   for p, r in results.items():
     cells = ([p] + [f'{100 * r["cmc"][k - 1]:.2f}' for k in ranks]
-             + [f'{100 * r["mAP"]:.2f}', f'{100 * r["mINP"]:.2f}',
-                str(r['num_valid_queries']), str(r['num_skipped_queries'])])
+             + [f'{100 * r[name]:.2f}' for name in METRICS]
+             + [str(r['num_valid_queries']), str(r['num_skipped_queries'])])
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -40,7 +41,7 @@ def write_results(results: Dict[str, Dict[str, object]], workdir: str, *, step: 
                   title: str = '') -> None:
   """``results.json`` and ``results.md`` in the workdir (each written whole, then renamed)."""
   summary = {'step': step, 'protocols': {
-      p: {'cmc': [float(x) for x in r['cmc']], 'mAP': r['mAP'], 'mINP': r['mINP'],
+      p: {'cmc': [float(x) for x in r['cmc']], **{name: r[name] for name in METRICS},
           'num_valid_queries': r['num_valid_queries'],
           'num_skipped_queries': r['num_skipped_queries']} for p, r in results.items()}}
   atomic.write_json(summary, os.path.join(workdir, 'results.json'))
