@@ -23,7 +23,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-METRICS = ('cosine', 'euclidean')
+DISTANCES = ('cosine', 'euclidean')
 
 # Largest N·M·D for which the (N, M, D) difference tensor is materialised
 # (16 Mi float32 = 64 MiB; its backward pass holds one more of the same size).
@@ -81,4 +81,4 @@ def pairwise_distance(a, b, metric: str, same: Optional[jnp.ndarray] = None, xp=
     return dist if same is None else xp.where(same, 0.0, dist)
   if metric == 'euclidean':
     return _safe_sqrt(squared_euclidean(a, b, same, xp=xp), xp)
-  raise ValueError(f'unknown distance {metric!r}; choose one of {METRICS}')
+  raise ValueError(f'unknown distance {metric!r}; choose one of {DISTANCES}')
