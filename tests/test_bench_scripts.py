@@ -71,3 +71,42 @@ def test_conv_cpu_forms_agree():
   diffs = [float(d) for d in re.findall(r'max rel\. diff ([\d.e+-]+)', out.stdout)]
   assert len(diffs) == 16  # 8 shapes x 2 forms
   assert max(diffs) < 1e-4, out.stdout
+
+
+HLO = '''HloModule step
+
+%fused_computation.1 (param_0: bf16[8,4,4,3]) -> bf16[8,4,4,3] {
+  %param_0 = bf16[8,4,4,3]{3,2,1,0} parameter(0)
+  ROOT %copy.9 = bf16[8,4,4,3]{0,3,2,1} copy(%param_0)
+}
+
+ENTRY %main (p0: bf16[8,4,4,3], p1: bf16[3,3,3,16], p2: f32[8,16]) -> f32[8,8] {
+  %p0 = bf16[8,4,4,3]{0,3,2,1} parameter(0)
+  %p1 = bf16[3,3,3,16]{3,2,1,0} parameter(1)
+  %p2 = f32[8,16]{1,0} parameter(2)
+  %fusion.1 = bf16[8,4,4,3]{0,3,2,1} fusion(%p0), kind=kLoop, calls=%fused_computation.1
+  %conv.1 = bf16[8,4,4,16]{3,2,1,0} convolution(%fusion.1, %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, metadata={op_name="jit(step)/jvp(Net)/backbone/conv1/conv_general_dilated"}
+  %conv.2 = f32[3,3,3,16]{3,2,1,0} convolution(%fusion.1, %conv.1), window={size=4x4 pad=1_1x1_1}, dim_labels=f01b_i01o->01bf, metadata={op_name="jit(step)/transpose(jvp(Net))/backbone/conv1/conv_general_dilated"}
+  %copy.2 = f32[8,16]{0,1} copy(%p2)
+  %infeed.1 = ((f32[8]), token[]) infeed(%p2)
+  ROOT %dot.1 = f32[8,8]{1,0} convolution(%copy.2, %copy.2), dim_labels=bf_oi->bf, metadata={op_name="jit(step)/jvp()/dot_general"}
+}
+'''
+
+
+def test_tpu_program_reader_on_a_hand_written_program(tmp_path):
+  """bench/tpu_program.py: convolutions by type and direction, only the copies
+  outside fusions as layout changes (8 x 16 f32 = 512 bytes), the stem's channels
+  found non-minor, the host op found; a missing file is one line, exit 2."""
+  path = tmp_path / 'step.hlo'
+  path.write_text(HLO)
+  out = run([sys.executable, os.path.join(REPO, 'bench', 'tpu_program.py'), str(path)])
+  lines = out.stdout.splitlines()
+  assert lines[0] == 'convolutions: 3 (1 bf16 forward, 1 f32 backward, 1 f32 forward)'
+  assert 'layout changes outside fusions: 1 copy/transpose, 0.0 MiB written' in out.stdout
+  assert 'f32[8,16]{1,0} -> f32[8,16]{0,1}' in out.stdout
+  assert 'the 3 channels are not the minor dimension' in out.stdout
+  assert out.stdout.rstrip().endswith('host traffic inside the step: 1 op(s): infeed')
+  bad = run([sys.executable, os.path.join(REPO, 'bench', 'tpu_program.py'),
+             str(tmp_path / 'none.hlo')], check=False)
+  assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
