@@ -114,8 +114,11 @@ def tpu_devices(s: Slice) -> list:
   # Compile-only: other processes (another check, a test) may use libtpu at once.
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  # v4 and v5p chips have two TensorCores; JAX runs them as one device a chip
+  # ("megacore", v5p's default, v4's to ask for), as the trainer's mesh needs.
+  extra = {'chip_config_name': 'megacore'} if s.chip.cores_in_name == 2 else {}
   topo = topologies.get_topology_desc(platform='tpu', topology_name=s.topology,
-                                      chips_per_host_bounds=s.chips_per_host_bounds)
+                                      chips_per_host_bounds=s.chips_per_host_bounds, **extra)
   return list(topo.devices)
 
 

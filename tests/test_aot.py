@@ -10,7 +10,7 @@ import jax
 import pytest
 
 from configs import base
-from i2v_jax import aot
+from i2v_jax import aot, train_step
 
 HAS_LIBTPU = importlib.util.find_spec('libtpu') is not None
 
@@ -77,6 +77,17 @@ def test_the_report_of_a_step_compiled_for_cpu_devices():
   assert aot.fits(dict(step, total_bytes=17 * 2 ** 30), s, 1) == (False, -2 ** 30)
   assert aot.fits(dict(step, total_bytes=17 * 2 ** 30), aot.parse_slice('v4-8'), 2) == (
       False, -2 ** 30)  # v4: 32 GiB a chip shared by its 2 TensorCores (devices)
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu not installed (pip install -e '.[tpu]')")
+@pytest.mark.parametrize('name, devices, hosts', [
+    ('v4-8', 4, 1), ('v5p-8', 4, 1), ('v5e-16', 16, 4), ('v6e-8', 8, 1)])
+def test_slices_give_one_device_a_chip_over_their_hosts(name, devices, hosts):
+  """v4 and v5p chips (two TensorCores) are one device each, as the trainer's
+  mesh requires; multi-host slices spread their chips over their hosts."""
+  got = aot.tpu_devices(aot.parse_slice(name))
+  assert len(got) == devices and len({d.process_index for d in got}) == hosts
+  assert train_step.make_mesh(got).devices.size == devices  # the trainer's mesh accepts them
 
 
 @pytest.mark.slow
