@@ -23,6 +23,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from i2v_jax import atomic
 from i2v_jax.errors import UserError
 
 _BN_FIELDS = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
@@ -111,10 +112,9 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> Dict[str, Any]:
 
 
 def save_npz(variables: Mapping[str, Any], path: str) -> None:
-  """Writes variables to ``path`` atomically (temporary name, then rename)."""
-  tmp = f'{path}.tmp-{os.getpid()}.npz'
-  np.savez(tmp, **flatten(variables))
-  os.replace(tmp, path)
+  """Writes variables to ``path`` atomically (`i2v_jax.atomic`: temporary name, then
+  rename; a full disk leaves the previous file and no temporary behind)."""
+  atomic.write_npz(path, **flatten(variables))
 
 
 class PretrainedError(UserError, ValueError):
