@@ -1,9 +1,11 @@
 """The layers of docs/layout.md are checked, not hoped for: the library never
 imports the tools that build datasets (data_prep, TFDS) or the experiment
-configs, and only `i2v_jax.experiments` (the sweep) imports itself."""
+configs, only `i2v_jax.experiments` (the sweep) imports itself, and the tables
+and the config check import no JAX."""
 
 import ast
 import os
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORBIDDEN = ('data_prep', 'tensorflow_datasets', 'configs')
@@ -62,3 +64,17 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
   path = tmp_path / 'x.py'
   path.write_text('def f():\n  from data_prep import build\n  import tensorflow_datasets\n')
   assert list(imports(str(path))) == ['data_prep.build', 'tensorflow_datasets']
+
+
+def test_the_tables_and_the_config_check_import_no_jax():
+  """The config is checked against the tables before anything is loaded or
+  compiled: config_lib, datasets and eval_tables import neither JAX nor TF."""
+  stdlib = sys.stdlib_module_names | {'__future__'}
+  allowed = ('ml_collections', 'i2v_jax.config_lib', 'i2v_jax.datasets',
+             'i2v_jax.eval_tables', 'i2v_jax.errors')
+  bad = []
+  for name in ('config_lib.py', 'datasets.py', 'eval_tables.py', 'errors.py'):
+    bad += [f'i2v_jax/{name} imports {m}' for m in imports(os.path.join(REPO, 'i2v_jax', name))
+            if m.split('.')[0] not in stdlib
+            and not any(m == a or m.startswith(a + '.') for a in allowed)]
+  assert not bad, bad
