@@ -18,28 +18,19 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import sys
 from typing import Dict, List, Tuple
 
-BYTES = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16': 2, 'f32': 4,
-         's32': 4, 'u32': 4, 'f64': 8, 's64': 8, 'u64': 8}
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from i2v_jax.aot import array_bytes  # pylint: disable=wrong-import-position
+
 HEADER = re.compile(r'^(ENTRY )?%([\w.\-]+) \(.*\) -> .* \{$')
 INSTRUCTION = re.compile(
     r'^\s+(?:ROOT )?%([\w.\-]+) = (\([^=]*?\)|[a-z0-9]+\[[\d,]*\](?:\{[^}]*\})?) '
     r'([a-z][\w\-]*)\((.*?)\)(.*)$')
 SHAPE = re.compile(r'([a-z0-9]+)\[([\d,]*)\](?:\{([^}]*)\})?')
-
-
-def nbytes(shape: str) -> int:
-  """Logical bytes of an array shape (a tuple counts its elements)."""
-  total = 0
-  for dtype, dims, _ in SHAPE.findall(shape):
-    n = 1
-    for d in filter(None, dims.split(',')):
-      n *= int(d)
-    total += n * BYTES.get(dtype, 4)
-  return total
 
 
 def parse(text: str) -> Dict[str, List[dict]]:
@@ -98,16 +89,16 @@ def report(text: str) -> List[str]:
     lines.append(f'  f32: {n} x window {{{window}}}')
 
   moves = [i for i in top if i['op'] in ('copy', 'transpose')]
-  moved = sum(nbytes(i['shape']) for i in moves)
+  moved = sum(array_bytes(i['shape']) for i in moves)
   lines.append(f'layout changes outside fusions: {len(moves)} copy/transpose, '
                f'{moved / 2 ** 20:.1f} MiB written')
-  for i in sorted(moves, key=lambda i: -nbytes(i['shape']))[:5]:
+  for i in sorted(moves, key=lambda i: -array_bytes(i['shape']))[:5]:
     source = shapes.get(i['operands'][0], '?') if i['operands'] else '?'
-    lines.append(f'  {nbytes(i["shape"]) / 2 ** 20:.1f} MiB {source} -> {i["shape"]} '
+    lines.append(f'  {array_bytes(i["shape"]) / 2 ** 20:.1f} MiB {source} -> {i["shape"]} '
                  f'({op_name(i)[-70:]})')
 
-  stems = [c for c in convs if re.search(r'/conv1/conv_general_dilated', op_name(c))
-           and 'backbone/conv1' in op_name(c) and 'transpose(' not in op_name(c)]
+  stems = [c for c in convs if 'backbone/conv1/conv_general_dilated' in op_name(c)
+           and 'transpose(' not in op_name(c)]
   for c in stems[:2]:
     source = shapes.get(c['operands'][0], '?')
     dims = SHAPE.match(source)

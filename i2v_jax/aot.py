@@ -219,6 +219,13 @@ _COLLECTIVE = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s(all-reduce|a
 _ARRAY = re.compile(r'\b(pred|[suf]\d+|bf16)\[([\d,]*)\]')
 
 
+def array_bytes(text: str) -> int:
+  """Logical bytes (elements x element size) of every array shape in ``text``,
+  e.g. ``bf16[8,4]{1,0}`` or a tuple of them."""
+  return sum(_DTYPE_BYTES.get(d, 4) * math.prod(int(x) for x in dims.split(',') if x)
+             for d, dims in _ARRAY.findall(text))
+
+
 def collectives(hlo_text: str) -> List[Dict[str, Any]]:
   """Every collective of a compiled program: {'op', 'bytes', 'shapes'}; an async
   pair (``-start``/``-done``) counts once."""
@@ -228,8 +235,7 @@ def collectives(hlo_text: str) -> List[Dict[str, Any]]:
     if not match:
       continue
     shapes = _ARRAY.findall(match.group(1))
-    size = sum(_DTYPE_BYTES.get(d, 4) * math.prod(int(x) for x in dims.split(',') if x)
-               for d, dims in shapes)
+    size = array_bytes(match.group(1))
     found.append({'op': match.group(2), 'bytes': size,
                   'shapes': [f'{d}[{dims}]' for d, dims in shapes]})
   return found
