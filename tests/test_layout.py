@@ -5,6 +5,7 @@ and the config check import no JAX."""
 
 import ast
 import os
+import re
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,4 +78,36 @@ def test_the_tables_and_the_config_check_import_no_jax():
     bad += [f'i2v_jax/{name} imports {m}' for m in imports(os.path.join(REPO, 'i2v_jax', name))
             if m.split('.')[0] not in stdlib
             and not any(m == a or m.startswith(a + '.') for a in allowed)]
+  assert not bad, bad
+
+
+DOCUMENTED = ('README.md', 'docs', 'bench', 'configs', 'data_prep', 'i2v_jax', '.ci')
+
+
+def documented_modules():
+  """Every `python -m NAME` written in the docs, the bench scripts, the configs'
+  and modules' docstrings and CI, with the file that writes it."""
+  for top in DOCUMENTED:
+    top = os.path.join(REPO, top)
+    paths = [top] if os.path.isfile(top) else [
+        os.path.join(root, name) for root, _, files in os.walk(top) for name in files
+        if name.endswith(('.md', '.py', '.sh')) or name == 'run']
+    for path in paths:
+      text = open(path, encoding='utf-8').read()
+      for name in re.findall(r'python -m ([A-Za-z_][\w.]*[\w])', text):
+        yield os.path.relpath(path, REPO), name
+
+
+def test_every_command_in_the_docs_names_a_module_that_exists():
+  """A module that moves leaves no stale `python -m` behind it (the sweep's move
+  to i2v_jax/experiments once did)."""
+  found = list(documented_modules())
+  assert any(name == 'i2v_jax.main' for _, name in found)
+  bad = []
+  for path, name in found:
+    if name.split('.')[0] not in ('i2v_jax', 'configs', 'data_prep'):
+      continue  # an installed tool (pytest), not ours
+    base = os.path.join(REPO, *name.split('.'))
+    if not (os.path.isfile(base + '.py') or os.path.isfile(os.path.join(base, '__main__.py'))):
+      bad.append(f'{path}: python -m {name}')
   assert not bad, bad
