@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -263,3 +264,32 @@ def test_the_config_reference_page_is_current():
   assert reference.meanings('  c.a.b1 = 3  # first\n'
                             '            # more\n'
                             '  c.a.b1 = 4  # a preset\n') == {'a.b1': 'first more'}
+
+
+# The worked example of a new loss term in docs/extending.md: a key that the
+# page asks the reader to add, so it is not in configs/base.py.
+EXAMPLE_KEYS = {'loss.norm.student'}
+
+
+def test_every_config_key_the_docs_name_exists():
+  """A key written in the README or docs (`loss.tcl.reverse`, `eval.feature=...`)
+  is one `configs/base.py` defines, so a renamed key leaves no stale page."""
+  cfg = base.get_config()
+  pages = [os.path.join(REPO, 'README.md')] + [
+      os.path.join(root, name) for root, _, files in os.walk(os.path.join(REPO, 'docs'))
+      for name in files if name.endswith('.md')]
+  named, bad = 0, []
+  for page in pages:
+    text = open(page, encoding='utf-8').read()
+    for key in re.findall(r'`([a-z_]+(?:\.[a-z_0-9]+)+)(?:=[^`]*)?`', text):
+      if key.split('.')[0] not in cfg or key in EXAMPLE_KEYS:
+        continue  # a module or file name (`jax.jit`, `base.py`), not a key
+      named += 1
+      node, found = cfg, True
+      for part in key.split('.'):
+        found = found and hasattr(node, 'keys') and part in node
+        node = node[part] if found else None
+      if not found:
+        bad.append(f'{os.path.relpath(page, REPO)}: {key}')
+  assert named > 50, named
+  assert not bad, bad
