@@ -186,6 +186,11 @@ def test_table_pairs_seeds_and_marks_intervals_that_exclude_zero(tmp_path):
   b_row = next(l for l in text.splitlines() if l.startswith('| b |'))
   assert '*' not in b_row and '+0.3 ±' in b_row
   assert '- **a**: x' in text
+  # The runs' provenance (run_line records no commit and no processor).
+  assert 'Runs (10) by commit: unknown (10); by processor: not recorded (10).' in text
+  cpus = [dict(r, commit='abc', cpu='X (avx2)' if r['seed'] else 'Y (avx512)') for r in runs]
+  assert sweep_report.provenance(cpus) == (
+      'Runs (10) by commit: abc (10); by processor: X (avx2) (7), Y (avx512) (3).')
   png = str(tmp_path / 'fig.png')
   sweep_report.figure(runs, [{'name': 'student_only'}, {'name': 'a'}], png)
   assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'

@@ -70,6 +70,17 @@ def test_a_finished_run_becomes_one_results_line(tmp_path):
   assert sweep.finished(d, 5) and not sweep.finished(d, 6)
   # A run trained by an earlier sweep: no made-up time.
   assert sweep.result_line({'name': 'a'}, 3, d, None)['minutes'] is None
+  assert line['cpu'] == sweep.cpu_description()
+
+
+def test_the_processor_is_recorded_with_its_widest_vector_set(tmp_path):
+  info = tmp_path / 'cpuinfo'
+  info.write_text('processor\t: 0\nmodel name\t: AMD EPYC\n'
+                  'flags\t\t: fpu sse4_2 avx avx2 fma\n\nprocessor\t: 1\n')
+  assert sweep.cpu_description(str(info)) == 'AMD EPYC (avx2)'
+  info.write_text('model name\t: Xeon\nflags\t: sse4_2 avx avx2 avx512f avx512_bf16\n')
+  assert sweep.cpu_description(str(info)) == 'Xeon (avx512)'
+  assert sweep.cpu_description(str(tmp_path / 'absent'))  # another OS: still a name
 
 
 def test_dependencies_are_followed_through_every_level():

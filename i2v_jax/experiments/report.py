@@ -98,6 +98,19 @@ def _diff_cell(diffs: List[float]) -> str:
   return f'{mean:+.1f} ± {half:.1f}' + (' *' if excludes else '')
 
 
+def provenance(runs: List[dict]) -> str:
+  """One line: how many runs each commit and each processor made (XLA:CPU's
+  kernels depend on the processor's vector set, so runs from two processors
+  are two noise draws of the same code)."""
+  def counts(key, missing):
+    tally: Dict[str, int] = {}
+    for r in runs:
+      tally[r.get(key) or missing] = tally.get(r.get(key) or missing, 0) + 1
+    return ', '.join(f'{k} ({n})' for k, n in sorted(tally.items()))
+  return (f'Runs ({len(runs)}) by commit: {counts("commit", "unknown")}; by processor: '
+          f'{counts("cpu", "not recorded")}.')
+
+
 def table(runs: List[dict], variants: Sequence[dict],
           references: Sequence[str] = ('student_only', 'vkd')) -> str:
   """Markdown: per variant, mean ± 95% t-half-width of I2V/V2V mAP and Rank-1,
@@ -118,7 +131,9 @@ def table(runs: List[dict], variants: Sequence[dict],
     cells.append(f'{np.median(minutes):.1f}' if minutes else '—')
     lines.append('| ' + ' | '.join(cells) + ' |')
   notes = ['', 'Cells: mean ± half-width of the 95% t-interval over seeds; Δ: paired '
-           'difference (same seeds), * = its 95% interval excludes 0; min/run: median.', '']
+           'difference (same seeds), * = its 95% interval excludes 0; min/run: median.',
+           '', provenance([r for r in runs if any(r['variant'] == v['name'] for v in variants)]),
+           '']
   notes += [f'- **{v["name"]}**: {v["about"]}' for v in variants if v.get('about')]
   return '\n'.join(lines + notes) + '\n'
 

@@ -28,7 +28,8 @@ trained into ``pretrain/run`` and its backbone exported to
 deterministic, so a rebuild gives the same start.
 
 Results. Each finished run appends one JSON line (variant, seed, start, steps,
-every protocol's metrics, the TCL diagnostics over training, minutes, commit) to
+every protocol's metrics, the TCL diagnostics over training, minutes, commit,
+host and processor) to
 ``--results`` (default
 ``bench/ablation/<config name>.jsonl``, meant to be committed). A (variant,
 seed) already there is not run again, unless a later variant needs its
@@ -226,6 +227,24 @@ def plan(pending: Sequence[Key], deps: Dict[str, Sequence[str]],
   return ready[:max(free_slots, 0)], skip
 
 
+def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> str:
+  """The processor and the widest vector instruction set it offers, e.g. ``AMD
+  EPYC (avx2)``. XLA:CPU compiles its kernels for that set, so a run's speed and
+  its float summation order (its last digits, hence its noise draw) depend on it:
+  two runs of one config on different sets are two draws, not one."""
+  try:
+    with open(cpuinfo, encoding='utf-8') as f:
+      text = f.read()
+  except OSError:
+    return platform.processor() or platform.machine()
+  field = lambda key: next((l.split(':', 1)[1].strip() for l in text.splitlines()
+                            if l.split(':', 1)[0].strip() == key), '')
+  flags = set(field('flags').split())
+  widest = next((s for s in ('avx512f', 'avx2', 'avx', 'sse4_2') if s in flags), '')
+  model = field('model name') or platform.processor() or platform.machine()
+  return f'{model} ({widest.replace("avx512f", "avx512")})' if widest else model
+
+
 def result_line(run: Dict[str, object], seed: int, workdir: str,
                 seconds: Optional[float], start: Optional[str] = None) -> dict:
   """The results-file line of a finished run (from its results.json); ``seconds``
@@ -241,6 +260,7 @@ def result_line(run: Dict[str, object], seed: int, workdir: str,
           'protocols': results['protocols'],
           'minutes': None if seconds is None else round(seconds / 60, 2),
           'commit': commit, 'machine': f'{platform.node()} {os.cpu_count()} cpus',
+          'cpu': cpu_description(),
           'finished': datetime.datetime.now().isoformat(timespec='seconds')}
   if start is not None:
     line['start'] = start
