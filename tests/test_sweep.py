@@ -141,3 +141,28 @@ def test_appends_cut_a_torn_line_and_one_sweep_holds_a_results_file(tmp_path):
         pass
   with locks.hold(path + '.lock', 'the sweep'):  # released: taken again
     pass
+
+
+def test_report_only_regenerates_the_table_from_the_results_file_alone(tmp_path):
+  """`--report_only`: no data, no workdir, no training; the table and figures are
+  rewritten from the results file (e.g. after a change to the report)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proto = lambda m: {'mAP': m, 'cmc': [m] * 20, 'mINP': 0.0}
+  path = tmp_path / 'bench.jsonl'
+  path.write_text(''.join(
+      json.dumps({'variant': v, 'seed': s, 'steps': 300, 'minutes': 1.0,
+                  'protocols': {'i2v': proto(m + s / 100), 'v2v': proto(0.5)}}) + '\n'
+      for s in range(3) for v, m in (('student_only', 0.30), ('mdkt', 0.32))))
+  command = [sys.executable, '-m', 'i2v_jax.experiments.sweep', f'--config={CONFIG}',
+             f'--results={path}', '--report_only']
+  out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  table = (tmp_path / 'bench.md').read_text()
+  assert '| mdkt | 33.0 ± ' in table and '| +2.0 ± 0.0 * |' in table
+  assert (tmp_path / 'bench.png').exists() and 'table: ' in out.stdout
+  assert not (tmp_path / 'data').exists()  # nothing built
+  missing = subprocess.run(command[:-2] + [f'--results={tmp_path}/none.jsonl', '--report_only'],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert missing.returncode == 2
+  assert missing.stderr.strip().splitlines()[-1].startswith('error: --results=')

@@ -37,7 +37,8 @@ checkpoints and they are not on this machine (it is then re-run, without a new
 line). A (variant, seed, start) is one run. The table (``<results name>.md``: means, paired differences with 95%
 t-intervals) and figure (``.png``) beside the results file are regenerated from
 it after every run (`i2v_jax.experiments.report`), so an interrupted sweep, or one
-finished on another machine, completes the same table. On CPU, ``--devices``
+finished on another machine, completes the same table; ``--report_only``
+regenerates them from the results file alone. On CPU, ``--devices``
 fakes that many devices per run (so ``mining_scope``/``bn_scope`` variants mean
 something).
 """
@@ -73,6 +74,9 @@ _STARTS = flags.DEFINE_list('starts', [], "starts to run from (the config's star
                             'default: its first')
 _RESULTS = flags.DEFINE_string('results', None, 'results file (one JSON line per run); '
                                'default bench/ablation/<config name>.jsonl')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only regenerate the table and '
+                                 'figures from the results file (no data, no training; '
+                                 '--workdir not needed), e.g. after changing the report')
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -385,11 +389,9 @@ def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
 
 def main(argv):
   del argv
-  if not _CONFIG.value or not _WORKDIR.value:
-    raise app.UsageError('--config and --workdir are required')
+  if not _CONFIG.value or not (_WORKDIR.value or _REPORT_ONLY.value):
+    raise app.UsageError('--config is required, and --workdir unless --report_only')
   sys.path.insert(0, REPO)  # the config file imports `configs`
-  root = os.path.abspath(_WORKDIR.value)
-  os.makedirs(root, exist_ok=True)
   module = load_module(_CONFIG.value)
   runs = load_sweep(_CONFIG.value, module)
   if _ONLY.value:
@@ -409,6 +411,15 @@ def main(argv):
   results_path = os.path.abspath(_RESULTS.value or os.path.join(REPO, 'bench', 'ablation',
                                                                  f'{stem}.jsonl'))
   report_stem = os.path.splitext(os.path.basename(results_path))[0]
+  if _REPORT_ONLY.value:
+    if not os.path.exists(results_path):
+      raise UserError(f'--results={results_path}: no such results file; name the .jsonl '
+                      'a sweep wrote')
+    print_report(sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
+                                           report_stem, default_start), results_path)
+    return
+  root = os.path.abspath(_WORKDIR.value)
+  os.makedirs(root, exist_ok=True)
   os.makedirs(os.path.dirname(results_path), exist_ok=True)
   with locks.hold(f'{results_path}.lock', f'--results={results_path}', remove=True):
     run_sweep(module, runs, root, results_path, report_stem, config_file, starts,
@@ -514,14 +525,17 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
         score = f', I2V mAP {100 * i2v:.1f}' if i2v is not None else ''
         print(f'[{len(done)}/{len(todo)}] {key[0]} seed {key[1]} start {key[2]}: {status} '
               f'{took}{score}', flush=True)
-  paths = sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
-                                    report_stem, default_start)
+  print_report(sweep_report.write_report(results_path, runs, os.path.dirname(results_path),
+                                         report_stem, default_start), results_path)
+  if not all(done.values()):
+    sys.exit(1)
+
+
+def print_report(paths: Dict[str, object], results_path: str) -> None:
   with open(paths['table']) as f:
     print(f.read())
   print(f'results: {results_path}\ntable: {paths["table"]}\nfigures: '
         f'{", ".join(paths["figures"])}')
-  if not all(done.values()):
-    sys.exit(1)
 
 
 def run(argv):
