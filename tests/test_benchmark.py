@@ -191,6 +191,11 @@ def test_table_pairs_seeds_and_marks_intervals_that_exclude_zero(tmp_path):
   cpus = [dict(r, commit='abc', cpu='X (avx2)' if r['seed'] else 'Y (avx512)') for r in runs]
   assert sweep_report.provenance(cpus) == (
       'Runs (10) by commit: abc (10); by processor: X (avx2) (7), Y (avx512) (3).')
+  # The figure colours what the table stars, and nothing with one seed.
+  grey, green, red = '#999999', '#2e8b57', '#c0392b'
+  assert [sweep_report.interval_colour(*sweep_report.t_interval(d)) for d in
+          ([1.0, 1.2, 0.8], [0.0, 3.0, -2.0], [-1.0, -1.2, -0.8], [-6.8], [])] == [
+              green, grey, red, grey, grey]
   png = str(tmp_path / 'fig.png')
   sweep_report.figure(runs, [{'name': 'student_only'}, {'name': 'a'}], png)
   assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'

@@ -138,6 +138,15 @@ def table(runs: List[dict], variants: Sequence[dict],
   return '\n'.join(lines + notes) + '\n'
 
 
+def interval_colour(mean: float, half: Optional[float]) -> str:
+  """The figure's colour of a paired difference: green / red where its 95%
+  interval lies above / below 0, grey where it includes 0 or there is no
+  interval (one paired seed says nothing about the spread)."""
+  if half is None or math.isnan(mean):
+    return '#999999'
+  return '#2e8b57' if mean - half > 0 else '#c0392b' if mean + half < 0 else '#999999'
+
+
 def figure(runs: List[dict], variants: Sequence[dict], path: str,
            reference: str = 'student_only') -> None:
   """PNG, two panels per variant: I2V mAP (mean and 95% t-interval over seeds),
@@ -146,7 +155,7 @@ def figure(runs: List[dict], variants: Sequence[dict], path: str,
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  rows = []  # (name, n, mean, half, diff mean, diff half)
+  rows = []  # (name, n, mean, half, diff mean, diff half or None)
   for v in variants:
     values = [metric(r, 'i2v', 'mAP') for r in runs if r['variant'] == v['name']]
     if not values:
@@ -154,7 +163,7 @@ def figure(runs: List[dict], variants: Sequence[dict], path: str,
     mean, half = t_interval(values)
     diffs = paired(runs, v['name'], reference)[1] if v['name'] != reference else []
     d_mean, d_half = t_interval(diffs) if diffs else (math.nan, None)
-    rows.append((v['name'], len(values), mean, half or 0.0, d_mean, d_half or 0.0))
+    rows.append((v['name'], len(values), mean, half or 0.0, d_mean, d_half))
   fig, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(11, 0.36 * max(len(rows), 1) + 1.4))
   y = np.arange(len(rows))[::-1]
   left.barh(y, [r[2] for r in rows], xerr=[r[3] for r in rows], color='#7fa7d9',
@@ -163,10 +172,9 @@ def figure(runs: List[dict], variants: Sequence[dict], path: str,
   left.set_yticklabels([f'{r[0]} (n={r[1]})' for r in rows], fontsize=8)
   left.set_xlabel('I2V mAP (%)')
   left.set_title('I2V mAP: mean, 95% t-interval over seeds', fontsize=9)
-  colours = ['#2e8b57' if r[4] - r[5] > 0 else '#c0392b' if r[4] + r[5] < 0 else '#999999'
-             for r in rows]
   right.barh(y, [0.0 if math.isnan(r[4]) else r[4] for r in rows],
-             xerr=[r[5] for r in rows], color=colours, ecolor='black', capsize=3)
+             xerr=[r[5] or 0.0 for r in rows], color=[interval_colour(*r[4:]) for r in rows],
+             ecolor='black', capsize=3)
   right.axvline(0.0, color='black', linewidth=0.8)
   right.set_xlabel(f'paired Δ I2V mAP vs {reference} (%)')
   right.set_title(f'paired Δ vs {reference}, 95% t-interval\n'
