@@ -28,7 +28,8 @@ Benchmark protocol, fixed before any method was compared:
   * budget: TOTAL steps for every method; the two-stage ones (vkd, and mdkt
     after a teacher stage) spend half in a teacher stage and half after it;
   * seeds 0-4, paired (seed s: same data order and initial weights everywhere);
-    differences to student_only and vkd with 95% t-intervals;
+    differences to student_only and vkd with 95% t-intervals (the report adds
+    tkp, the strongest baseline);
   * every KD method is also evaluated with the other gallery encoder.
 Times on a 2-core AMD EPYC CPU (docs/benchmark.md, bench/RESULTS.md): the
 quickstart command, install and dataset build included, 8.5 minutes (5 without
