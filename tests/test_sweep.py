@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 from configs import synthetic_cpu
@@ -146,8 +148,6 @@ def test_appends_cut_a_torn_line_and_one_sweep_holds_a_results_file(tmp_path):
 def test_report_only_regenerates_the_table_from_the_results_file_alone(tmp_path):
   """`--report_only`: no data, no workdir, no training; the table and figures are
   rewritten from the results file (e.g. after a change to the report)."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   proto = lambda m: {'mAP': m, 'cmc': [m] * 20, 'mINP': 0.0}
   path = tmp_path / 'bench.jsonl'
   path.write_text(''.join(

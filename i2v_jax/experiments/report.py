@@ -19,6 +19,7 @@ beside it the paired difference to ``student_only`` with its interval.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -94,8 +95,13 @@ def _diff_cell(diffs: List[float]) -> str:
   mean, half = t_interval(diffs)
   if half is None:
     return f'{mean:+.1f} (1 seed)'
-  excludes = mean - half > 0 or mean + half < 0
-  return f'{mean:+.1f} ± {half:.1f}' + (' *' if excludes else '')
+  return f'{mean:+.1f} ± {half:.1f}' + (' *' if excludes_zero(mean, half) else '')
+
+
+def excludes_zero(mean: float, half: Optional[float]) -> bool:
+  """Whether the interval mean ± half lies wholly on one side of 0 (never for
+  one seed, which has no interval)."""
+  return half is not None and not math.isnan(mean) and (mean - half > 0 or mean + half < 0)
 
 
 def provenance(runs: List[dict]) -> str:
@@ -103,9 +109,7 @@ def provenance(runs: List[dict]) -> str:
   kernels depend on the processor's vector set, so runs from two processors
   are two noise draws of the same code)."""
   def counts(key, missing):
-    tally: Dict[str, int] = {}
-    for r in runs:
-      tally[r.get(key) or missing] = tally.get(r.get(key) or missing, 0) + 1
+    tally = collections.Counter(r.get(key) or missing for r in runs)
     return ', '.join(f'{k} ({n})' for k, n in sorted(tally.items()))
   return (f'Runs ({len(runs)}) by commit: {counts("commit", "unknown")}; by processor: '
           f'{counts("cpu", "not recorded")}.')
@@ -119,6 +123,7 @@ def table(runs: List[dict], variants: Sequence[dict],
   head = (['variant'] + [f'{p.upper()} {m}' for p, m in METRICS]
           + [f'Δ I2V mAP vs {r}' for r in references] + ['seeds', 'min/run'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+  names = {v['name'] for v in variants}
   for v in variants:
     mine = [r for r in runs if r['variant'] == v['name']]
     cells = [v['name']]
@@ -133,7 +138,7 @@ def table(runs: List[dict], variants: Sequence[dict],
     lines.append('| ' + ' | '.join(cells) + ' |')
   notes = ['', 'Cells: mean ± half-width of the 95% t-interval over seeds; Δ: paired '
            'difference (same seeds), * = its 95% interval excludes 0; min/run: median.',
-           '', provenance([r for r in runs if any(r['variant'] == v['name'] for v in variants)]),
+           '', provenance([r for r in runs if r['variant'] in names]),
            '']
   notes += [f'- **{v["name"]}**: {v["about"]}' for v in variants if v.get('about')]
   return '\n'.join(lines + notes) + '\n'
@@ -143,9 +148,9 @@ def interval_colour(mean: float, half: Optional[float]) -> str:
   """The figure's colour of a paired difference: green / red where its 95%
   interval lies above / below 0, grey where it includes 0 or there is no
   interval (one paired seed says nothing about the spread)."""
-  if half is None or math.isnan(mean):
+  if not excludes_zero(mean, half):
     return '#999999'
-  return '#2e8b57' if mean - half > 0 else '#c0392b' if mean + half < 0 else '#999999'
+  return '#2e8b57' if mean > 0 else '#c0392b'
 
 
 def figure(runs: List[dict], variants: Sequence[dict], path: str,
