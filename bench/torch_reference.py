@@ -165,6 +165,9 @@ def main():
   args = parser.parse_args()
   torch.manual_seed(0)  # the same initial weights every run
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  # cuDNN picks the fastest convolution algorithm per shape, as re-ID training code commonly
+  # asks: the PyTorch reference should be the usual fast setting, not a slow default.
+  torch.backends.cudnn.benchmark = True
   num_classes, t, m = 625, 4, 4
   teacher = ReID(num_classes, frames=t, tiny=args.tiny).to(device)
   student = ReID(num_classes, tiny=args.tiny).to(device)

@@ -190,30 +190,39 @@ def main():
                       help='--reference torch: also time the step under torch.compile')
   parser.add_argument('--torch_python', default=sys.executable)
   args = parser.parse_args()
-  rows = [run_jax(args, d) for d in args.dtype]
+  import jax  # pylint: disable=g-import-not-at-top
   b = args.ids * args.k
   print(f'MDKT train step, ResNet-50{" (tiny)" if args.tiny else ""} teacher (non-local, T=4) '
         f'+ student (M=4), {args.height}x{args.width}, batch {args.ids}x{args.k} = {b} '
-        f'clips = {b * 4} frames; {rows[0]["device"]}; median of {args.runs} runs '
-        f'of {args.steps} steps')
-  for r in rows:
-    print(f'  jax {r["dtype"]:8s}: {r["step_s"] * 1e3:9.1f} ms/step  '
-          f'{r["frames_per_s"]:8.1f} frames/s  (compile {r["compile_s"]:.1f} s; '
-          f'{r["peak"]}; loss {r["loss"]:.3f})')
-    print(f'      {flops_line(r["flops"], r["step_s"], r["devices"], args.peak_tflops)}; '
-          f'XLA memory: {r["memory"]}')
-    for part, (seconds, flops) in r.get('parts', {}).items():
-      print(f'      {part:32s} {seconds * 1e3:9.1f} ms  '
-            f'{flops_line(flops, seconds, 1, args.peak_tflops)}')
+        f'clips = {b * 4} frames; {len(jax.devices())} x {jax.devices()[0].device_kind} '
+        f'({jax.default_backend()}, jax {jax.__version__}); median of {args.runs} runs '
+        f'of {args.steps} steps', flush=True)
+  rows = []
+  for dtype in args.dtype:  # each row as it lands: a run cut short keeps the rows before
+    rows.append(run_jax(args, dtype))
+    print_row(rows[-1], args)
   if args.reference == 'torch':
     torch_reference(args, rows)
 
 
+def print_row(r, args):
+  print(f'  jax {r["dtype"]:8s}: {r["step_s"] * 1e3:9.1f} ms/step  '
+        f'{r["frames_per_s"]:8.1f} frames/s  (compile {r["compile_s"]:.1f} s; '
+        f'{r["peak"]}; loss {r["loss"]:.3f})')
+  print(f'      {flops_line(r["flops"], r["step_s"], r["devices"], args.peak_tflops)}; '
+        f'XLA memory: {r["memory"]}')
+  for part, (seconds, flops) in r.get('parts', {}).items():
+    print(f'      {part:32s} {seconds * 1e3:9.1f} ms  '
+          f'{flops_line(flops, seconds, 1, args.peak_tflops)}')
+  sys.stdout.flush()
+
+
 def torch_reference(args, rows):
   """Runs bench/torch_reference.py for each JAX dtype (eager, and compiled with
-  --torch_compile) and prints its rows and the JAX / PyTorch ratios."""
+  --torch_compile), printing each of its rows with the JAX / PyTorch ratio as it lands."""
   jax_rows = {r['dtype']: r for r in rows}
-  refs = []
+  devices = rows[0]['devices']
+  eager32 = None
   for dtype in args.dtype:
     for mode in ['eager'] + (['compile'] if args.torch_compile else []):
       cmd = [args.torch_python, os.path.join(REPO, 'bench', 'torch_reference.py'),
@@ -226,30 +235,32 @@ def torch_reference(args, rows):
         last = (out.stderr.strip().splitlines() or ['(no output)'])[-1]
         raise SystemExit(f'bench/torch_reference.py under {args.torch_python} failed: {last}; '
                          'pass --torch_python=<an interpreter that has torch>')
-      refs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-  if refs[0]['params'] != rows[0]['params']:
-    raise SystemExit(f'bench/torch_reference.py: {refs[0]["params"]:,} trainable parameters, '
-                     f'JAX has {rows[0]["params"]:,}: not the same networks; make the two '
-                     'agree before comparing them.')
-  print(f'  torch {refs[0]["version"]} on {refs[0]["device"]} '
-        f'(same networks: {rows[0]["params"]:,} trainable parameters in both):')
-  devices = rows[0]['devices']
-  if devices > 1:  # PyTorch runs on one device: compare per device
-    print(f'  (JAX ran on {devices} devices, PyTorch on one: ratios are per device)')
-  for ref in refs:
-    jax_row = jax_rows[ref['dtype']]
-    print(f'  torch {ref["dtype"]:8s} {ref["mode"]:7s}: {ref["step_s"] * 1e3:9.1f} ms/step  '
-          f'{ref["frames_per_s"]:8.1f} frames/s  (first step {ref["first_step_s"]:.1f} s; '
-          f'loss {ref["loss"]:.3f})')
-    print(f'      {flops_line(jax_row["flops"], ref["step_s"], 1, args.peak_tflops)} '
-          '(JAX\'s FLOP count); '
-          f'ratio jax / torch: '
-          f'{jax_row["frames_per_s"] / devices / ref["frames_per_s"]:.2f}x frames/s')
-  eager32 = [r for r in refs if r['dtype'] == 'float32' and r['mode'] == 'eager']
+      ref = json.loads(out.stdout.strip().splitlines()[-1])
+      if eager32 is None:  # the first reference row
+        if ref['params'] != rows[0]['params']:
+          raise SystemExit(f'bench/torch_reference.py: {ref["params"]:,} trainable parameters, '
+                           f'JAX has {rows[0]["params"]:,}: not the same networks; make the '
+                           'two agree before comparing them.')
+        print(f'  torch {ref["version"]} on {ref["device"]} '
+              f'(same networks: {rows[0]["params"]:,} trainable parameters in both):')
+        if devices > 1:  # PyTorch runs on one device: compare per device
+          print(f'  (JAX ran on {devices} devices, PyTorch on one: ratios are per device)')
+        eager32 = {}
+      if ref['dtype'] == 'float32' and mode == 'eager':
+        eager32 = ref
+      jax_row = jax_rows[dtype]
+      print(f'  torch {ref["dtype"]:8s} {ref["mode"]:7s}: {ref["step_s"] * 1e3:9.1f} ms/step  '
+            f'{ref["frames_per_s"]:8.1f} frames/s  (first step {ref["first_step_s"]:.1f} s; '
+            f'loss {ref["loss"]:.3f})')
+      print(f'      {flops_line(jax_row["flops"], ref["step_s"], 1, args.peak_tflops)} '
+            '(JAX\'s FLOP count); '
+            f'ratio jax / torch: '
+            f'{jax_row["frames_per_s"] / devices / ref["frames_per_s"]:.2f}x frames/s',
+            flush=True)
   for r in rows:
     if eager32 and r['dtype'] != 'float32':
       print(f'  ratio jax {r["dtype"]} / torch float32 eager: '
-            f'{r["frames_per_s"] / devices / eager32[0]["frames_per_s"]:.2f}x frames/s')
+            f'{r["frames_per_s"] / devices / eager32["frames_per_s"]:.2f}x frames/s')
 
 
 def flops_line(flops, seconds, devices, peak_tflops) -> str:
