@@ -102,7 +102,9 @@ def main():
   for impl in ('device', 'numpy'):
     out = subprocess.run([sys.executable, __file__, '--child', impl, '--runs', str(args.runs),
                           '--dim', str(args.dim), '--query_block', str(args.query_block)],
-                         check=True, capture_output=True, text=True)
+                         check=False, capture_output=True, text=True)
+    if out.returncode:  # the child's own error, not only its exit status
+      raise SystemExit(f'bench/eval.py, {impl} child failed:\n{out.stderr.strip()[-3000:]}')
     results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
   d, n = results['device'], results['numpy']
   print(f'I2V 1980 x 11310, {args.dim}-d features ({d["source"]}); median of {args.runs} runs')

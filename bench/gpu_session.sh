@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The accelerator figures bench/RESULTS.md asks for, in one run that fits about
-# eight minutes of a GPU host (run from the repository root):
+# nine minutes of a GPU host (run from the repository root):
 #
 #   bash bench/gpu_session.sh [WHEEL_DIR] [LOG]
 #
 # WHEEL_DIR: wheels to install first (no dependencies), for a host that has
-# jax, flax, optax, orbax, chex and torch but not ml-collections (nothing here
-# needs tensorflow): `pip download --no-deps ml-collections==1.1.0 -d WHEEL_DIR`
-# on a machine with the registry. A copy of MARS's metadata folder `mars_info`
+# jax, flax, optax, orbax, chex and torch but not ml-collections or google-crc32c
+# (nothing here needs tensorflow): `pip download --no-deps ml-collections==1.1.0
+# google-crc32c -d WHEEL_DIR` on a machine with the registry (add --python-version
+# and --platform for the GPU host's Python when it is not this one's). A copy of MARS's metadata folder `mars_info`
 # inside WHEEL_DIR is put where bench/eval.py looks for it (../shared/data) when
 # that is missing. LOG: a file that gets a copy of everything printed, line by
 # line. Set PEAK_TFLOPS (dense bf16, per GPU; 989 for an H100/H200 SXM) for the
@@ -18,8 +19,9 @@
 # the rest: the train step at P=8 x K=4 (32 clips) in float32 and bfloat16
 # beside PyTorch eager; evaluation at MARS size; the step at P=32 x K=4 (128
 # clips) in bfloat16 beside PyTorch eager and torch.compile. Each row prints as
-# it lands. JAX allocates GPU memory as it needs it (no preallocation), so the
-# PyTorch child that runs beside a JAX process finds the rest free.
+# it lands. bench/train_step.py runs its PyTorch rows before JAX starts, since a
+# JAX process keeps the GPU memory it has used; JAX allocates as it needs
+# (no preallocation), as when bench/RESULTS.md's figures were taken.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
@@ -40,8 +42,8 @@ limit() { if [ -n "${TINY:-}" ]; then echo 0; else echo "$1"; fi; }  # 0: no lim
 step() { timeout "$(limit "$1")" $py bench/train_step.py $peak $small "${@:2}"; echo "(exit $?)"; }
 
 echo '## train step, P=8 x K=4'
-step 200 --ids 8 --k 4 --dtype float32 bfloat16 --reference torch
+step 260 --ids 8 --k 4 --dtype float32 bfloat16 --reference torch
 echo '## evaluation, MARS size'
-timeout "$(limit 80)" $py bench/eval.py ${TINY:+--runs 1 --dim 64}; echo "(exit $?)"
+timeout "$(limit 70)" $py bench/eval.py ${TINY:+--runs 1 --dim 64}; echo "(exit $?)"
 echo '## train step, P=32 x K=4'
-step 200 --ids 32 --k 4 --dtype bfloat16 --reference torch --torch_compile
+step 170 --ids 32 --k 4 --dtype bfloat16 --reference torch --torch_compile
