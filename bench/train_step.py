@@ -204,7 +204,9 @@ def main():
   args = parser.parse_args()
   # PyTorch first: a JAX process keeps the GPU memory it has used, and the
   # reference beside it ran out of memory at P=32.
-  refs = torch_rows(args) if args.reference == 'torch' else []
+  refs, failed = torch_rows(args) if args.reference == 'torch' else ([], [])
+  if failed and not refs:  # nothing to compare with: stop before compiling anything
+    raise SystemExit(failed[0])
   import jax  # pylint: disable=g-import-not-at-top
   b = args.ids * args.k
   print(f'MDKT train step, ResNet-50{" (tiny)" if args.tiny else ""} teacher (non-local, T=4) '
@@ -218,6 +220,9 @@ def main():
     print_row(rows[-1], args)
   if refs:
     compare(args, rows, refs)
+  if failed:  # the rows that ran are printed; the exit status still says some did not
+    raise SystemExit(failed[0] + (f' ({len(failed) - 1} more PyTorch rows failed)'
+                                  if len(failed) > 1 else ''))
 
 
 def print_row(r, args):
@@ -234,8 +239,9 @@ def print_row(r, args):
 
 def torch_rows(args):
   """Runs bench/torch_reference.py, each in its own process, for each --dtype
-  (eager, and compiled with --torch_compile); prints each row as it lands."""
-  refs = []
+  (eager, and compiled with --torch_compile); prints each row as it lands.
+  Returns (rows, one line per failed row naming the fix)."""
+  refs, failed = [], []
   for dtype in args.dtype:
     for mode in ['eager'] + (['compile'] if args.torch_compile else []):
       cmd = [args.torch_python, os.path.join(REPO, 'bench', 'torch_reference.py'),
@@ -246,14 +252,16 @@ def torch_rows(args):
       out = subprocess.run(cmd, check=False, capture_output=True, text=True)
       if out.returncode:
         last = (out.stderr.strip().splitlines() or ['(no output)'])[-1]
-        print(f'  torch {dtype} {mode}: failed under {args.torch_python}: {last}', flush=True)
+        failed.append(f'bench/torch_reference.py under {args.torch_python} failed ({dtype} '
+                      f'{mode}): {last}; pass --torch_python=<an interpreter that has torch>')
+        print(f'  torch {dtype:8s} {mode:7s}: failed: {last}', flush=True)
         continue  # the other rows still mean something
       ref = json.loads(out.stdout.strip().splitlines()[-1])
       refs.append(ref)
       print(f'  torch {ref["version"]} {ref["dtype"]:8s} {ref["mode"]:7s} on {ref["device"]}: '
             f'{ref["step_s"] * 1e3:9.1f} ms/step  {ref["frames_per_s"]:8.1f} frames/s  '
             f'(first step {ref["first_step_s"]:.1f} s; loss {ref["loss"]:.3f})', flush=True)
-  return refs
+  return refs, failed
 
 
 def compare(args, rows, refs):
