@@ -19,9 +19,10 @@ device's). ``--breakdown`` times each part alone on one device (teacher and
 student forward, forward+backward; the loss terms; the optimizer update).
 
 ``--reference torch`` also runs `bench/torch_reference.py` (the same networks and
-losses in PyTorch) in a child process on the same batch, eager in each --dtype
-(bfloat16 as autocast) and, with ``--torch_compile``, under ``torch.compile``
-too; it checks that the PyTorch networks have exactly JAX's trainable-parameter
+losses in PyTorch) in a child process per row, before JAX starts (a JAX process
+keeps the GPU memory it has used), on a batch of the same shape, eager in each
+--dtype (bfloat16 as autocast) and, with ``--torch_compile``, under
+``torch.compile`` too; it checks that the PyTorch networks have exactly JAX's trainable-parameter
 count, gives the PyTorch step JAX's FLOP count, and prints each JAX / PyTorch
 throughput ratio; ``--torch_python`` names an interpreter that has torch
 (default: this one).
