@@ -166,3 +166,31 @@ def test_report_only_regenerates_the_table_from_the_results_file_alone(tmp_path)
                            cwd=REPO, capture_output=True, text=True, timeout=300)
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines()[-1].startswith('error: --results=')
+
+
+def test_runs_joining_another_processors_start_are_refused(tmp_path):
+  """Pairs must come from one processor: a start whose recorded runs were made on
+  another vector set (or say nothing of theirs) takes no new runs, before any data
+  is built; starts the new runs do not join, and this processor's own, are fine."""
+  here = 'Xeon (avx512)'
+  recorded = [{'variant': 'student_only', 'seed': 0, 'start': 'generic', 'cpu': 'EPYC (avx2)'},
+              {'variant': 'student_only', 'seed': 0, 'start': 'scratch', 'cpu': here},
+              {'variant': 'student_only', 'seed': 0}]  # default start, no cpu field
+  new = [('mdkt', 0, 'generic'), ('mdkt', 0, 'scratch'), ('mdkt', 0, 'reid')]
+  assert sweep.foreign_processors(recorded, new, here, 'reid') == {
+      'generic': ['EPYC (avx2)'], 'reid': ['an unrecorded processor']}
+  assert sweep.foreign_processors(recorded, new[1:2], here, 'reid') == {}
+  assert sweep.foreign_processors(recorded, [], 'EPYC (avx2)', 'reid') == {}
+
+  path = tmp_path / 'bench.jsonl'
+  path.write_text(json.dumps({'variant': 'student_only', 'seed': 0, 'start': 'scratch',
+                              'cpu': 'Another CPU (sse4_2)', 'protocols': {}}) + '\n')
+  command = [sys.executable, '-m', 'i2v_jax.experiments.sweep', f'--config={CONFIG}',
+             f'--workdir={tmp_path}/runs', f'--results={path}', '--starts=scratch',
+             '--seeds=0', '--only=mdkt']
+  out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'error: --results={path}: ') and "'scratch' runs" in last
+  assert 'Another CPU (sse4_2)' in last and '--mixed_processors' in last
+  assert not (tmp_path / 'runs' / 'data').exists()  # refused before building anything

@@ -38,7 +38,11 @@ line). A (variant, seed, start) is one run. The table (``<results name>.md``: me
 t-intervals) and figure (``.png``) beside the results file are regenerated from
 it after every run (`i2v_jax.experiments.report`), so an interrupted sweep, or one
 finished on another machine, completes the same table; ``--report_only``
-regenerates them from the results file alone. On CPU, ``--devices``
+regenerates them from the results file alone. Each line records its processor
+(``cpu``): XLA:CPU compiles for the vector set, so one config on two sets gives
+two noise draws, and a sweep refuses to add runs to a start whose recorded runs
+came from another processor (their pairs would mix draws) unless
+``--mixed_processors``; give each processor its own results file instead. On CPU, ``--devices``
 fakes that many devices per run (so ``mining_scope``/``bn_scope`` variants mean
 something).
 """
@@ -77,6 +81,9 @@ _RESULTS = flags.DEFINE_string('results', None, 'results file (one JSON line per
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'only regenerate the table and '
                                  'figures from the results file (no data, no training; '
                                  '--workdir not needed), e.g. after changing the report')
+_MIXED = flags.DEFINE_bool('mixed_processors', False, 'add runs to a start whose recorded '
+                           'runs came from another processor (refused by default: '
+                           'their paired differences would mix two noise draws)')
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -247,6 +254,22 @@ def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> str:
   widest = next((s for s in ('avx512f', 'avx2', 'avx', 'sse4_2') if s in flags), '')
   model = field('model name') or platform.processor() or platform.machine()
   return f'{model} ({widest.replace("avx512f", "avx512")})' if widest else model
+
+
+def foreign_processors(recorded: Sequence[dict], new: Sequence[Key], cpu: str,
+                       default_start: str) -> Dict[str, List[str]]:
+  """start -> the processors, other than ``cpu``, that made the recorded runs of
+  that start, for each start a ``new`` (variant, seed, start) run would join. A
+  run paired with a reference from another vector set pairs two noise draws; a
+  line without ``cpu`` (written before the field existed) counts as another
+  processor, since nothing says it was this one."""
+  joining = {start for _, _, start in new}
+  others: Dict[str, set] = {}
+  for r in recorded:
+    start = r.get('start', default_start)
+    if start in joining and r.get('cpu') != cpu:
+      others.setdefault(start, set()).add(r.get('cpu') or 'an unrecorded processor')
+  return {start: sorted(cpus) for start, cpus in others.items()}
 
 
 def result_line(run: Dict[str, object], seed: int, workdir: str,
@@ -429,8 +452,20 @@ def main(argv):
 def run_sweep(module, runs, root, results_path, report_stem, config_file, starts,
               all_starts, default_start, seeds, sweep_report):
   """The sweep proper, with the results file's lock held (one sweep per file)."""
-  recorded = {(r['variant'], r['seed'], r.get('start', default_start))
-              for r in sweep_report.read_results(results_path)}
+  recorded_runs = sweep_report.read_results(results_path)
+  recorded = {(r['variant'], r['seed'], r.get('start', default_start)) for r in recorded_runs}
+  # Dependencies of wanted runs are run too (their checkpoints are needed here).
+  needed = with_dependencies(_ONLY.value or [r['name'] for r in runs], runs)
+  todo = [(r, s, st) for s in seeds for st in starts for r in runs if r['name'] in needed]
+  if not _MIXED.value:
+    cpu = cpu_description()
+    new = [(r['name'], s, st) for r, s, st in todo if (r['name'], s, st) not in recorded]
+    for start, cpus in foreign_processors(recorded_runs, new, cpu, default_start).items():
+      raise UserError(
+          f'--results={results_path}: its {start!r} runs were made on {"; ".join(cpus)}, '
+          f'this machine is {cpu}: XLA:CPU compiles for the vector set, so runs added here '
+          'would pair two noise draws; name a results file for this processor '
+          '(--results=...) and make the references there, or pass --mixed_processors')
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip())
@@ -444,9 +479,6 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
     return dict(run, overrides=dict({'model.pretrained': backbones[start]},
                                     **run.get('overrides', {})))
 
-  # Dependencies of wanted runs are run too (their checkpoints are needed here).
-  needed = with_dependencies(_ONLY.value or [r['name'] for r in runs], runs)
-  todo = [(r, s, st) for s in seeds for st in starts for r in runs if r['name'] in needed]
   done: Dict[tuple, bool] = {}
   lock = threading.Lock()
   # A run whose checkpoints a run still to be trained needs (not one recorded).
