@@ -460,12 +460,15 @@ def run_sweep(module, runs, root, results_path, report_stem, config_file, starts
   if not _MIXED.value:
     cpu = cpu_description()
     new = [(r['name'], s, st) for r, s, st in todo if (r['name'], s, st) not in recorded]
-    for start, cpus in foreign_processors(recorded_runs, new, cpu, default_start).items():
+    foreign = foreign_processors(recorded_runs, new, cpu, default_start)
+    if foreign:
+      made_on = '; '.join(f'its {start!r} runs were made on {", ".join(cpus)}'
+                          for start, cpus in foreign.items())
       raise UserError(
-          f'--results={results_path}: its {start!r} runs were made on {"; ".join(cpus)}, '
-          f'this machine is {cpu}: XLA:CPU compiles for the vector set, so runs added here '
-          'would pair two noise draws; name a results file for this processor '
-          '(--results=...) and make the references there, or pass --mixed_processors')
+          f'--results={results_path}: {made_on}, this machine is {cpu}: XLA:CPU compiles '
+          'for the vector set, so runs added here would pair two noise draws; name a '
+          'results file for this processor (--results=...) and make the references '
+          'there, or pass --mixed_processors')
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip())
