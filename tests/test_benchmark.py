@@ -239,6 +239,13 @@ def test_a_start_is_recorded_per_run_and_respected_by_the_table(tmp_path):
   assert '| absent |' not in text
   assert [os.path.basename(p) for p in paths['figures']] == [
       'runs.png', 'runs-start-scratch.png', 'runs-start-generic.png']
+  # A file holding only another start's runs still names that start.
+  only = str(tmp_path / 'only.jsonl')
+  with open(only, 'w') as f:
+    f.write(json.dumps(dict(run_line('mdkt', 0, 0.5), start='scratch')) + '\n')
+  paths = sweep_report.write_report(only, variants, str(tmp_path), 'only', 'reid')
+  assert open(paths['table']).read().startswith('## Start: scratch\n')
+  assert [os.path.basename(p) for p in paths['figures']] == ['only-start-scratch.png']
 
 
 def test_tcl_diagnostics_are_kept_per_run_and_drawn_per_start(tmp_path):

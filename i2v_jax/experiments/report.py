@@ -259,7 +259,7 @@ def write_report(results_path: str, variants: Sequence[dict], out_dir: str,
     path = png if st == default_start else os.path.join(out_dir, f'{stem}-start-{st}.png')
     figure(runs, here, path)
     figures.append(path)
-    if len(groups) > 1:
+    if len(groups) > 1 or st != default_start:  # a file of one other start names it
       sections.append(f'## Start: {st}\n\nFigure: `{os.path.basename(path)}`\n')
     sections.append(table(runs, here))
   tcl_png = os.path.join(out_dir, f'{stem}-tcl.png')
