@@ -235,6 +235,7 @@ def test_a_start_is_recorded_per_run_and_respected_by_the_table(tmp_path):
   assert [s.split('\n')[0] for s in sections[1:]] == ['reid', 'scratch', 'generic']
   reid, scratch, generic = sections[1:]
   assert '| +2.0 ± ' in reid and '+10.0 ± 0.0 *' in scratch  # d = 1, 2, 3 and 10, 10, 10
+  assert '| Δ I2V mAP vs mdkt |' in reid and '-10.0 ± 0.0 *' in scratch  # the preset's column
   assert '| mdkt | 99.0 |' in generic and '| student_only |' not in generic
   assert '| absent |' not in text
   assert [os.path.basename(p) for p in paths['figures']] == [

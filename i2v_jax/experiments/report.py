@@ -116,10 +116,11 @@ def provenance(runs: List[dict]) -> str:
 
 
 def table(runs: List[dict], variants: Sequence[dict],
-          references: Sequence[str] = ('student_only', 'vkd', 'tkp')) -> str:
+          references: Sequence[str] = ('student_only', 'vkd', 'tkp', 'mdkt')) -> str:
   """Markdown: per variant, mean ± 95% t-half-width of I2V/V2V mAP and Rank-1,
-  the paired I2V mAP difference to each reference (the image network alone and
-  the two baselines a transfer method must beat), seeds and minutes per run."""
+  the paired I2V mAP difference to each reference (the image network alone, the
+  two baselines a transfer method must beat, and the `mdkt` preset, which every
+  other reading of MDKT changes in one thing), seeds and minutes per run."""
   head = (['variant'] + [f'{p.upper()} {m}' for p, m in METRICS]
           + [f'Δ I2V mAP vs {r}' for r in references] + ['seeds', 'min/run'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
