@@ -37,6 +37,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 from configs import base  # pylint: disable=wrong-import-position
 from data_prep import synthetic, tfds_builders, writer  # pylint: disable=wrong-import-position
 from i2v_jax import input_pipeline  # pylint: disable=wrong-import-position
+from i2v_jax.dataset_folder import Dataset  # pylint: disable=wrong-import-position
 from i2v_jax.records import Tracklet  # pylint: disable=wrong-import-position
 
 MARS_INFO = os.path.join(REPO, '..', 'shared', 'data', 'mars_info', 'tracks_train_info.mat')
@@ -74,7 +75,7 @@ def build(out_dir: str, n: int, seed: int = 0) -> dict:
 def plan_seconds(data_dir: str, config, steps: int) -> float:
   """Seconds per step of the serial plan: sampler + the records' read and parse."""
   inp = config.input
-  reader = input_pipeline.TrackletReader(data_dir, 'train')
+  reader = input_pipeline.TrackletReader(Dataset.open(data_dir), 'train')
   sampler = input_pipeline.TrainSampler(
       reader.rows, num_ids=inp.num_ids, tracklets_per_id=inp.tracklets_per_id,
       clip_len=inp.clip_len, height=inp.height, width=inp.width, pad_crop=inp.pad_crop,
@@ -88,7 +89,7 @@ def plan_seconds(data_dir: str, config, steps: int) -> float:
 
 
 def pipeline_frames_per_s(data_dir, config, threads, start, steps) -> float:
-  ds = input_pipeline.train_dataset(data_dir, config, seed=0, start_step=start,
+  ds = input_pipeline.train_dataset(Dataset.open(data_dir), config, seed=0, start_step=start,
                                     num_steps=steps + 1)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads

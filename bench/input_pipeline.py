@@ -23,10 +23,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 from configs import base  # pylint: disable=wrong-import-position
 from data_prep import build, synthetic  # pylint: disable=wrong-import-position
 from i2v_jax import input_pipeline  # pylint: disable=wrong-import-position
+from i2v_jax.dataset_folder import Dataset  # pylint: disable=wrong-import-position
 
 
 def time_run(data_dir, config, threads, start, steps):
-  ds = input_pipeline.train_dataset(data_dir, config, seed=0, start_step=start,
+  ds = input_pipeline.train_dataset(Dataset.open(data_dir), config, seed=0, start_step=start,
                                     num_steps=steps + 1)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads

@@ -205,7 +205,7 @@ def get_config(arg=None):
 def _apply_dataset(c, name):
   d = datasets.DATASETS[name]
   c.input.height, c.input.width = d.height, d.width
-  c.train.num_steps = 150 * d.steps_per_epoch
+  c.train.num_steps = 150 * d.steps_per_epoch(c.input.num_ids)  # 150 epochs
 
 
 def _transfer_off(loss):

@@ -93,7 +93,8 @@ def starts():
   return {
       'reid': {'dataset': 'synthetic', 'data': 'pretrain', 'arg': 'preset=student_only',
                'steps': 600, 'overrides': _steps(600), 'network': 'student', 'seed': 0},
-      'generic': {'dataset': 'objects', 'data': 'generic', 'arg': 'preset=student_only',
+      'generic': {'dataset': 'objects', 'data': 'generic',
+                  'arg': 'preset=student_only,dataset=objects',
                   'steps': 600, 'overrides': dict(_steps(600), **classify),
                   'network': 'student', 'seed': 0},
       'scratch': None,

@@ -52,3 +52,16 @@ def write_with(write: Callable[[str], None], path: str) -> None:
                      'the file keeps its previous content; free space and run the same '
                      'command again') from None
     raise
+
+
+def append_line(path: str, line: str) -> None:
+  """Appends ``line`` and a newline to a JSON-lines file, starting a new line first
+  when the file ends in a torn one (a full disk cut the last append short), so
+  one torn entry never swallows the next."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'a+b') as f:
+    torn = False
+    if f.tell() > 0:
+      f.seek(-1, os.SEEK_END)
+      torn = f.read(1) != b'\n'
+    f.write((('\n' if torn else '') + line + '\n').encode('utf-8'))

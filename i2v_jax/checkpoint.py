@@ -42,6 +42,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
 from i2v_jax import atomic
+from i2v_jax.run_folder import RunFolder, manifests
 from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
 
 
@@ -59,7 +60,7 @@ class NoCheckpoint(UserError, FileNotFoundError):
 
 def manifest_path(directory: str, step: int) -> str:
   """``<directory>_sha256/<step>.json``: the checksums of a finished checkpoint."""
-  return os.path.join(directory + '_sha256', f'{step}.json')
+  return os.path.join(manifests(directory), f'{step}.json')
 
 
 def _file_hashes(step_dir: str) -> Dict[str, str]:
@@ -156,6 +157,31 @@ def saved_arrays(step_dir: str) -> Dict[str, Any]:
   return metadata
 
 
+def trained_classes(directory: str) -> int:
+  """The number of classes the run's networks were trained with: its classifier's
+  width in the newest kept checkpoint of ``directory`` (read from the metadata,
+  no arrays). This, not the dataset being evaluated, sizes the restore target.
+
+  Raises:
+    NoCheckpoint when ``directory`` holds no checkpoint; DamagedCheckpoint when
+    its metadata is unreadable or holds no classifier.
+  """
+  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) \
+      else []
+  step = newest_step(directory, steps)
+  if step is None:
+    raise NoCheckpoint(f'{directory}: no checkpoint; train first')
+  step_dir = os.path.join(directory, str(step))
+  saved = saved_arrays(step_dir)
+  networks = list((saved.get('params') or {}).values())
+  networks += [frozen.get('params') or {} for frozen in (saved.get('frozen') or {}).values()]
+  for params in networks:
+    kernel = ((params or {}).get('head') or {}).get('classifier', {}).get('kernel')
+    if kernel is not None:
+      return int(kernel.shape[-1])
+  raise DamagedCheckpoint(f'{step_dir}: no classifier among its arrays')
+
+
 def check_fits(step_dir: str, target: Any) -> None:
   """Raises CheckpointMismatch when the networks' arrays saved in ``step_dir``
   (params, batch_stats, frozen) differ in name or shape from ``target``'s."""
@@ -188,7 +214,7 @@ def check_fits(step_dir: str, target: Any) -> None:
 
 def recorded_steps(directory: str) -> List[int]:
   """Steps whose save completed (they have a sha256 record), listed by orbax or not."""
-  folder = directory + '_sha256'
+  folder = manifests(directory)
   if not os.path.isdir(folder):
     return []
   return sorted(int(n[:-5]) for n in os.listdir(folder)
@@ -216,7 +242,7 @@ def newest_step(directory: str, listed: Iterable[int]) -> Optional[int]:
 
 def prune_manifests(directory: str, kept: Iterable[int]) -> None:
   """Removes the checksums of checkpoints orbax has deleted."""
-  folder = directory + '_sha256'
+  folder = manifests(directory)
   if not os.path.isdir(folder):
     return
   kept = {f'{s}.json' for s in kept}
@@ -228,8 +254,9 @@ def prune_manifests(directory: str, kept: Iterable[int]) -> None:
 class Checkpoints:
   """The workdir's checkpoint managers: the last ``keep`` and the best by ``best_metric``."""
 
-  def __init__(self, workdir: str, keep: int, best_metric: str = ''):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  def __init__(self, run: RunFolder, keep: int, best_metric: str = ''):
+    self.run = run
+    self.directory = run.checkpoints
     # Each manager gets its own multi-process barrier names: orbax names its
     # async-save barriers by step, so the latest and best managers saving the
     # same step at once (the final evaluation) collided across processes
@@ -239,7 +266,7 @@ class Checkpoints:
         self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, multiprocessing_options=barriers('latest')))
     self.best_metric = best_metric
-    self.best_directory = self.directory + '_best'
+    self.best_directory = run.best
     self.best = ocp.CheckpointManager(
         self.best_directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode='max',
@@ -352,7 +379,7 @@ class Checkpoints:
   def _set_aside(self, step: int) -> None:
     """Moves a damaged step out of the manager's way (never deletes it)."""
     if jax.process_index() == 0:
-      damaged = self.directory + '_damaged'
+      damaged = self.run.damaged
       os.makedirs(damaged, exist_ok=True)
       target = os.path.join(damaged, f'{step}-{int(time.time())}')
       os.rename(os.path.join(self.directory, str(step)), target)
@@ -421,8 +448,7 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
     network: 'teacher' or 'student' (trained or frozen in that run).
     which: 'latest', 'best' or a step number.
   """
-  directory = os.path.join(os.path.abspath(workdir),
-                           'checkpoints_best' if which == 'best' else 'checkpoints')
+  directory = RunFolder(workdir).checkpoint_dir(which)
   if not os.path.isdir(directory):
     raise NoCheckpoint(
         f'{directory}: no checkpoints; point at the workdir of a finished training run')
@@ -474,7 +500,7 @@ def check_run(workdir: str, what: str,
   Raises:
     NoCheckpoint naming ``what`` (the config key), the folder and the fix.
   """
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  directory = RunFolder(workdir).checkpoints
   if not os.path.isdir(directory):
     raise NoCheckpoint(f'{what}={workdir}: no checkpoints/ folder there; {fix}')
   if newest_step(directory, [int(n) for n in os.listdir(directory) if n.isdigit()]) is None:

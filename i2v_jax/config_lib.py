@@ -17,6 +17,7 @@ import ml_collections
 from i2v_jax import eval_tables
 from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
+from i2v_jax.run_folder import RunFolder, tag_problem
 
 
 def _convert(name: str, text: str, default: Any) -> Any:
@@ -84,12 +85,14 @@ RENAMED = {'loss.mutual.reverse_tcl': 'loss.tcl.reverse'}
 PROTOCOLS = tuple(eval_tables.PROTOCOLS)
 
 # What may differ from the workdir's config.json. Evaluate mode: evaluation
-# settings, where the dataset now lives. Resume: also how long to train (the
+# settings and the dataset (a run evaluates on another one, cross-domain; the
+# dataset folder must hold the data.name it is given). Resume: where the dataset
+# now lives (the same build: the run's dataset.json says which), also how long to train (the
 # schedule's milestones are fractions of num_steps, so they move with it) and how
 # often to log, evaluate and save.
-EVALUATE_MAY_CHANGE = ('mode', 'eval.', 'data.dir')
-RESUME_MAY_CHANGE = EVALUATE_MAY_CHANGE + (
-    'train.num_steps', 'train.log_every', 'train.eval_every', 'train.checkpoint_every',
+EVALUATE_MAY_CHANGE = ('mode', 'eval.', 'data.')
+RESUME_MAY_CHANGE = (
+    'mode', 'eval.', 'data.dir', 'train.num_steps', 'train.log_every', 'train.eval_every', 'train.checkpoint_every',
     'train.keep_checkpoints')
 
 
@@ -148,6 +151,7 @@ def validate(config) -> None:
   if not 0 <= config.input.erasing_prob <= 1:
     raise ConfigError(f'config input.erasing_prob={config.input.erasing_prob!r}: a probability '
                       'in [0, 1]')
+  _check_ranges(config)
   if config.train.eval_every and config.train.best_metric not in metric_names(config):
     raise ConfigError(f'config train.best_metric={config.train.best_metric!r}: not an '
                       f'evaluation metric of this config; did you mean '
@@ -164,6 +168,44 @@ def validate(config) -> None:
   if config.model.shared_classifier and config.teacher.mode != 'joint':
     raise ConfigError('config model.shared_classifier=True needs teacher.mode=joint (one '
                       'classifier trained by both networks)')
+
+
+def _check_ranges(config) -> None:
+  """The rules the model, the losses, re-ranking and the run folder enforce where
+  they run (inside a traced loss, at the first evaluation), checked here first so a
+  bad value is one line before anything is built."""
+  tcl, ev, model = config.loss.tcl, config.eval, config.model
+  if tcl.num_negatives < 1:
+    raise ConfigError(f'config loss.tcl.num_negatives={tcl.num_negatives!r}: must be at least '
+                      '1 (1 = the hardest pair; k > 1 = all positives and the k nearest '
+                      'negatives)')
+  if not (ev.rerank_k1 >= 1 and ev.rerank_k2 >= 1 and 0.0 <= ev.rerank_lambda <= 1.0):
+    raise ConfigError(f'config eval.rerank_k1={ev.rerank_k1!r}, rerank_k2={ev.rerank_k2!r}, '
+                      f'rerank_lambda={ev.rerank_lambda!r}: k1 and k2 must be at least 1 and '
+                      'lambda in [0, 1] (defaults 20, 6, 0.3)')
+  for key in ('eval.visualize', 'eval.visualize_top'):
+    if get(config, key) < (0 if key == 'eval.visualize' else 1):
+      raise ConfigError(f'config {key}={get(config, key)!r}: must be '
+                        f'{"0 (off) or more" if key == "eval.visualize" else "at least 1"}')
+  sizes = tuple(model.stage_sizes)
+  if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
+    raise ConfigError(f'config model.stage_sizes={sizes!r}: blocks per stage, each at least '
+                      '1, e.g. (3, 4, 6, 3) for ResNet-50')
+  if model.width < 1:
+    raise ConfigError(f'config model.width={model.width!r}: the base width must be at least 1 '
+                      '(64 for ResNet-50)')
+  if model.nonlocal_blocks.enabled:
+    for stage, blocks in enumerate(sizes, start=1):
+      key = f'layer{stage}'
+      indices = tuple(model.nonlocal_blocks[key]) if key in model.nonlocal_blocks else ()
+      bad = [i for i in indices if not 0 <= i < blocks]
+      if bad:
+        raise ConfigError(f'config model.nonlocal_blocks.{key}={indices!r}: blocks {bad} do '
+                          f'not exist in a stage of {blocks} blocks (model.stage_sizes='
+                          f'{sizes}); use 0-based indices below {blocks}')
+  problem = tag_problem(str(ev.tag))
+  if problem:
+    raise ConfigError(f'config eval.tag={ev.tag!r}: {problem}')
 
 
 def check_devices(config, num_devices: int) -> None:
@@ -206,7 +248,7 @@ def config_diff(old: dict, new: dict) -> list:
 
 
 def saved_path(workdir: str) -> str:
-  return os.path.join(workdir, 'config.json')
+  return RunFolder(workdir).config
 
 
 def load_saved(workdir: str, defaults: Optional[ml_collections.ConfigDict] = None

@@ -46,17 +46,17 @@ SAMPLINGS = ('restricted', 'multiview')
 class TrackletReader:
   """Random access to one split's tracklets through its index (thread-safe)."""
 
-  def __init__(self, data_dir: str, split: str):
-    self.data_dir, self.split = data_dir, split
-    self.rows = records.load_index(data_dir, split)
+  def __init__(self, dataset, split: str):
+    self.dataset, self.split = dataset, split  # a `dataset_folder.Dataset`
+    self.rows = dataset.rows(split)
 
   @functools.lru_cache(maxsize=64)
   def frames(self, row: int) -> tuple:
     """The frames of tracklet ``row``; its record is checked against its index row."""
     r = self.rows[row]
-    record = records.parse(records.read_record(os.path.join(self.data_dir, r['shard']),
+    record = records.parse(records.read_record(self.dataset.shard_path(r['shard']),
                                                r['offset']))
-    records.check_record(self.data_dir, self.split, r, record)
+    records.check_record(self.dataset.dir, self.split, r, record)
     return tuple(record['frames'])
 
 
@@ -203,7 +203,7 @@ def _augment(image, flip, crop, erase, pad: int):
   return tf.where(box[..., None], tf.zeros_like(image), image)  # mean pixel
 
 
-def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
+def train_dataset(dataset, config, *, seed: int, start_step: int = 0,
                   num_steps: Optional[int] = None, process_index: int = 0,
                   process_count: int = 1, verbose: bool = False):
   """tf.data.Dataset of training batches for steps start_step, start_step+1, ...
@@ -211,22 +211,21 @@ def train_dataset(data_dir: str, config, *, seed: int, start_step: int = 0,
   With ``verbose`` process 0 prints the dataset summary table.
 
   Args:
-    data_dir: a `data_prep.build` output folder.
+    dataset: the opened `dataset_folder.Dataset` to train on.
     config: the full experiment config (uses ``config.input``).
   """
   tf = _tf()
   inp = config.input
-  summary = dataset_summary(data_dir)  # also checks the build is complete
   if process_index == 0 and verbose:
-    print(summary, flush=True)
-  reader = TrackletReader(data_dir, 'train')
+    print(dataset.summary(), flush=True)
+  reader = TrackletReader(dataset, 'train')
   sampler = TrainSampler(
       reader.rows, num_ids=inp.num_ids, tracklets_per_id=inp.tracklets_per_id,
       clip_len=inp.clip_len, height=inp.height, width=inp.width,
       pad_crop=inp.pad_crop, flip=inp.flip, erasing_prob=inp.erasing_prob,
       seed=seed, sampling=inp.sampling, shuffle_frames=inp.shuffle_frames,
       process_index=process_index, process_count=process_count,
-      source=os.path.join(data_dir, 'index-train.json'))
+      source=dataset.file('index-train.json'))
   t = inp.clip_len
   b = inp.num_ids * inp.tracklets_per_id // process_count
 
@@ -287,7 +286,7 @@ def eval_chunks(rows: Sequence[Dict[str, object]], *, mode: str, clip_len: int,
   return chunks
 
 
-def eval_dataset(data_dir: str, split: str, config, *, mode: str,
+def eval_dataset(dataset, split: str, config, *, mode: str,
                  batch_size: Optional[int] = None,
                  process_index: int = 0, process_count: int = 1):
   """Batches {'frames' (N, C, H, W, 3), 'mask' (N, C), 'row' (N,)} for a split.
@@ -298,7 +297,7 @@ def eval_dataset(data_dir: str, split: str, config, *, mode: str,
   tf = _tf()
   ev, inp = config.eval, config.input
   batch_size = batch_size or ev.batch_size
-  reader = TrackletReader(data_dir, split)
+  reader = TrackletReader(dataset, split)
   clip_len = 1 if mode == 'image' else ev.clip_len
   chunks = eval_chunks(reader.rows, mode=mode, clip_len=clip_len,
                        max_frames=ev.max_frames, query_frame=ev.query_frame)
@@ -331,7 +330,3 @@ def eval_dataset(data_dir: str, split: str, config, *, mode: str,
   return tf.data.Dataset.zip(ds, meta).map(
       lambda f, m: {'frames': f, 'mask': m['mask'], 'row': m['row']}).prefetch(2)
 
-
-def dataset_summary(data_dir: str) -> str:
-  """The summary table for the build in ``data_dir``."""
-  return records.summary_table(records.load_metadata(data_dir))

@@ -18,6 +18,7 @@ from typing import Dict, Optional
 
 from i2v_jax import atomic
 from i2v_jax.errors import DiskFull, free_space, is_disk_full
+from i2v_jax.run_folder import RunFolder
 
 
 def _event_writer(tb_dir: str, suffix: str = ''):
@@ -32,8 +33,8 @@ class MetricWriter:
     self.enabled = enabled
     if not enabled:
       return
-    path = os.path.join(workdir, 'metrics.jsonl')
-    tb_dir = os.path.join(workdir, 'tensorboard')
+    run = RunFolder(workdir)
+    path, tb_dir = run.metrics, run.tensorboard
     if resumed_at is not None and os.path.exists(path):  # a run before this one
       drop_after(path, resumed_at)
     # TensorBoard ignores a run's first START and, at each later one, drops the
@@ -92,7 +93,7 @@ class MetricWriter:
           training = row
     atomic.write_text(''.join(kept), path)
     self._tb.close()
-    tb_dir = os.path.join(os.path.dirname(path), 'tensorboard')
+    tb_dir = RunFolder(os.path.dirname(path)).tensorboard
     mark_start(tb_dir, step)
     time.sleep(1.0)  # event files are read in name order, which starts with the second
     self._tb = _event_writer(tb_dir)

@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 from i2v_jax import compile_cache, config_lib, records, trainer
 from i2v_jax.errors import UserError
+from i2v_jax.run_folder import RunFolder
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file; default: '
                                           "the workdir's config.json")
@@ -93,7 +94,7 @@ def build_synthetic_on_demand(config, workdir: str) -> None:
   imports it). Process 0 builds; the others wait for it."""
   if config.data.dir or config.data.name != 'synthetic' or config.mode != 'train':
     return
-  data_dir = os.path.join(workdir, 'data')
+  data_dir = RunFolder(workdir).data
   if jax.process_index() == 0 and not os.path.exists(os.path.join(data_dir, 'metadata.json')):
     trainer.check_workdir(workdir)
     print(f'building the synthetic dataset in {data_dir}', flush=True)

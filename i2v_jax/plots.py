@@ -19,12 +19,13 @@ from typing import Dict, List, Optional
 
 from i2v_jax import atomic
 from i2v_jax.errors import UserError
+from i2v_jax.run_folder import RunFolder
 
 
 def read_metrics(workdir: str) -> List[Dict[str, float]]:
   """The lines of ``metrics.jsonl`` (one JSON object each), in order; a missing
   file gives no lines."""
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = RunFolder(workdir).metrics
   if not os.path.exists(path):
     return []
   with open(path) as f:
@@ -77,14 +78,14 @@ def training_figure(workdir: str) -> Optional[str]:
             title='evaluation' if protocols else 'no evaluation yet')
   if protocols:
     right.legend(fontsize=7, ncol=2)
-  path = os.path.join(workdir, 'training.png')
+  path = RunFolder(workdir).training_plot
   _save(plt, fig, path)
   return path
 
 
 def cmc_figure(workdir: str) -> Optional[str]:
   """``cmc.png`` from ``results.json``; None when the run has no results yet."""
-  path = os.path.join(workdir, 'results.json')
+  path = RunFolder(workdir).results_json
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -97,7 +98,7 @@ def cmc_figure(workdir: str) -> Optional[str]:
   ax.set(xlabel='rank k', ylabel='matched within the first k (%)', ylim=(0, 100),
          title=f'CMC, step {results["step"]}')
   ax.legend(fontsize=8)
-  out = os.path.join(workdir, 'cmc.png')
+  out = RunFolder(workdir).cmc_plot
   _save(plt, fig, out)
   return out
 

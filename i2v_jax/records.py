@@ -148,10 +148,9 @@ def record_offsets(path: str) -> List[int]:
   return offsets
 
 
-def check_shards(data_dir: str, split: str) -> None:
-  """Every record the index names has a whole, uncorrupted header (fast: 12 bytes a
-  record), so a truncated shard is named before anything else runs."""
-  rows = load_index(data_dir, split)
+def check_shards(data_dir: str, split: str, rows: Sequence[Dict[str, object]]) -> None:
+  """Every record the index ``rows`` name has a whole, uncorrupted header (fast: 12
+  bytes a record), so a truncated shard is named before anything else runs."""
   by_shard: Dict[str, List[int]] = {}
   for r in rows:
     by_shard.setdefault(r['shard'], []).append(int(r['offset']))
@@ -166,34 +165,10 @@ def check_shards(data_dir: str, split: str) -> None:
         _header(f, path, offset, size)
 
 
-# Each dataset file is parsed and checked once per process: training, every
-# evaluation and the pictures ask for the same metadata and indexes many times.
-# The key is the file's identity and stat, so a rebuilt file is read again.
-_PARSED: Dict[tuple, object] = {}
-
-
-def _once(path: str, read):
-  """``read()``'s result for the file ``path``, reused while the file is unchanged."""
-  try:
-    st = os.stat(path)
-  except OSError:
-    return read()  # missing: ``read`` raises its own error (or computes the file)
-  key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
-  if key not in _PARSED:
-    if len(_PARSED) >= 64:
-      _PARSED.clear()
-    _PARSED[key] = read()
-  return _PARSED[key]
-
-
 def load_metadata(data_dir: str) -> Dict[str, object]:
-  """Reads ``metadata.json`` (once while unchanged); a clear error when the build is
-  missing/partial."""
+  """Reads and checks ``metadata.json``; a clear error when the build is
+  missing/partial. (`i2v_jax.dataset_folder.Dataset` reads it once a run.)"""
   path = os.path.join(data_dir, 'metadata.json')
-  return _once(path, lambda: _read_metadata(data_dir, path))
-
-
-def _read_metadata(data_dir: str, path: str) -> Dict[str, object]:
   staged = os.path.join(data_dir.rstrip(os.sep) + '.staging', 'metadata.json')
   if not os.path.isfile(path) and os.path.isfile(staged):
     raise DatasetError(
@@ -240,17 +215,13 @@ def check_row(path: str, row: Dict[str, object]) -> None:
 
 def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
   """Per-tracklet rows of ``index-<split>.json`` (shard, offset, pid, ...), read and
-  checked once while the file is unchanged (callers must not modify them).
+  checked (`i2v_jax.dataset_folder.Dataset` reads each once a run).
 
   A ``tfds build`` output has no index: it is computed from the split's shards
   on first use (`index_shards`) and kept as ``index-<split>.json`` when the
   folder is writable.
   """
   path = os.path.join(data_dir, f'index-{split}.json')
-  return _once(path, lambda: _read_index(data_dir, split, path))
-
-
-def _read_index(data_dir: str, split: str, path: str) -> List[Dict[str, object]]:
   if not os.path.exists(path):
     if not os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
       raise DatasetError(f'{path} not found; rebuild with python -m data_prep.build')
@@ -274,13 +245,14 @@ def _read_index(data_dir: str, split: str, path: str) -> List[Dict[str, object]]
 def check_record(data_dir: str, split: str, row: Dict[str, object],
                  record: Dict[str, object]) -> None:
   """A record read through the index is the one the index describes (pid, camera,
-  name), so an edited index cannot change results silently."""
-  for key in ('pid', 'camid', 'name'):
-    if record[key] != row.get(key):
+  name, frame count), so an edited index cannot change results silently."""
+  got = dict(record, num_frames=len(record['frames']))
+  for key in ('pid', 'camid', 'name', 'num_frames'):
+    if got[key] != row.get(key):
       raise DatasetError(
           f'{os.path.join(data_dir, f"index-{split}.json")}: the entry for the record at '
           f'byte {row.get("offset")} of {row.get("shard")} says {key}={row.get(key)!r} but '
-          f'the record says {record[key]!r}; the index is damaged or edited: delete it (a '
+          f'the record holds {got[key]!r}; the index is damaged or edited: delete it (a '
           'TFDS build recomputes it) or rebuild with python -m data_prep.build')
 
 

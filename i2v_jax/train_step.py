@@ -208,8 +208,13 @@ def _reinit_student_layer4(student, fresh):
 
 
 def create_train_state(config, num_classes: int, rng,
-                       teacher_variables: Optional[Dict[str, Any]] = None) -> TrainState:
+                       teacher_variables: Optional[Dict[str, Any]] = None, *,
+                       restore_target: bool = False) -> TrainState:
   """A fresh state.
+
+  With ``restore_target`` the state is only the shape of a checkpoint about to be
+  restored into it (which holds every array, a frozen teacher's too): without
+  ``teacher_variables`` the teacher's fresh initialisation stands in for them.
 
   ``teacher_variables`` (``{'params', 'batch_stats'}`` of a teacher_only run,
   `checkpoint.load_teacher`) must be given when ``config.teacher.checkpoint`` is
@@ -238,6 +243,8 @@ def create_train_state(config, num_classes: int, rng,
                      '--config.teacher.checkpoint=<workdir of a teacher_only run>')
   frozen = {}
   if has_teacher and t.checkpoint:
+    if teacher_variables is None and restore_target:
+      teacher_variables = variables['teacher']
     if teacher_variables is None:
       raise ValueError(f'config teacher.checkpoint={t.checkpoint!r} is set but no teacher '
                        'variables were loaded (checkpoint.load_teacher)')
@@ -261,13 +268,20 @@ def create_train_state(config, num_classes: int, rng,
                     opt_state=parts(config, num_classes).tx.init(params), frozen=frozen)
 
 
-def initial_state(config, num_classes: int, mesh) -> TrainState:
+def initial_state(config, num_classes: int, mesh, *, restore_target: bool = False
+                  ) -> TrainState:
   """A fresh state replicated over ``mesh``, with ``config.teacher.checkpoint``'s
-  teacher loaded (frozen or as the joint teacher's start) when set."""
+  teacher loaded (frozen or as the joint teacher's start) when set.
+
+  ``restore_target``: the state will be replaced by a checkpoint of this run (a
+  resume, an evaluation), which holds the teacher it trained with; the teacher's
+  run folder is then not read, so a VKD student needs only its own folder.
+  """
   teacher = None
-  if config.teacher.checkpoint and 'teacher' in config.networks:
+  if config.teacher.checkpoint and 'teacher' in config.networks and not restore_target:
     teacher = checkpoint.load_teacher(config.teacher.checkpoint)
-  state = create_train_state(config, num_classes, jax.random.key(config.seed), teacher)
+  state = create_train_state(config, num_classes, jax.random.key(config.seed), teacher,
+                             restore_target=restore_target)
   return replicate(state, mesh)
 
 

@@ -11,9 +11,11 @@ stops cleanly on SIGTERM. `evaluate_checkpoint` evaluates a trained workdir.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,6 +25,8 @@ from tqdm import tqdm
 
 from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
                      locks, plots, records, train_step)
+from i2v_jax.dataset_folder import Dataset
+from i2v_jax.run_folder import RunFolder, tag_problem
 from i2v_jax.logging_utils import MetricWriter
 from i2v_jax.models import convert
 
@@ -31,29 +35,39 @@ class NonFiniteLoss(FloatingPointError):
   pass
 
 
-def prepare_data(config, workdir: str):
-  """The dataset folder (``data.dir``, or ``<workdir>/data`` for the synthetic set,
-  which the command line builds there on demand) and its metadata."""
-  data_dir = config.data.dir or os.path.join(workdir, 'data')
+def open_dataset(config, workdir: str, *, training: bool = True) -> Dataset:
+  """The dataset ``config`` names, opened once (``data.dir``, or ``<workdir>/data``
+  for the synthetic set, which the command line builds there on demand), and
+  checked against the config (`Dataset.check_config`)."""
   if not config.data.dir and config.data.name != 'synthetic':
     raise config_lib.ConfigError(f'config data.name={config.data.name!r} needs '
                                  '--config.data.dir=<output of python -m data_prep.build>')
-  meta = records.load_metadata(data_dir)
-  check_labels(data_dir, meta)
-  for split in records.SPLITS:
-    records.check_shards(data_dir, split)
-  return data_dir, meta
+  dataset = Dataset.open(config.data.dir or RunFolder(workdir).data)
+  dataset.check_config(config, training=training)
+  return dataset
 
 
-def check_labels(data_dir: str, meta: dict) -> None:
-  """The training labels of the index must be 0..num_classes-1, as metadata.json says."""
-  labels = {int(r['label']) for r in records.load_index(data_dir, 'train')}
-  if labels != set(range(meta['num_classes'])):
+def dataset_record(dataset: Dataset) -> dict:
+  """What a run records of the dataset it trains on (``dataset.json``): a resume
+  on another folder's data, even with as many identities, is refused by it."""
+  blob = json.dumps(dataset.metadata, sort_keys=True).encode()
+  return {'name': dataset.name, 'dir': os.path.abspath(dataset.dir),
+          'num_classes': dataset.num_classes, 'metadata_sha256': hashlib.sha256(blob).hexdigest()}
+
+
+def check_same_dataset(run: RunFolder, dataset: Dataset) -> None:
+  """Resuming: the dataset is the one the run started on (its ``dataset.json``)."""
+  if not os.path.exists(run.dataset_record):
+    return  # a run from before the record existed
+  with open(run.dataset_record) as f:
+    trained = json.load(f)
+  now = dataset_record(dataset)
+  if trained.get('metadata_sha256') != now['metadata_sha256']:
     raise records.DatasetError(
-        f'{os.path.join(data_dir, "metadata.json")}: num_classes={meta["num_classes"]} but '
-        f'the train index has {len(labels)} labels from {min(labels, default=None)} to '
-        f'{max(labels, default=None)}; the files come from different builds: rebuild with '
-        'python -m data_prep.build')
+        f'resuming the run in {run.root}: it trained on {trained.get("name")!r} in '
+        f'{trained.get("dir")} ({run.dataset_record}) but data.dir holds another build '
+        f'({now["dir"]}, metadata.json differs); point --config.data.dir at the run\'s '
+        'dataset, or train into a new --workdir')
 
 
 def check_workdir(workdir: str) -> None:
@@ -69,29 +83,31 @@ def workdir_lock(path: str, what: str):
   return locks.hold(path, what)
 
 
-def preflight(config, workdir: str):
+def preflight(config, workdir: str) -> Dataset:
   """Every check of the user's input that needs no JAX backend, before one starts:
-  the config, the workdir, the dataset's metadata, index and shard headers, the
-  pretrained file's contents, and that a teacher checkpoint is a run with one.
-  Returns (data_dir, metadata)."""
+  the config, the workdir, the dataset (opened once: metadata, indexes, shard
+  headers, and that it is the dataset the config names), the pretrained file's
+  contents, and that a teacher checkpoint is a run with one (only when the run
+  starts: a resumed run holds its teacher). Returns the dataset."""
   config_lib.validate(config)
   check_workdir(workdir)
-  data = prepare_data(config, workdir)
+  dataset = open_dataset(config, workdir)
   if config.model.pretrained:
     convert.load_npz(config.model.pretrained)
-  if config.teacher.checkpoint and 'teacher' in config.networks:
+  starting = not os.path.isdir(RunFolder(workdir).checkpoints)
+  if config.teacher.checkpoint and 'teacher' in config.networks and starting:
     checkpoint.check_run(config.teacher.checkpoint, 'config teacher.checkpoint')
-  return data
+  return dataset
 
 
 def train_and_log(config, workdir: str) -> dict:
   """The training loop; returns the last logged metrics (and the last evaluation's).
   One training process per workdir: a second is refused (`locks.Locked`)."""
-  data = preflight(config, workdir)
+  dataset = preflight(config, workdir)
   config_lib.check_devices(config, jax.device_count())
-  with _tidy_if_refused(workdir), workdir_lock(os.path.join(workdir, 'lock'),
-                                               f'--workdir={workdir}'):
-    return _train_and_log(config, workdir, data)
+  run = RunFolder(workdir)
+  with _tidy_if_refused(workdir), workdir_lock(run.lock, f'--workdir={workdir}'):
+    return _train_and_log(config, run, dataset)
 
 
 @contextlib.contextmanager
@@ -102,42 +118,47 @@ def _tidy_if_refused(workdir: str):
   try:
     yield
   except errors.UserError:
-    if not existed and os.path.isdir(workdir) and os.listdir(workdir) in ([], ['lock']):
+    lock = os.path.basename(RunFolder(workdir).lock)
+    if not existed and os.path.isdir(workdir) and os.listdir(workdir) in ([], [lock]):
       for name in os.listdir(workdir):
         os.remove(os.path.join(workdir, name))
       os.rmdir(workdir)
     raise
 
 
-def _train_and_log(config, workdir: str, data) -> dict:
+def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   lead = jax.process_index() == 0
+  workdir = run.root
   # Resuming: only what RESUME_MAY_CHANGE names may differ from the saved config.
-  resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
+  resuming = os.path.isdir(run.checkpoints)
   changes = config_lib.refuse_changes(
       config, workdir, config_lib.RESUME_MAY_CHANGE if resuming else None,
       f'resuming the run in {workdir}')
+  if resuming:
+    check_same_dataset(run, dataset)
   os.makedirs(workdir, exist_ok=True)
-  data_dir, meta = data
   if changes and lead:
     print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
   if lead:
-    atomic.write_json(json.loads(config.to_json_best_effort()),
-                      config_lib.saved_path(workdir))
+    atomic.write_json(json.loads(config.to_json_best_effort()), run.config)
+    if not resuming:
+      atomic.write_json(dataset_record(dataset), run.dataset_record)
 
   mesh = train_step.make_mesh()
-  num_classes = meta['num_classes']
-  state = train_step.initial_state(config, num_classes, mesh)
-  ckpt = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints, config.train.best_metric)
+  num_classes = dataset.num_classes
+  ckpt = checkpoint.Checkpoints(run, config.train.keep_checkpoints, config.train.best_metric)
+  resume = ckpt.latest_step() is not None
+  state = train_step.initial_state(config, num_classes, mesh, restore_target=resume)
   start = 0
-  if ckpt.latest_step() is not None:
+  if resume:
     state, start = ckpt.restore(state)
   if lead:
-    print(startup_block(config, meta, data_dir, mesh, workdir, start,
+    print(startup_block(config, dataset, mesh, workdir, start,
                         ckpt.directory if start else None), flush=True)
   step_fn = train_step.make_train_step(config, num_classes, mesh)
   total = config.train.num_steps
   ds = input_pipeline.train_dataset(
-      data_dir, config, seed=config.seed, start_step=start, num_steps=total - start,
+      dataset, config, seed=config.seed, start_step=start, num_steps=total - start,
       process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train_step.AXIS))
   writer = MetricWriter(workdir, enabled=lead, resumed_at=start)
@@ -157,9 +178,9 @@ def _train_and_log(config, workdir: str, data) -> dict:
     t = time.perf_counter()
     if lead:
       bar.write(f'evaluating step {done}…')
-    results = evaluation.run(config, data_dir, state, num_classes, mesh, workdir=workdir,
+    results = evaluation.run(config, dataset, state, num_classes, mesh, workdir=workdir,
                              step=done, verbose=lead,
-                             title=heading(config, meta, done, 'final' if done == total
+                             title=heading(config, dataset, done, 'final' if done == total
                                            else 'during training'))
     if lead:
       bar.write(f'evaluated in {time.perf_counter() - t:.1f} s')
@@ -266,13 +287,13 @@ def log_line(step: int, metrics: dict) -> str:
           f'{metrics["images_per_s"]:.0f} img/s, data wait {metrics["data_wait_s"]:.3f} s/step')
 
 
-def startup_block(config, meta, data_dir, mesh, workdir, start, resumed_from) -> str:
+def startup_block(config, dataset: Dataset, mesh, workdir, start, resumed_from) -> str:
   """What this run is, printed before it starts."""
-  c = config.input
+  c, meta = config.input, dataset.metadata
   clips = c.num_ids * c.tracklets_per_id
   return '\n'.join([
       f'preset     {config.preset} (networks: {", ".join(config.networks)}), seed {config.seed}',
-      f'dataset    {meta["dataset"]} in {data_dir}: {meta["num_classes"]} training ids, '
+      f'dataset    {dataset.name} in {dataset.dir}: {dataset.num_classes} training ids, '
       + ', '.join(f'{s} {v["tracklets"]}' for s, v in meta['splits'].items()) + ' tracklets',
       f'devices    {mesh.size} {jax.devices()[0].platform} device(s), '
       f'{jax.process_count()} process(es), mesh {dict(mesh.shape)}',
@@ -293,24 +314,18 @@ def startup_block(config, meta, data_dir, mesh, workdir, start, resumed_from) ->
 
 def teacher_step(workdir: str) -> str:
   """The step of the teacher checkpoint `checkpoint.load_teacher` reads (latest)."""
-  folder = os.path.join(workdir, 'checkpoints')
+  folder = RunFolder(workdir).checkpoints
   steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
   return str(max(steps)) if steps else '?'
 
 
-def heading(config, meta, step: int, which: str) -> str:
+def heading(config, dataset: Dataset, step: int, which: str) -> str:
   """The title of a results table: what was evaluated, and how."""
   ev = config.eval
   encoders = evaluation.encoders(config)
-  return (f'{meta["dataset"]}, {config.preset}, step {step} ({which}); images: '
+  return (f'{dataset.name}, {config.preset}, step {step} ({which}); images: '
           f'{encoders["image"]}, videos: {encoders["video"]}; {ev.distance} distance, '
           f'{ev.ap_mode} AP' + (', with re-ranking' if ev.rerank else ''))
-
-
-def evaluation_dir(workdir: str, step: int, which: str, tag: str) -> str:
-  """``<workdir>/eval/<step>-<latest|best|step>[-<tag>]``: one folder an evaluation."""
-  name = f'{step}-{which}' + (f'-{tag}' if tag else '')
-  return os.path.join(workdir, 'eval', name)
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
@@ -318,9 +333,12 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   ``eval.from_workdir``); returns the results.
 
   The config must be the trained run's (its ``config.json``) but for
-  ``config_lib.EVALUATE_MAY_CHANGE``. Results go to their own folder,
-  `evaluation_dir`, listed in ``<workdir>/eval/index.jsonl``; the training run's
-  ``results.*`` are never touched.
+  ``config_lib.EVALUATE_MAY_CHANGE``: the evaluation settings and the dataset,
+  so a run trained on one dataset is evaluated on another (cross-domain; its
+  networks and classifier stay the run's). Results go to their own folder,
+  ``eval/<step>-<checkpoint>[-<tag>]`` (written under a staging name, renamed
+  when complete; an existing one is never overwritten), listed in
+  ``<workdir>/eval/index.jsonl``; the training run's ``results.*`` are never touched.
   """
   config_lib.validate(config)
   check_workdir(workdir)
@@ -329,40 +347,47 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
       source, 'config eval.from_workdir' if config.eval.from_workdir else '--workdir',
       f'train into --workdir={source} first (config mode=train) or point --workdir (or '
       'eval.from_workdir) at a trained run')
-  with _tidy_if_refused(workdir), workdir_lock(os.path.join(workdir, 'eval', 'lock'),
-                                               f'evaluation into {workdir}/eval'):
-    return _evaluate_checkpoint(config, workdir)
+  run = RunFolder(workdir)
+  with _tidy_if_refused(workdir), workdir_lock(run.eval_lock, f'evaluation into {run.eval_root}'):
+    return _evaluate_checkpoint(config, run, RunFolder(source))
 
 
-def _evaluate_checkpoint(config, workdir: str) -> dict:
-  source = config.eval.from_workdir or workdir  # a run with a checkpoint (`check_run`)
-  config_lib.refuse_changes(config, source, config_lib.EVALUATE_MAY_CHANGE,
-                            f'evaluating the run in {source}')
-  os.makedirs(workdir, exist_ok=True)
-  data_dir, meta = prepare_data(config, workdir)
-  mesh = train_step.make_mesh()
-  state = train_step.initial_state(config, meta['num_classes'], mesh)
-  ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
-  state, step = ckpt.restore_for_eval(state, str(config.eval.checkpoint))
-  ckpt.close()
+def _evaluate_checkpoint(config, run: RunFolder, source: RunFolder) -> dict:
+  config_lib.refuse_changes(config, source.root, config_lib.EVALUATE_MAY_CHANGE,
+                            f'evaluating the run in {source.root}')
+  dataset = open_dataset(config, run.root, training=False)
   which = str(config.eval.checkpoint)
-  out = evaluation_dir(workdir, step, which, config.eval.tag)
+  num_classes = checkpoint.trained_classes(source.checkpoint_dir(which))
+  os.makedirs(run.root, exist_ok=True)
+  mesh = train_step.make_mesh()
+  state = train_step.initial_state(config, num_classes, mesh, restore_target=True)
+  ckpt = checkpoint.Checkpoints(source, config.train.keep_checkpoints, config.train.best_metric)
+  state, step = ckpt.restore_for_eval(state, which)
+  ckpt.close()
+  out = run.evaluation(step, which, config.eval.tag)
+  if os.path.exists(out.root):
+    raise config_lib.ConfigError(
+        f'{out.root} already holds an evaluation of step {step} ({run.eval_index}); pass '
+        '--config.eval.tag=<name> to keep both, or delete that folder to redo it')
+  staging = RunFolder(out.root + '.partial')
   lead = jax.process_index() == 0
   if lead:
-    os.makedirs(out, exist_ok=True)
-    print(f'evaluating {source} ({config.preset}, {which} checkpoint: step {step}) on '
-          f'{data_dir} into {out}', flush=True)
+    shutil.rmtree(staging.root, ignore_errors=True)  # an evaluation that did not finish
+    os.makedirs(staging.root)
+    print(f'evaluating {source.root} ({config.preset}, {which} checkpoint: step {step}) on '
+          f'{dataset.dir} into {out.root}', flush=True)
   t = time.perf_counter()
-  results = evaluation.run(config, data_dir, state, meta['num_classes'], mesh, workdir=out,
-                           step=step, title=heading(config, meta, step, which))
+  results = evaluation.run(config, dataset, state, num_classes, mesh, workdir=staging.root,
+                           step=step, title=heading(config, dataset, step, which))
   if lead:
-    print(f'evaluated in {time.perf_counter() - t:.1f} s; wrote {plots.cmc_figure(out)}',
-          flush=True)
-    line = {'dir': os.path.relpath(out, workdir), 'source': os.path.abspath(source),
+    plots.cmc_figure(staging.root)
+    os.rename(staging.root, out.root)
+    print(f'evaluated in {time.perf_counter() - t:.1f} s; wrote {out.cmc_plot}', flush=True)
+    line = {'dir': run.relative(out.root), 'source': os.path.abspath(source.root),
             'step': step, 'checkpoint': which, 'tag': config.eval.tag,
+            'dataset': dataset.name, 'data_dir': os.path.abspath(dataset.dir),
             'eval': json.loads(config.eval.to_json_best_effort()),
             'scalars': evaluation.scalar_metrics(results),
             'finished': time.strftime('%Y-%m-%dT%H:%M:%S')}
-    with open(os.path.join(workdir, 'eval', 'index.jsonl'), 'a') as f:
-      f.write(json.dumps(line, sort_keys=True) + '\n')
+    atomic.append_line(run.eval_index, json.dumps(line, sort_keys=True))
   return results

@@ -12,6 +12,7 @@ import pytest
 
 from configs import synthetic_cpu
 from data_prep import synthetic
+from i2v_jax.run_folder import RunFolder
 from i2v_jax import checkpoint, train_step
 from i2v_jax.experiments import report as sweep_report
 from i2v_jax.input_pipeline import TrainSampler
@@ -54,7 +55,7 @@ def tiny(preset='student_only'):
 
 
 def save_state(workdir, state):
-  ckpt = checkpoint.Checkpoints(workdir, keep=1)
+  ckpt = checkpoint.Checkpoints(RunFolder(workdir), keep=1)
   ckpt.save(1, state, force=True)
   ckpt.wait()
   ckpt.close()

@@ -125,7 +125,7 @@ def test_every_preset_and_the_benchmark_configs_validate():
     config_lib.validate(c)
   # The one dataset table (i2v_jax.datasets) has a builder for each entry.
   from data_prep import tfds_builders  # pylint: disable=g-import-not-at-top
-  assert set(tfds_builders.BUILDERS) - {'objects'} == set(datasets.DATASETS) == set(base.DATASETS)
+  assert set(tfds_builders.BUILDERS) == set(datasets.DATASETS) == set(base.DATASETS)
 
 
 @pytest.mark.parametrize('key,value,named', [

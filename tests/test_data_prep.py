@@ -14,10 +14,11 @@ import scipy.io
 from PIL import Image
 
 from configs import base
-from data_prep import build, duke, mars, synthetic, veri
+from data_prep import build, duke, mars, objects, synthetic, veri
 from data_prep.writer import DataError
 from i2v_jax import input_pipeline, records
 from i2v_jax.datasets import DATASETS
+from i2v_jax.dataset_folder import Dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
@@ -262,7 +263,6 @@ def test_stray_file_in_a_duke_identity_folder_is_skipped_with_a_note(tmp_path, c
 
 
 def test_damaged_metadata_and_label_mismatch_are_named(tmp_path):
-  from i2v_jax import trainer  # pylint: disable=g-import-not-at-top
   out = tmp_path / 'syn'
   build.build('synthetic', str(out), spec=TINY, show_progress=False)
   meta = json.loads((out / 'metadata.json').read_text())
@@ -275,7 +275,7 @@ def test_damaged_metadata_and_label_mismatch_are_named(tmp_path):
   meta['id_map']['999'] = 6  # metadata agrees with itself, not with the index
   (out / 'metadata.json').write_text(json.dumps(meta))
   with pytest.raises(records.DatasetError, match='num_classes=7 but the train index has 6'):
-    trainer.check_labels(str(out), records.load_metadata(str(out)))
+    Dataset.open(str(out))
   (out / 'metadata.json').write_text(json.dumps(meta)[:50])  # truncated
   with pytest.raises(records.DatasetError, match='metadata.json: not valid JSON'):
     records.load_metadata(str(out))
@@ -438,18 +438,18 @@ def test_damaged_shards_are_named_not_read_as_data(tmp_path):
   middle = rows[1]['offset'] + 200  # inside record 1's JPEG bytes
   data[middle:middle + 50] = bytes(b ^ 0xFF for b in data[middle:middle + 50])
   shard.write_bytes(bytes(data))
-  records.check_shards(str(out), 'gallery')  # headers are intact: the fast check passes
+  records.check_shards(str(out), 'gallery', rows)  # headers are intact: the fast check passes
   with pytest.raises(records.DatasetError, match=f'{shard}: the record at byte '
                      f'{rows[1]["offset"]} has corrupt data \\(CRC mismatch\\)'):
     records.read_record(str(shard), rows[1]['offset'])
   c = base.get_config('runlocal')
   with pytest.raises(records.DatasetError, match='corrupt data'):  # raised inside tf.data
     for _ in input_pipeline.numpy_batches(
-        input_pipeline.eval_dataset(str(out), 'gallery', c, mode='video')):
+        input_pipeline.eval_dataset(Dataset.open(str(out)), 'gallery', c, mode='video')):
       pass
   shard.write_bytes(bytes(data[:rows[-1]['offset'] + 20]))  # truncated
   with pytest.raises(records.DatasetError, match='cut short'):
-    records.check_shards(str(out), 'gallery')
+    records.check_shards(str(out), 'gallery', rows)
 
 
 @needs_shared
@@ -480,12 +480,13 @@ def test_every_dataset_in_the_table_builds_and_feeds_training_and_its_protocol(t
       'mars': make_mars_tree,
       'duke': lambda root: make_duke_tree(root, picks=(0, 1, 705, 713, 2000)),  # queries' ids in the gallery
       'veri': lambda root: (os.makedirs(root), make_veri_tree(root)),
-      'synthetic': None}
+      'synthetic': None, 'objects': None}
   assert name in trees, f'dataset {name!r}: add a tiny raw tree for it to this test'
   if name in ('mars', 'duke') and not os.path.isdir(SHARED):
     pytest.skip('../shared/data not checked out beside the repo')
   spec = synthetic.SyntheticSpec(num_train_ids=4, num_test_ids=2, min_frames=3, max_frames=5,
-                                 height=32, width=16) if name == 'synthetic' else None
+                                 height=32, width=16) if name == 'synthetic' else (
+                                     objects.SPECS['tiny'] if name == 'objects' else None)
   if trees[name]:
     trees[name](raw)
   meta = build.build(name, out, raw, workers=1, show_progress=False, spec=spec)
@@ -494,7 +495,7 @@ def test_every_dataset_in_the_table_builds_and_feeds_training_and_its_protocol(t
   assert (c.input.height, c.input.width) == (DATASETS[name].height, DATASETS[name].width)
   c.data.dir = out
   c.input.num_ids, c.input.tracklets_per_id = min(2, meta['splits']['train']['ids']), 2
-  batch = next(input_pipeline.train_dataset(out, c, seed=0, num_steps=1).as_numpy_iterator())
+  batch = next(input_pipeline.train_dataset(Dataset.open(out), c, seed=0, num_steps=1).as_numpy_iterator())
   p, k = c.input.num_ids, c.input.tracklets_per_id
   assert batch['clips'].shape == (p * k, c.input.clip_len, c.input.height, c.input.width, 3)
   assert 0 <= batch['labels'].min() and batch['labels'].max() < meta['splits']['train']['ids']

@@ -17,6 +17,7 @@ import pytest
 
 from data_prep import build, synthetic, writer
 from data_prep.writer import DataError
+from i2v_jax.run_folder import RunFolder
 from i2v_jax import atomic, checkpoint, records
 from i2v_jax.errors import DiskFull, UserError, is_disk_full
 from i2v_jax.experiments import sweep
@@ -102,7 +103,7 @@ def _state(value):
 
 
 def test_a_checkpoint_save_that_fills_the_disk_keeps_the_previous_ones(tmp_path, monkeypatch):
-  ckpt = checkpoint.Checkpoints(str(tmp_path / 'run'), keep=2)
+  ckpt = checkpoint.Checkpoints(RunFolder(str(tmp_path / 'run')), keep=2)
   ckpt.save(1, _state(1.0), force=True)
   before = tree(tmp_path / 'run')
 

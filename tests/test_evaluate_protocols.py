@@ -13,6 +13,7 @@ from data_prep import synthetic
 from i2v_jax import evaluation, input_pipeline as ip, train_step
 from i2v_jax.distances import pairwise_distance
 from i2v_jax.evaluation import visualize
+from i2v_jax.dataset_folder import Dataset
 
 DATA = synthetic.SyntheticSpec(num_train_ids=6, num_test_ids=5, min_frames=3,
                                max_frames=9, height=64, width=32, seed=5)
@@ -36,7 +37,7 @@ def setup():
 
 
 def frames_of(data_dir, split, row, c):
-  jpegs = ip.TrackletReader(data_dir, split).frames(row)
+  jpegs = ip.TrackletReader(Dataset.open(data_dir), split).frames(row)
   return np.stack([ip.decode_frame(j, c.input.height, c.input.width).numpy() for j in jpegs])
 
 
@@ -44,10 +45,10 @@ def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
   c, mesh, state = setup
   fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'student')
   variables = evaluation.network_variables(state, 'student')
-  got = evaluation.extract_features(c, data_dir, 'gallery', mode='video', encode_fn=fn,
+  got = evaluation.extract_features(c, Dataset.open(data_dir), 'gallery', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
   student = train_step.parts(c, DATA.num_train_ids).student
-  rows = ip.TrackletReader(data_dir, 'gallery').rows
+  rows = ip.TrackletReader(Dataset.open(data_dir), 'gallery').rows
   assert got.shape[0] == len(rows) and got.std(axis=0).max() > 0
   for r in range(len(rows)):
     frames = frames_of(data_dir, 'gallery', r, c)
@@ -59,10 +60,10 @@ def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup)
   c, mesh, state = setup
   fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'teacher')
   variables = jax.device_get(evaluation.network_variables(state, 'teacher'))
-  got = evaluation.extract_features(c, data_dir, 'query', mode='video', encode_fn=fn,
+  got = evaluation.extract_features(c, Dataset.open(data_dir), 'query', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
   teacher = train_step.parts(c, DATA.num_train_ids).teacher
-  for r in range(len(ip.TrackletReader(data_dir, 'query').rows)):
+  for r in range(len(ip.TrackletReader(Dataset.open(data_dir), 'query').rows)):
     frames = frames_of(data_dir, 'query', r, c)
     chunks = [frames[s:s + 4] for s in range(0, len(frames), 4)]
     assert len(chunks[-1]) < 4 or len(frames) % 4 == 0
@@ -79,7 +80,7 @@ def test_image_mode_uses_the_chosen_frame(data_dir, setup):
   student = train_step.parts(c, DATA.num_train_ids).student
   for which in ('first', 'middle'):
     c.eval.query_frame = which
-    got = evaluation.extract_features(c, data_dir, 'query', mode='image', encode_fn=fn,
+    got = evaluation.extract_features(c, Dataset.open(data_dir), 'query', mode='image', encode_fn=fn,
                                     variables=variables, mesh=mesh)
     for r in range(2):
       frames = frames_of(data_dir, 'query', r, c)
@@ -96,7 +97,7 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   c.eval.visualize_top = 3
   c.eval.rerank = True
   try:
-    results = evaluation.run(c, data_dir, state, DATA.num_train_ids, mesh,
+    results = evaluation.run(c, Dataset.open(data_dir), state, DATA.num_train_ids, mesh,
                            workdir=str(tmp_path), step=7, verbose=False)
   finally:
     c.eval.export, c.eval.visualize, c.eval.rerank = False, 0, False
@@ -152,8 +153,8 @@ def test_ranked_lists_worst_first_without_junk_and_png_borders(data_dir, tmp_pat
   assert lists[1][1][0][2] == pytest.approx(1 - 1 / np.sqrt(1.01))
   assert lists[1][1][1][2] == pytest.approx(1 - 1 / np.sqrt(1.04))
   path = str(tmp_path / 'ranked.png')
-  visualize.render(lists, ip.TrackletReader(data_dir, 'query'), [0] * 5,
-                   ip.TrackletReader(data_dir, 'gallery'), path, size=(16, 32))
+  visualize.render(lists, ip.TrackletReader(Dataset.open(data_dir), 'query'), [0] * 5,
+                   ip.TrackletReader(Dataset.open(data_dir), 'gallery'), path, size=(16, 32))
   image = np.asarray(Image.open(path).convert('RGB'))
   cell = 16 + 8 + 4
   assert image.shape == (2 * (32 + 8 + 4) + 4, 4 * cell + 8, 3)
@@ -175,7 +176,7 @@ def test_labelled_picture_has_a_title_labels_and_the_input_aspect_ratio(data_dir
     visualize.chosen_queries(query['names'], ['nobody'])
   lists = visualize.ranked_lists([0], np.array([[0.2, 0.5]]), query, gallery, top=2)
   plain, labelled = str(tmp_path / 'plain.png'), str(tmp_path / 'labelled.png')
-  readers = ip.TrackletReader(data_dir, 'query'), ip.TrackletReader(data_dir, 'gallery')
+  readers = ip.TrackletReader(Dataset.open(data_dir), 'query'), ip.TrackletReader(Dataset.open(data_dir), 'gallery')
   visualize.render(lists, readers[0], [0] * 5, readers[1], plain, size=(32, 32))
   visualize.render(lists, readers[0], [0] * 5, readers[1], labelled, size=(32, 32),
                    title='I2V: chosen queries', query=query, gallery=gallery,

@@ -9,6 +9,7 @@ from PIL import Image
 from configs import base
 from data_prep import build, synthetic
 from i2v_jax import evaluation, input_pipeline as ip, records
+from i2v_jax.dataset_folder import Dataset
 
 DATA = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=10, min_frames=3,
                                max_frames=9, height=64, width=32, seed=3)
@@ -31,7 +32,7 @@ def config(**overrides):
 
 
 def batches(data_dir, cfg, start, n, **kw):
-  return list(ip.train_dataset(data_dir, cfg, seed=7, start_step=start, num_steps=n,
+  return list(ip.train_dataset(Dataset.open(data_dir), cfg, seed=7, start_step=start, num_steps=n,
                                **kw).as_numpy_iterator())
 
 
@@ -112,7 +113,7 @@ def test_augmentations_switch_off_to_the_plain_frames(data_dir):
                             tracklets_per_id=2, clip_len=4, height=64, width=32,
                             pad_crop=0, flip=False, erasing_prob=0.0, seed=7)
   plan = sampler(2)
-  reader = ip.TrackletReader(data_dir, 'train')
+  reader = ip.TrackletReader(Dataset.open(data_dir), 'train')
   jpeg = reader.frames(int(plan['rows'][1]))[int(plan['frames'][1, 2])]
   want = (np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'), np.float32) / 255
           - ip.IMAGENET_MEAN) / ip.IMAGENET_STD
@@ -132,7 +133,7 @@ def test_flip_is_shared_by_the_whole_clip(data_dir):
 def test_too_few_identities_is_a_clear_error(data_dir):
   cfg = config(**{'input.num_ids': 50})
   with pytest.raises(ValueError, match=r'index-train.json: 12 identities.*input.num_ids=50'):
-    ip.train_dataset(data_dir, cfg, seed=0)
+    ip.train_dataset(Dataset.open(data_dir), cfg, seed=0)
 
 
 def test_eval_chunks_cover_every_frame_and_pad_processes(data_dir):
@@ -141,7 +142,7 @@ def test_eval_chunks_cover_every_frame_and_pad_processes(data_dir):
   seen = {}
   counts = []
   for p in range(3):
-    got = list(ip.eval_dataset(data_dir, 'gallery', cfg, mode='video', process_index=p,
+    got = list(ip.eval_dataset(Dataset.open(data_dir), 'gallery', cfg, mode='video', process_index=p,
                                process_count=3).as_numpy_iterator())
     counts.append(len(got))
     for b in got:
@@ -155,12 +156,12 @@ def test_eval_chunks_cover_every_frame_and_pad_processes(data_dir):
   assert seen == {i: r['num_frames'] for i, r in enumerate(rows)}
   chunks = ip.eval_chunks(rows, mode='video', clip_len=4, max_frames=2)
   assert all((c[1] >= 0).sum() <= 2 for c in chunks)
-  queries = list(ip.eval_dataset(data_dir, 'query', cfg, mode='image').as_numpy_iterator())
+  queries = list(ip.eval_dataset(Dataset.open(data_dir), 'query', cfg, mode='image').as_numpy_iterator())
   assert queries[0]['frames'].shape[1] == 1
 
 
 def test_summary_table_lists_every_split(data_dir):
-  table = ip.dataset_summary(data_dir)
+  table = Dataset.open(data_dir).summary()
   for split in ('train', 'query', 'gallery'):
     assert split in table
   assert ' 12 ' in table  # train ids
@@ -187,7 +188,7 @@ def test_synthetic_is_learnable_and_single_frames_are_harder(tmp_path):
               show_progress=False)
   feats = {}
   for split in ('query', 'gallery'):
-    reader = ip.TrackletReader(out, split)
+    reader = ip.TrackletReader(Dataset.open(out), split)
     per_frame = [colour_histogram(np.stack([np.asarray(Image.open(io.BytesIO(f)))
                                             for f in reader.frames(i)]))
                  for i in range(len(reader.rows))]
@@ -218,9 +219,9 @@ def test_an_edited_index_is_refused_not_used(data_dir, tmp_path):
   index = json.load(open(path))
   index['tracklets'][0]['pid'] += 1000
   json.dump(index, open(path, 'w'))
-  reader = ip.TrackletReader(copy, 'query')
+  reader = ip.TrackletReader(Dataset.open(copy), 'query')
   with pytest.raises(records.DatasetError, match=r'index-query.json: .* says pid=\d+ but the '
-                                                 r'record says \d+'):
+                                                 r'record holds \d+'):
     reader.frames(0)
   assert reader.frames(1)  # the others read
   index['tracklets'][0]['pid'] -= 1000
@@ -245,23 +246,57 @@ def test_metadata_that_cannot_be_right_is_refused(data_dir, tmp_path):
       records.load_metadata(copy)
 
 
-def test_metadata_and_indexes_are_read_once_until_a_file_changes(tmp_path, data_dir):
+def _edit_index(folder, split, edit):
+  import json  # pylint: disable=g-import-not-at-top
+  path = f'{folder}/index-{split}.json'
+  with open(path) as f:
+    index = json.load(f)
+  index['tracklets'] = edit(index['tracklets'])
+  with open(path, 'w') as f:
+    json.dump(index, f)
+
+
+def _halve_first(rows):
+  rows[0] = dict(rows[0], num_frames=rows[0]['num_frames'] // 2)
+  return rows
+
+
+def _relabel_first(rows):
+  rows[0] = dict(rows[0], label=(rows[0]['label'] + 1) % 8)
+  return rows
+
+
+@pytest.mark.parametrize('split, edit, named', [
+    ('gallery', lambda rows: rows[:-1], r'disagrees with .*metadata.json \(tracklets'),
+    ('gallery', lambda rows: rows + rows[-1:], 'listed twice'),
+    ('gallery', _halve_first, r'disagrees with .*metadata.json \(frames'),
+    ('train', _relabel_first, 'maps that pid to'),
+    ('query', lambda rows: [dict(r, num_frames=0) for r in rows], 'num_frames=0'),
+])
+def test_an_edited_index_is_refused_when_the_dataset_is_opened(tmp_path, data_dir, split,
+                                                               edit, named):
+  """Deleted, duplicated, shortened or relabelled rows changed results silently;
+  the dataset, opened once, checks the indexes against metadata.json."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'data')
+  shutil.copytree(data_dir, copy)
+  Dataset.open(copy)  # as built: fine
+  _edit_index(copy, split, edit)
+  with pytest.raises(records.DatasetError, match=named):
+    Dataset.open(copy)
+
+
+def test_a_frame_count_raised_in_index_and_metadata_is_named_at_read(tmp_path, data_dir):
+  """Both files edited alike: the record itself disagrees, named (not a hang)."""
   import json  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
   copy = str(tmp_path / 'data')
   shutil.copytree(data_dir, copy)
-  first = records.load_index(copy, 'query')
-  assert records.load_index(copy, 'query') is first  # parsed once
-  assert records.load_metadata(copy) is records.load_metadata(copy)
-  # A rewritten index is read again (with its checks): here one row fewer.
-  with open(f'{copy}/index-query.json') as f:
-    index = json.load(f)
-  index['tracklets'] = index['tracklets'][:-1]
-  with open(f'{copy}/index-query.json', 'w') as f:
-    json.dump(index, f)
-  again = records.load_index(copy, 'query')
-  assert again is not first and len(again) == len(first) - 1
-  with open(f'{copy}/index-query.json', 'w') as f:
-    f.write('{not json')
-  with pytest.raises(records.DatasetError, match='damaged index'):
-    records.load_index(copy, 'query')
+  _edit_index(copy, 'gallery', lambda rows: [dict(rows[0], num_frames=rows[0]['num_frames'] + 5)]
+              + rows[1:])
+  meta = json.load(open(f'{copy}/metadata.json'))
+  meta['splits']['gallery']['frames'] += 5
+  json.dump(meta, open(f'{copy}/metadata.json', 'w'))
+  reader = ip.TrackletReader(Dataset.open(copy), 'gallery')
+  with pytest.raises(records.DatasetError, match='num_frames=.* but the record holds'):
+    reader.frames(0)

@@ -72,9 +72,9 @@ def test_the_tables_and_the_config_check_import_no_jax():
   compiled: config_lib, datasets and eval_tables import neither JAX nor TF."""
   stdlib = sys.stdlib_module_names | {'__future__'}
   allowed = ('ml_collections', 'i2v_jax.config_lib', 'i2v_jax.datasets',
-             'i2v_jax.eval_tables', 'i2v_jax.errors')
+             'i2v_jax.eval_tables', 'i2v_jax.errors', 'i2v_jax.run_folder')
   bad = []
-  for name in ('config_lib.py', 'datasets.py', 'eval_tables.py', 'errors.py'):
+  for name in ('config_lib.py', 'datasets.py', 'eval_tables.py', 'errors.py', 'run_folder.py'):
     bad += [f'i2v_jax/{name} imports {m}' for m in imports(os.path.join(REPO, 'i2v_jax', name))
             if m.split('.')[0] not in stdlib
             and not any(m == a or m.startswith(a + '.') for a in allowed)]
@@ -110,4 +110,23 @@ def test_every_command_in_the_docs_names_a_module_that_exists():
     base = os.path.join(REPO, *name.split('.'))
     if not (os.path.isfile(base + '.py') or os.path.isfile(os.path.join(base, '__main__.py'))):
       bad.append(f'{path}: python -m {name}')
+  assert not bad, bad
+
+
+# The names of a run folder's files and folders: only `i2v_jax.run_folder` spells them.
+RUN_PATHS = ("'checkpoints'", "'checkpoints_best'", "'metrics.jsonl'", "'results.json'",
+             "'results.md'", "'index.jsonl'", "'config.json'", "'tensorboard'",
+             "'dataset.json'", "'_sha256'", "'_damaged'", "'_best'", "'training.png'", "'cmc.png'")
+
+
+def test_only_the_run_folder_module_spells_run_paths():
+  bad = []
+  for root, _, files in os.walk(os.path.join(REPO, 'i2v_jax')):
+    for name in files:
+      path = os.path.join(root, name)
+      if not name.endswith('.py') or path.endswith(os.path.join('i2v_jax', 'run_folder.py')):
+        continue
+      text = open(path, encoding='utf-8').read()
+      bad += [f'{os.path.relpath(path, REPO)} spells {p}' for p in RUN_PATHS
+              if p in text or p.replace("'", '"') in text]
   assert not bad, bad

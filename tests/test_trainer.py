@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 
 from configs import base
+from i2v_jax.run_folder import RunFolder
 from i2v_jax import trainer
+from i2v_jax.errors import UserError
+from i2v_jax.dataset_folder import Dataset
 
 
 def tiny_config(data_dir, steps=4):
@@ -85,8 +88,8 @@ def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir, exp
   workdir = exported_run
   model = i2v_jax.load(workdir, checkpoint='latest')
   assert set(model.variables) == {'student'}  # mdkt: images and videos by the student
-  query = input_pipeline.TrackletReader(cli_data_dir, 'query')
-  gallery = input_pipeline.TrackletReader(cli_data_dir, 'gallery')
+  query = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'query')
+  gallery = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'gallery')
   exported = {k: np.load(os.path.join(workdir, f'features-{k}.npz'))
               for k in ('query-image', 'gallery-video')}
   images = [query.frames(i)[0] for i in range(len(query.rows))]  # JPEG bytes, first frames
@@ -118,8 +121,8 @@ def _cosine(a, b):
 @pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
   from i2v_jax import input_pipeline, search  # pylint: disable=g-import-not-at-top
-  query = input_pipeline.TrackletReader(cli_data_dir, 'query')
-  gallery = input_pipeline.TrackletReader(cli_data_dir, 'gallery')
+  query = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'query')
+  gallery = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'gallery')
   rows = [0, len(query.rows) // 2, len(query.rows) - 1]  # three query images in a folder
   (tmp_path / 'q').mkdir()
   for i in rows:
@@ -237,7 +240,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, cl
   c = four_step_config(cli_data_dir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints_sha256'))) == ['2.json', '4.json']
   _damage(workdir, 4, how)
-  ckpt = checkpoint.Checkpoints(workdir, 3)
+  ckpt = checkpoint.Checkpoints(RunFolder(workdir), 3)
   target = train_step.initial_state(c, 12, train_step.make_mesh(jax.devices()[:1]))
   state, step = ckpt.restore(target)
   ckpt.close()
@@ -260,25 +263,20 @@ def _listing(workdir):
 @pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, cli_data_dir,
                                                                      synthetic_data, exported_run):
-  """Faults A: another dataset's class count, or an edited model width, is a
-  one-line mismatch; no good checkpoint is ever quarantined."""
+  """Faults A: an edited model width is a one-line mismatch, resuming on another
+  build is refused by the run's dataset.json; no good checkpoint is ever
+  quarantined. Evaluating on another dataset is allowed (cross-domain, below)."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
+  from i2v_jax import checkpoint, config_lib, records  # pylint: disable=g-import-not-at-top
   workdir = copy_of(exported_run, tmp_path)  # 2 steps, evaluated at 2: latest and best
   before = _listing(workdir)
   other = synthetic_data(dataclasses.replace(CLI_DATA, num_train_ids=10))
-  e = tiny_config(other, steps=2)
-  e.mode, e.eval.checkpoint = 'evaluate', 'latest'
-  for which in ('latest', 'best'):
-    e.eval.checkpoint = which
-    with pytest.raises(checkpoint.CheckpointMismatch,
-                       match=r'classifier/kernel is \(\d+, 12\) in the checkpoint but '
-                             r'\(\d+, 10\) here: the dataset has another number'):
-      trainer.evaluate_checkpoint(e, workdir)
-  e.eval.from_workdir = workdir  # evaluating it from elsewhere: the same, nothing moved
-  with pytest.raises(checkpoint.CheckpointMismatch):
-    trainer.evaluate_checkpoint(e, str(tmp_path / 'elsewhere'))
+  again = tiny_config(other, steps=4)
+  with pytest.raises(records.DatasetError, match=r'resuming the run in .*: it trained on '
+                                                 r"'synthetic' in .* \(.*dataset.json\) but "
+                                                 'data.dir holds another build'):
+    trainer.train_and_log(again, workdir)
   # An edited model width in config.json: resume refuses in one line.
   saved = json.load(open(config_lib.saved_path(workdir)))
   saved['model']['width'] = 8
@@ -372,3 +370,60 @@ def test_a_finished_run_started_again_keeps_one_value_per_step(tmp_path, cli_dat
   events.Reload()
   assert [e.step for e in events.Scalars('loss/total')] == [1, 2]
   assert [e.step for e in events.Scalars('i2v/mAP')] == [2]
+
+
+@pytest.mark.xdist_group('exported_run')
+def test_a_run_evaluates_on_another_dataset_with_its_own_classifier(tmp_path, synthetic_data,
+                                                                    exported_run):
+  """Cross-domain evaluation (as torchreid's and fast-reid's): a run trained on one
+  synthetic pool (12 classes) evaluates on another with 10 training ids and other
+  test identities; its networks are the run's, never sized from the evaluated set."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
+  other = synthetic_data(dataclasses.replace(CLI_DATA, num_train_ids=10, id_offset=500, seed=3))
+  e = tiny_config(other, steps=2)
+  e.mode, e.eval.from_workdir = 'evaluate', exported_run
+  for which in ('latest', 'best'):
+    e.eval.checkpoint = which
+    out = str(tmp_path / which)
+    results = trainer.evaluate_checkpoint(e, out)
+    assert 0 < results['i2v']['mAP'] <= 1
+    index = [json.loads(line) for line in open(os.path.join(out, 'eval', 'index.jsonl'))]
+    assert [(i['checkpoint'], i['data_dir']) for i in index] == [(which, os.path.abspath(other))]
+    assert os.path.isfile(os.path.join(out, index[0]['dir'], 'results.json'))
+  with pytest.raises(UserError, match='already holds an evaluation of step 2'):
+    trainer.evaluate_checkpoint(e, str(tmp_path / 'best'))  # the same folder: never overwritten
+
+
+def test_a_vkd_student_evaluates_and_resumes_without_its_teachers_folder(tmp_path, cli_data_dir):
+  """The student's checkpoint holds the frozen teacher: once trained, the teacher
+  run's folder is not read again (deleting it breaks neither evaluation nor resume)."""
+  def config(preset, steps):
+    c = tiny_config(cli_data_dir, steps=steps)
+    c.unlock()
+    c.preset = preset
+    fresh = base.get_config(f'preset={preset},runlocal')
+    for key in ('networks', 'teacher', 'loss', 'input.sampling', 'input.student_frames',
+                'model.nonlocal_blocks'):
+      *path, leaf = key.split('.')
+      node, src = c, fresh
+      for part in path:
+        node, src = node[part], src[part]
+      node[leaf] = src[leaf]
+    c.lock()
+    return c
+  teacher_dir, student_dir = str(tmp_path / 'teacher'), str(tmp_path / 'student')
+  trainer.train_and_log(config('vkd_teacher', 2), teacher_dir)
+  student = config('vkd', 2)
+  student.teacher.checkpoint = teacher_dir
+  trained = trainer.train_and_log(student, student_dir)
+  shutil.rmtree(teacher_dir)
+  evaluate = config('vkd', 2)
+  evaluate.teacher.checkpoint = teacher_dir
+  evaluate.mode = 'evaluate'
+  results = trainer.evaluate_checkpoint(evaluate, student_dir)
+  assert results['i2v']['mAP'] == pytest.approx(trained['i2v/mAP'] / 100, abs=1e-6)
+  longer = config('vkd', 4)
+  longer.teacher.checkpoint = teacher_dir
+  trainer.train_and_log(longer, student_dir)
+  assert os.path.isdir(os.path.join(RunFolder(student_dir).checkpoints, '4'))

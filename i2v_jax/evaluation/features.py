@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from i2v_jax import input_pipeline, records
+from i2v_jax import input_pipeline
 from i2v_jax.models import build_models
 
 
@@ -83,7 +83,7 @@ def _encode_fn(model_json: str, key: str, num_classes: int, network: str):
   return jax.jit(encode)
 
 
-def extract_features(config, data_dir: str, split: str, *, mode: str, encode_fn,
+def extract_features(config, dataset, split: str, *, mode: str, encode_fn,
                      variables, mesh) -> np.ndarray:
   """(num_tracklets, D) features of a split, in index order, on every process.
 
@@ -95,9 +95,9 @@ def extract_features(config, data_dir: str, split: str, *, mode: str, encode_fn,
   sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
   batch = config.eval.batch_size * len(mesh.local_devices)
   ds = input_pipeline.eval_dataset(
-      data_dir, split, config, mode=mode, batch_size=batch,
+      dataset, split, config, mode=mode, batch_size=batch,
       process_index=jax.process_index(), process_count=jax.process_count())
-  num_rows = len(records.load_index(data_dir, split))
+  num_rows = len(dataset.rows(split))
   sums, weights = None, np.zeros(num_rows)
   for local in input_pipeline.numpy_batches(ds):
     frames = jax.make_array_from_process_local_data(sharding, local['frames'])

@@ -8,23 +8,23 @@ the features the configured protocols need, ranks and scores each, optionally re
 
 from __future__ import annotations
 
-import os
 from typing import Dict
 
 import jax
 import numpy as np
 
-from i2v_jax import input_pipeline, records
+from i2v_jax import input_pipeline
 from i2v_jax.distances import pairwise_distance
 from i2v_jax.evaluation import rerank, visualize
 from i2v_jax.evaluation.features import encoders, extract_features, make_encode_fn, network_variables
 from i2v_jax.evaluation.metrics import blocked_metrics
 from i2v_jax.evaluation.report import export_features, results_table, write_results
 from i2v_jax.eval_tables import PROTOCOLS
+from i2v_jax.run_folder import RunFolder
 
 
-def split_info(data_dir: str, split: str) -> Dict[str, np.ndarray]:
-  rows = records.load_index(data_dir, split)
+def split_info(dataset, split: str) -> Dict[str, np.ndarray]:
+  rows = dataset.rows(split)
   return {'pids': np.array([r['pid'] for r in rows], np.int32),
           'camids': np.array([r['camid'] for r in rows], np.int32),
           'names': np.array([r['name'] for r in rows])}
@@ -42,7 +42,7 @@ def video_query_rows(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray
   return np.array([first.get(key, -1) for key in zip(query['pids'], query['camids'])])
 
 
-def compute_features(config, data_dir: str, state, num_classes: int, mesh
+def compute_features(config, dataset, state, num_classes: int, mesh
                      ) -> Dict[str, Dict[str, np.ndarray]]:
   """Features of every (split, kind) the configured protocols need.
 
@@ -55,8 +55,7 @@ def compute_features(config, data_dir: str, state, num_classes: int, mesh
   unknown = [p for p in protocols if p not in PROTOCOLS]
   if unknown:
     raise ValueError(f'config eval.protocols has {unknown}: choose from {tuple(PROTOCOLS)}')
-  meta = records.load_metadata(data_dir)
-  image_only_queries = 'v2v_query' in meta.get('protocol', {})
+  image_only_queries = dataset.image_only_queries
   needed = set()
   for p in protocols:
     q_kind, g_kind = PROTOCOLS[p].query, PROTOCOLS[p].gallery
@@ -65,13 +64,13 @@ def compute_features(config, data_dir: str, state, num_classes: int, mesh
                else ('query', q_kind))
   nets = encoders(config)
   fns = {}
-  info = {s: split_info(data_dir, s) for s in ('query', 'gallery')}
+  info = {s: split_info(dataset, s) for s in ('query', 'gallery')}
   out = {}
   for split, kind in sorted(needed):
     net = nets[kind]
     if net not in fns:
       fns[net] = make_encode_fn(config, num_classes, net)
-    features = extract_features(config, data_dir, split, mode=kind, encode_fn=fns[net],
+    features = extract_features(config, dataset, split, mode=kind, encode_fn=fns[net],
                                 variables=network_variables(state, net), mesh=mesh)
     out[f'{split}/{kind}'] = dict(info[split], features=features)
   if image_only_queries and any(PROTOCOLS[p].query == 'video' for p in protocols):
@@ -113,18 +112,18 @@ def reranked_distances(ev, queries: np.ndarray, gallery: np.ndarray) -> np.ndarr
                              k2=ev.rerank_k2, lambda_value=ev.rerank_lambda)
 
 
-def run(config, data_dir: str, state, num_classes: int, mesh, *, workdir: str,
+def run(config, dataset, state, num_classes: int, mesh, *, workdir: str,
         step: int, verbose: bool = True, title: str = '') -> Dict[str, Dict[str, object]]:
   """Features -> every protocol -> table printed and written; export and PNGs if asked.
 
   Every process computes the same results; only process 0 prints and writes
   (``results.{json,md}``, exports, pictures) into ``workdir``.
   """
-  features = compute_features(config, data_dir, state, num_classes, mesh)
+  features = compute_features(config, dataset, state, num_classes, mesh)
   results = protocol_metrics(config, features)
   if jax.process_index() != 0:
     return results
-  title = title or f'{records.load_metadata(data_dir)["dataset"]}, step {step}'
+  title = title or f'{dataset.name}, step {step}'
   write_results(results, workdir, step=step, title=title)
   if verbose:
     print(results_table(results, title), flush=True)
@@ -133,22 +132,21 @@ def run(config, data_dir: str, state, num_classes: int, mesh, *, workdir: str,
     if verbose:
       print('wrote ' + ', '.join(paths), flush=True)
   if config.eval.visualize or config.eval.visualize_queries:
-    for path in draw_ranked_lists(config, data_dir, features, results, workdir):
+    for path in draw_ranked_lists(config, dataset, features, results, workdir):
       if verbose:
         print(f'wrote {path}', flush=True)
   return results
 
 
-def draw_ranked_lists(config, data_dir: str, features, results, workdir: str) -> list:
+def draw_ranked_lists(config, dataset, features, results, workdir: str) -> list:
   """``ranked_<protocol>.png`` per protocol (and ``ranked_<protocol>+rerank.png``
   with ``eval.rerank``); returns the paths."""
   ev, inp = config.eval, config.input
-  query_reader = input_pipeline.TrackletReader(data_dir, 'query')
-  gallery_reader = input_pipeline.TrackletReader(data_dir, 'gallery')
+  query_reader = input_pipeline.TrackletReader(dataset, 'query')
+  gallery_reader = input_pipeline.TrackletReader(dataset, 'gallery')
   frame = [0 if ev.query_frame == 'first' else int(r['num_frames']) // 2
            for r in query_reader.rows]
   size = visualize.thumbnail_size(inp.height, inp.width)
-  dataset = records.load_metadata(data_dir)['dataset']
   paths = []
   for p in ev.protocols:
     q_kind, g_kind = PROTOCOLS[p].query, PROTOCOLS[p].gallery
@@ -165,9 +163,9 @@ def draw_ranked_lists(config, data_dir: str, features, results, workdir: str) ->
                        'k-reciprocal re-ranking'))
     for name, distmat, how in variants:
       lists = visualize.ranked_lists(rows, distmat, q, g, top=ev.visualize_top)
-      title = (f'{dataset} {name.upper()}: {which}, top {ev.visualize_top} by {how} '
+      title = (f'{dataset.name} {name.upper()}: {which}, top {ev.visualize_top} by {how} '
                '(green: same identity; same-camera matches removed as junk)')
-      path = os.path.join(workdir, f'ranked_{name}.png')
+      path = RunFolder(workdir).ranked(name)
       visualize.render(lists, query_reader, frame, gallery_reader, path, size,
                        title=title, query=q, gallery=g, ap=results[name]['ap'])
       paths.append(path)

@@ -9,6 +9,7 @@ import numpy as np
 
 from i2v_jax import atomic
 from i2v_jax.eval_tables import METRICS
+from i2v_jax.run_folder import RunFolder
 
 
 def scalar_metrics(results: Dict[str, Dict[str, object]]) -> Dict[str, float]:
@@ -44,15 +45,16 @@ def write_results(results: Dict[str, Dict[str, object]], workdir: str, *, step: 
       p: {'cmc': [float(x) for x in r['cmc']], **{name: r[name] for name in METRICS},
           'num_valid_queries': r['num_valid_queries'],
           'num_skipped_queries': r['num_skipped_queries']} for p, r in results.items()}}
-  atomic.write_json(summary, os.path.join(workdir, 'results.json'))
-  atomic.write_text(results_table(results, title), os.path.join(workdir, 'results.md'))
+  run = RunFolder(workdir)
+  atomic.write_json(summary, run.results_json)
+  atomic.write_text(results_table(results, title), run.results_md)
 
 
 def export_features(features: Dict[str, Dict[str, np.ndarray]], workdir: str) -> list:
   """One ``features-<split>-<kind>.npz`` (features, pids, camids, names) per entry."""
   paths = []
   for key, entry in features.items():
-    path = os.path.join(workdir, f'features-{key.replace("/", "-")}.npz')
+    path = RunFolder(workdir).features(key)
     atomic.write_npz(path, **entry)
     paths.append(path)
   return paths

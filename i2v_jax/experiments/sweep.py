@@ -67,6 +67,7 @@ from absl import app, flags
 from i2v_jax import locks
 from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
 from i2v_jax.experiments import report as sweep_report
+from i2v_jax.run_folder import RunFolder
 
 _CONFIG = flags.DEFINE_string('config', None, 'config file with get_config() and sweep()')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'root folder of the sweep')
@@ -155,7 +156,7 @@ DIAGNOSTICS = ('loss/tcl', 'loss/tcl/reverse', 'diag/tcl/teacher_p_pos',
 def diagnostics(workdir: str) -> Dict[str, list]:
   """``{'step': [...], key: [...]}`` of `DIAGNOSTICS` from the run's metrics.jsonl
   (the keys it logged; empty without TCL)."""
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = RunFolder(workdir).metrics
   series: Dict[str, list] = {}
   if not os.path.exists(path):
     return series
@@ -177,14 +178,28 @@ def diagnostics(workdir: str) -> Dict[str, list]:
 def results_path(workdir: str) -> str:
   """A run's results: a training run's ``results.json``, or an evaluate-mode run's
   latest evaluation (``eval/index.jsonl``)."""
-  path = os.path.join(workdir, 'results.json')
-  index = os.path.join(workdir, 'eval', 'index.jsonl')
-  if not os.path.exists(path) and os.path.exists(index):
-    with open(index) as f:
-      lines = [json.loads(line) for line in f if line.strip()]
+  run = RunFolder(workdir)
+  if not os.path.exists(run.results_json) and os.path.exists(run.eval_index):
+    lines = evaluation_lines(run.eval_index)
     if lines:
-      return os.path.join(workdir, lines[-1]['dir'], 'results.json')
-  return path
+      return run.evaluation_at(lines[-1]['dir']).results_json
+  return run.results_json
+
+
+def evaluation_lines(index: str) -> List[dict]:
+  """The whole entries of an ``eval/index.jsonl``: a line torn by a full disk (no
+  closing newline, or not JSON) is left out, and the entries around it are kept."""
+  with open(index, 'rb') as f:
+    text = f.read().decode('utf-8', errors='replace')
+  out = []
+  for line in text.split('\n'):
+    try:
+      entry = json.loads(line)
+    except ValueError:
+      continue
+    if isinstance(entry, dict) and 'dir' in entry:
+      out.append(entry)
+  return out
 
 
 def finished(workdir: str, steps: int) -> bool:
@@ -336,15 +351,17 @@ def heldout_accuracy(workdir: str, data_dir: str) -> Dict[str, float]:
   the training classes (`data_prep.objects`), and chance for comparison."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from i2v_jax import api, input_pipeline, records  # pylint: disable=g-import-not-at-top
+  from i2v_jax import api, input_pipeline  # pylint: disable=g-import-not-at-top
+  from i2v_jax.dataset_folder import Dataset  # pylint: disable=g-import-not-at-top
   from i2v_jax.models import build_models  # pylint: disable=g-import-not-at-top
   model = api.load(workdir, checkpoint='latest')
   _, student = build_models(model.config.model, model.num_classes)
   logits_of = jax.jit(lambda v, x: student.apply(v, x, train=False)['logits'])
-  id_map = records.load_metadata(data_dir)['id_map']
+  dataset = Dataset.open(data_dir)
+  id_map = dataset.metadata['id_map']
   correct = total = 0
   for split in ('query', 'gallery'):
-    reader = input_pipeline.TrackletReader(data_dir, split)
+    reader = input_pipeline.TrackletReader(dataset, split)
     for row, r in enumerate(reader.rows):
       images = np.stack([model.prepare(f) for f in reader.frames(row)])
       predicted = np.argmax(np.asarray(logits_of(model.variables['student'], images)), -1)
