@@ -112,7 +112,36 @@ CASES = [
      'other: no checkpoints/ folder there', 'nosuch', None, None),
     ('P not a multiple of the devices', ['--config.input.num_ids=3'],
      'input.num_ids=3', 'cpu', None, None),
+    # The config names another dataset than the folder holds (it trained silently).
+    ('veri config on a synthetic folder', [],
+     "config data.name='veri' but", 'nosuch', None, None),
+    # Rules the losses, re-ranking, visualisation and the model checked only when
+    # they ran (inside the traced loss, at the first evaluation): now one line first.
+    ('TCL with no negatives', ['--config.loss.tcl.num_negatives=0'],
+     'loss.tcl.num_negatives=0: must be at least 1', 'nosuch', None, None),
+    ('more identities a batch than the dataset has', ['--config.input.num_ids=16'],
+     'input.num_ids=16 (P of the P x K batch) but', 'nosuch', None, None),
+    ('re-ranking k1 of 0', ['--config.eval.rerank=True', '--config.eval.rerank_k1=0'],
+     'eval.rerank_k1=0, rerank_k2=6, rerank_lambda=0.3: k1 and k2 must be at least 1',
+     'nosuch', None, None),
+    ('re-ranking lambda above 1', ['--config.eval.rerank_lambda=1.5'],
+     'lambda in [0, 1]', 'nosuch', None, None),
+    ('pictures of queries the dataset lacks', ["--config.eval.visualize_queries=('nope',)"],
+     "config eval.visualize_queries: ['nope'] not in", 'nosuch', None, None),
+    ('non-local block beyond its stage', ['--config.model.nonlocal_blocks.layer3=(5,)'],
+     'model.nonlocal_blocks.layer3=(5,): blocks [5] do not exist in a stage of 1 blocks',
+     'nosuch', None, None),
+    ('negative visualise count', ['--config.eval.visualize=-1'],
+     'eval.visualize=-1: must be 0 (off) or more', 'nosuch', None, None),
+    ('zero width', ['--config.model.width=0'], 'model.width=0: the base width', 'nosuch',
+     None, None),
+    ('empty stages', ['--config.model.stage_sizes=(0, 0, 0, 0)'],
+     'model.stage_sizes=(0, 0, 0, 0): blocks per stage', 'nosuch', None, None),
+    ('an eval tag that leaves the workdir', ['--config.eval.tag=../../../../x'],
+     "eval.tag='../../../../x': it must be one plain name", 'nosuch', None, None),
 ]
+CONFIGS = {'unknown preset': BASE.replace('mdkt', 'mdtk'),
+           'veri config on a synthetic folder': BASE.replace('runlocal', 'dataset=veri,runlocal')}
 
 
 @pytest.mark.slow
@@ -123,7 +152,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
   data = _data_copy(tmp_path, cli_data_dir, edit) if edit else cli_data_dir
   file = maker(tmp_path) if maker else ''
   extra = [a.format(tmp=tmp_path, data=data, file=file) for a in extra]
-  config = BASE.replace('mdkt', 'mdtk') if name == 'unknown preset' else BASE
+  config = CONFIGS.get(name, BASE)
   workdir = tmp_path / 'run'
   before = sorted(os.listdir(data))
   run = subprocess.run(

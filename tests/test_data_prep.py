@@ -502,3 +502,20 @@ def test_every_dataset_in_the_table_builds_and_feeds_training_and_its_protocol(t
   gallery = {r['pid'] for r in records.load_index(out, 'gallery')}
   assert all(r['pid'] in gallery for r in records.load_index(out, 'query'))
   assert ('v2v_query' in meta['protocol']) == (name == 'veri')  # image-only queries
+
+
+@needs_shared
+def test_a_config_for_another_dataset_is_refused_naming_both(tmp_path):
+  """dataset=veri (224x224, image-only queries) pointed at a MARS folder trained and
+  reported; the opened dataset names both in one line, before any JAX work."""
+  raw, out = str(tmp_path / 'raw'), str(tmp_path / 'out')
+  make_mars_tree(raw)
+  build.build('mars', out, raw, workers=1, show_progress=False)
+  dataset = Dataset.open(out)
+  dataset.check_config(base.get_config('preset=student_only,dataset=mars'), training=False)
+  c = base.get_config('preset=student_only,dataset=veri')
+  with pytest.raises(records.DatasetError) as e:
+    dataset.check_config(c)
+  line = str(e.value)
+  assert "config data.name='veri' but" in line and "holds the 'mars' dataset" in line
+  assert 'dataset=mars' in line and '\n' not in line
