@@ -28,7 +28,6 @@ number of batches (padding chunks have ``row = -1`` and an all-False mask).
 from __future__ import annotations
 
 import functools
-import os
 import re
 from typing import Dict, List, Optional, Sequence
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
                      locks, plots, records, train_step)
 from i2v_jax.dataset_folder import Dataset
-from i2v_jax.run_folder import RunFolder, tag_problem
+from i2v_jax.run_folder import RunFolder
 from i2v_jax.logging_utils import MetricWriter
 from i2v_jax.models import convert
 
