@@ -61,7 +61,7 @@ def run_jax(args, dtype):
   num_classes = 625
   mesh = train_step.make_mesh()
   state = train_step.replicate(train_step.create_train_state(c, num_classes, jax.random.key(0)), mesh)
-  step = train_step.make_train_step(c, num_classes, mesh)
+  step = train_step.make_train_step(c, mesh)
   b, t = args.ids * args.k, c.input.clip_len
   rng = np.random.default_rng(0)
   batch = train_step.shard_batch({
@@ -151,8 +151,7 @@ def breakdown(args, c, num_classes, state, batch):
   clips, labels = local(batch['clips']), local(batch['labels'])
   m = c.input.student_frames
   images = clips[:, :m].reshape((-1,) + clips.shape[2:])
-  built = train_step.parts(c, num_classes)
-  teacher, student = built.teacher, built.student
+  teacher, student = state.teacher_net, state.student_net
   parts = {}
   outputs = {}
   for name, model, x in (('teacher', teacher, clips), ('student', student, images)):

@@ -177,7 +177,7 @@ def compile_step(config, num_classes: int, devices) -> Dict[str, Any]:
                                          jnp.float32, sharding=sharded),
            'labels': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharded)}
   t = time.perf_counter()
-  compiled = train_step.make_train_step(config, num_classes, mesh).lower(state, batch).compile()
+  compiled = train_step.make_train_step(config, mesh).lower(state, batch).compile()
   out = _analysis(compiled, time.perf_counter() - t)
   out['frames'] = b * inp.clip_len
   return out

@@ -43,8 +43,7 @@ class Model:
 
   def __post_init__(self):
     self.encoders = features_lib.encoders(self.config)
-    self._fns = {net: features_lib.make_encode_fn(self.config, self.num_classes, net)
-                 for net in set(self.encoders.values())}
+    self._fns = features_lib.encode_fns(self.config, self.num_classes)
 
   def prepare(self, frame: Frame) -> np.ndarray:
     """One frame -> (H, W, 3) float32 as evaluation feeds it."""

@@ -18,7 +18,6 @@ Each device holds P/n whole identities x K tracklets.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -40,17 +39,28 @@ NETWORK_KEYS = {'teacher': 0, 'student': 1}  # rng fold-in per network (init_var
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step changes, as one pytree.
+  """Everything a step changes, as one pytree, and what built it.
 
   ``params``/``batch_stats``/``opt_state`` cover the trained networks, keyed
   'teacher'/'student'. ``frozen`` holds the variables of a frozen teacher
-  (``{'teacher': {'params', 'batch_stats'}}``) or is empty.
+  (``{'teacher': {'params', 'batch_stats'}}``) or is empty. The networks, the
+  optimizer and its schedule travel with the arrays as static fields (not saved
+  in checkpoints), as flax's ``train_state`` carries ``apply_fn`` and ``tx``: the
+  step uses the optimizer that made ``opt_state``, and nobody rebuilds either.
   """
   step: jnp.ndarray
   params: Dict[str, Any]
   batch_stats: Dict[str, Any]
   opt_state: Any
   frozen: Dict[str, Any]
+  teacher_net: Any = flax.struct.field(pytree_node=False, default=None)  # TeacherNet
+  student_net: Any = flax.struct.field(pytree_node=False, default=None)  # StudentNet
+  tx: Any = flax.struct.field(pytree_node=False, default=None)  # optax.GradientTransformation
+  schedule: Any = flax.struct.field(pytree_node=False, default=None)  # step -> lr
+
+  def network(self, name: str):
+    """The flax module of network ``name`` ('teacher' or 'student')."""
+    return {'teacher': self.teacher_net, 'student': self.student_net}[name]
 
 
 def trained_networks(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
@@ -113,42 +123,16 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
                        devices=devices)
 
 
-@dataclasses.dataclass(frozen=True)
-class Parts:
-  """What a config builds: the two networks, the optimizer and its schedule.
-
-  `parts` is the one factory: the state's optimizer state, its variables and the
-  step that updates them all come from the same `Parts` of a config.
-  """
-  teacher: Any   # nn.Module (TeacherNet)
-  student: Any   # nn.Module (StudentNet)
-  tx: optax.GradientTransformation
-  schedule: Callable[[Any], Any]
-
-
-def parts(config, num_classes: int) -> Parts:
-  """The `Parts` of ``config`` for ``num_classes`` identities, built once per
-  (config, num_classes) in a process."""
-  key = (config.to_json_best_effort(sort_keys=True), num_classes)
-  if key not in _BUILT:
-    if config.parallel.bn_scope not in ('global', 'local'):
-      raise ValueError(f'config parallel.bn_scope={config.parallel.bn_scope!r}: global or '
-                       'local')
-    axis = AXIS if config.parallel.bn_scope == 'global' else None
-    teacher, student = build_models(config.model, num_classes, bn_axis_name=axis)
-    if len(_BUILT) >= 32:  # a sweep in one process: keep the memo small
-      _BUILT.clear()
-    _BUILT[key] = Parts(teacher, student, make_optimizer(config), learning_rate(config))
-  return _BUILT[key]
-
-
-_BUILT: Dict[Tuple[str, int], Parts] = {}
+def build_networks(config, num_classes: int):
+  """(teacher, student) flax modules of ``config`` for ``num_classes`` identities,
+  BatchNorm moments averaged over the mesh axis with ``parallel.bn_scope=global``."""
+  axis = AXIS if config.parallel.bn_scope == 'global' else None
+  return build_models(config.model, num_classes, bn_axis_name=axis)
 
 
 def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
   """{'teacher': {'params', 'batch_stats'}, 'student': ...} for config.networks."""
-  built = parts(config, num_classes)
-  teacher, student = built.teacher, built.student
+  teacher, student = build_networks(config, num_classes)
   inp = config.input
   clips = jnp.zeros((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
   models = {'teacher': (teacher, clips), 'student': (student, clips[:, 0])}
@@ -263,9 +247,12 @@ def create_train_state(config, num_classes: int, rng,
         student = _reinit_student_layer4(student, variables['student'])
       variables['student'] = student
   params = {n: variables[n]['params'] for n in networks}
+  teacher_net, student_net = build_networks(config, num_classes)
+  tx = make_optimizer(config)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats={n: variables[n]['batch_stats'] for n in networks},
-                    opt_state=parts(config, num_classes).tx.init(params), frozen=frozen)
+                    opt_state=tx.init(params), frozen=frozen, teacher_net=teacher_net,
+                    student_net=student_net, tx=tx, schedule=learning_rate(config))
 
 
 def initial_state(config, num_classes: int, mesh, *, restore_target: bool = False
@@ -294,8 +281,9 @@ def network_params(params: Dict[str, Any], name: str, shared_classifier: bool):
   return dict(params['student'], head=head)
 
 
-def _device_loss_and_grads(config, teacher, student):
-  """Per-device code: (state, batch) -> (mean loss, metrics, grads, batch_stats)."""
+def _device_loss_and_grads(config):
+  """Per-device code: (state, batch) -> (mean loss, metrics, grads, batch_stats),
+  with the state's own networks."""
   networks = tuple(config.networks)
   m = config.input.student_frames
   if m > config.input.clip_len:
@@ -317,9 +305,10 @@ def _device_loss_and_grads(config, teacher, student):
 
     def loss_fn(params):
       outputs, stats = {'teacher': None, 'student': None}, {}
-      for name, model, x in (('teacher', teacher, clips), ('student', student, images)):
+      for name, x in (('teacher', clips), ('student', images)):
         if name not in networks:
           continue
+        model = state.network(name)
         if name in state.frozen:
           if config.teacher.bn_mode == 'batch':  # VKD's teacher_mode(): batch moments,
             out, _ = model.apply(state.frozen[name], x, train=True,  # running ones kept
@@ -349,15 +338,14 @@ def _specs(state_shape):
   return jax.tree.map(lambda _: P(), state_shape)
 
 
-def make_loss_and_grads(config, num_classes: int, mesh):
+def make_loss_and_grads(config, mesh):
   """jit(shard_map) of (state, batch) -> (loss, metrics, grads, batch_stats); for tests."""
-  built = parts(config, num_classes)
-  fn = _device_loss_and_grads(config, built.teacher, built.student)
+  fn = _device_loss_and_grads(config)
   return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)),
                                out_specs=(P(), P(), P(), P())))
 
 
-def make_train_step(config, num_classes: int, mesh):
+def make_train_step(config, mesh):
   """jit(shard_map) of (state, batch) -> (new state, metrics); state donated.
 
   ``batch``: {'clips': (B, T, H, W, 3), 'labels': (B,)} sharded over ``data``
@@ -367,17 +355,16 @@ def make_train_step(config, num_classes: int, mesh):
   if config.input.num_ids % n:
     raise ValueError(f'config input.num_ids={config.input.num_ids} must be a multiple '
                      f'of the {n} devices: each device holds whole identities')
-  built = parts(config, num_classes)  # the same optimizer that made the state's opt_state
-  loss_and_grads = _device_loss_and_grads(config, built.teacher, built.student)
-  tx, schedule = built.tx, built.schedule
+  loss_and_grads = _device_loss_and_grads(config)
 
   def step(state: TrainState, batch):
     loss, metrics, grads, stats = loss_and_grads(state, batch)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    # The optimizer that made the state's opt_state (it travels with the state).
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
     metrics['loss/total'] = loss
-    metrics['lr'] = schedule(state.step)
+    metrics['lr'] = state.schedule(state.step)
     metrics['grad_norm'] = optax.tree.norm(grads)
     metrics['param_norm'] = optax.tree.norm(params)
     return state.replace(step=state.step + 1, params=params, batch_stats=stats,

@@ -155,7 +155,7 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   if lead:
     print(startup_block(config, dataset, mesh, workdir, start,
                         ckpt.directory if start else None), flush=True)
-  step_fn = train_step.make_train_step(config, num_classes, mesh)
+  step_fn = train_step.make_train_step(config, mesh)
   total = config.train.num_steps
   ds = input_pipeline.train_dataset(
       dataset, config, seed=config.seed, start_step=start, num_steps=total - start,
@@ -174,12 +174,14 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   it = input_pipeline.numpy_batches(ds)
   warned = False  # TCL saturation, said once
 
+  encode = evaluation.encode_fns(config, num_classes)  # compiled at the first evaluation
+
   def evaluate_and_keep_best(done):
     t = time.perf_counter()
     if lead:
       bar.write(f'evaluating step {done}…')
     results = evaluation.run(config, dataset, state, num_classes, mesh, workdir=workdir,
-                             step=done, verbose=lead,
+                             step=done, verbose=lead, encode=encode,
                              title=heading(config, dataset, done, 'final' if done == total
                                            else 'during training'))
     if lead:

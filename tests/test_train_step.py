@@ -33,7 +33,7 @@ def global_batch(c, seed=0):
 
 
 def run(c, mesh, state, batch, fn=None):
-  fn = fn or train_step.make_loss_and_grads(c, NUM_CLASSES, mesh)
+  fn = fn or train_step.make_loss_and_grads(c, mesh)
   return fn(train_step.replicate(state, mesh), train_step.shard_batch(batch, mesh))
 
 
@@ -84,7 +84,7 @@ def test_local_local_equals_per_device_groups():
   loss8, _, grads8, stats8 = run(c, train_step.make_mesh(), state, batch)
   one = train_step.make_mesh(jax.devices()[:1])
   group = len(batch['labels']) // 8
-  fn = train_step.make_loss_and_grads(c, NUM_CLASSES, one)  # compiled once for all groups
+  fn = train_step.make_loss_and_grads(c, one)  # compiled once for all groups
   results = [run(c, one, state, jax.tree.map(lambda x: x[i * group:(i + 1) * group], batch), fn)
              for i in range(8)]
   mean = lambda trees: jax.tree.map(lambda *xs: np.mean(np.stack(xs), 0), *trees)
@@ -98,7 +98,7 @@ def test_train_step_lowers_the_loss_and_counts_steps():
   c.optim.lr = 1e-3
   mesh = train_step.make_mesh()
   state = train_step.replicate(train_step.create_train_state(c, NUM_CLASSES, jax.random.key(2)), mesh)
-  step = train_step.make_train_step(c, NUM_CLASSES, mesh)
+  step = train_step.make_train_step(c, mesh)
   batch = train_step.shard_batch(global_batch(c, seed=2), mesh)
   losses = []
   for _ in range(5):
@@ -134,7 +134,7 @@ def test_frozen_teacher_gets_no_gradient_or_optimizer_state():
     train_step.create_train_state(c, NUM_CLASSES, jax.random.key(3), teacher_variables=nl_vars)
   assert set(state.params) == {'student'} and set(state.frozen) == {'teacher'}
   mesh = train_step.make_mesh()
-  step = train_step.make_train_step(c, NUM_CLASSES, mesh)
+  step = train_step.make_train_step(c, mesh)
   new, metrics = step(train_step.replicate(state, mesh), train_step.shard_batch(global_batch(c), mesh))
   assert 'loss/vkd/logits' in metrics and np.isfinite(metrics['loss/total'])
   assert_trees_close(new.frozen, {'teacher': expected}, rtol=0)
@@ -196,7 +196,7 @@ def test_joint_mode_starts_from_the_teacher_stage_and_trains_it():
   assert_trees_close(state.params['teacher'], teacher_vars['params'], rtol=0)
   assert_trees_close(state.batch_stats['teacher'], teacher_vars['batch_stats'], rtol=0)
   mesh = train_step.make_mesh()
-  new, _ = train_step.make_train_step(c, NUM_CLASSES, mesh)(
+  new, _ = train_step.make_train_step(c, mesh)(
       train_step.replicate(state, mesh), train_step.shard_batch(global_batch(c), mesh))
   moved = [np.abs(np.asarray(a) - b).max() for a, b in
            zip(jax.tree.leaves(new.params['teacher']), jax.tree.leaves(teacher_vars['params']))]
@@ -257,7 +257,7 @@ def test_every_preset_in_the_table_takes_a_step(preset):
       {'teacher'} if c.teacher.mode == 'frozen' else set())
   before = jax.tree.map(np.array, state.params)
   mesh = train_step.make_mesh()
-  step = train_step.make_train_step(c, NUM_CLASSES, mesh)
+  step = train_step.make_train_step(c, mesh)
   new, metrics = step(train_step.replicate(state, mesh),
                       train_step.shard_batch(global_batch(c), mesh))
   logged = {k[len('loss/'):] for k in metrics if k.startswith('loss/') and k != 'loss/total'}

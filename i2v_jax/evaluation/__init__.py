@@ -14,7 +14,8 @@ Distances are `i2v_jax.distances.pairwise_distance`, shared with the losses.
 Nothing here imports the trainer or the command line.
 """
 
-from i2v_jax.evaluation.features import encoders, extract_features, make_encode_fn, network_variables
+from i2v_jax.evaluation.features import (encode_fns, encoders, extract_features, make_encode_fn,
+                                         network_variables)
 from i2v_jax.eval_tables import AP_MODES, METRICS
 from i2v_jax.evaluation.metrics import blocked_metrics, reference_metrics
 from i2v_jax.evaluation.protocols import (PROTOCOLS, compute_features, protocol_metrics, run,
@@ -23,7 +24,8 @@ from i2v_jax.evaluation.report import (export_features, results_table, scalar_me
                                        write_results)
 
 __all__ = [
-    'AP_MODES', 'METRICS', 'PROTOCOLS', 'blocked_metrics', 'compute_features', 'encoders',
+    'AP_MODES', 'METRICS', 'PROTOCOLS', 'blocked_metrics', 'compute_features', 'encode_fns',
+    'encoders',
     'export_features', 'extract_features', 'make_encode_fn', 'network_variables',
     'protocol_metrics', 'reference_metrics', 'results_table', 'run', 'scalar_metrics',
     'video_query_rows', 'write_results',

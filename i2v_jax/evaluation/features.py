@@ -8,13 +8,10 @@ features per tracklet weighted by valid frames.
 
 from __future__ import annotations
 
-import functools
-import json
 from typing import Dict
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
@@ -30,6 +27,13 @@ def network_variables(state, name: str) -> Dict[str, object]:
   if name in state.frozen:
     return state.frozen[name]
   raise KeyError(f'the train state has no {name} network')
+
+
+def encode_fns(config, num_classes: int) -> Dict[str, object]:
+  """network -> `make_encode_fn` for every network `encoders` names: built once a
+  run (training evaluates with them at every ``train.eval_every``)."""
+  return {net: make_encode_fn(config, num_classes, net)
+          for net in sorted(set(encoders(config).values()))}
 
 
 def encoders(config) -> Dict[str, str]:
@@ -54,20 +58,13 @@ def make_encode_fn(config, num_classes: int, network: str):
   Features of each chunk: the teacher's masked clip feature (non-local blocks
   see only valid frames), or the student's features averaged over valid frames.
   ``weight`` is the number of valid frames, for averaging chunks per tracklet.
-  The same model, feature and network give the same jitted function, so the
-  evaluations during a training run compile their encoders once, not each time.
+  Each call builds and jits anew: a run makes its encoders once (`encode_fns`)
+  and hands them to every evaluation, so they compile once.
   """
   key = config.eval.feature
   if key not in ('features', 'bn_features'):
     raise ValueError(f'config eval.feature={key!r}: features or bn_features')
-  return _encode_fn(config.model.to_json_best_effort(sort_keys=True), key, num_classes,
-                    network)
-
-
-@functools.lru_cache(maxsize=16)
-def _encode_fn(model_json: str, key: str, num_classes: int, network: str):
-  teacher, student = build_models(ml_collections.ConfigDict(json.loads(model_json)),
-                                  num_classes)
+  teacher, student = build_models(config.model, num_classes)
 
   def encode(variables, frames, mask):
     weight = mask.sum(axis=1).astype(jnp.float32)

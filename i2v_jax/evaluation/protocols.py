@@ -16,7 +16,7 @@ import numpy as np
 from i2v_jax import input_pipeline
 from i2v_jax.distances import pairwise_distance
 from i2v_jax.evaluation import rerank, visualize
-from i2v_jax.evaluation.features import encoders, extract_features, make_encode_fn, network_variables
+from i2v_jax.evaluation.features import encode_fns, encoders, extract_features, network_variables
 from i2v_jax.evaluation.metrics import blocked_metrics
 from i2v_jax.evaluation.report import export_features, results_table, write_results
 from i2v_jax.eval_tables import PROTOCOLS
@@ -42,14 +42,15 @@ def video_query_rows(query: Dict[str, np.ndarray], gallery: Dict[str, np.ndarray
   return np.array([first.get(key, -1) for key in zip(query['pids'], query['camids'])])
 
 
-def compute_features(config, dataset, state, num_classes: int, mesh
+def compute_features(config, dataset, state, num_classes: int, mesh, encode=None
                      ) -> Dict[str, Dict[str, np.ndarray]]:
   """Features of every (split, kind) the configured protocols need.
 
   Returns {'query/image': {'features', 'pids', 'camids', 'names'}, ...}. Image
   entries use the first (or middle, ``eval.query_frame``) frame of a tracklet.
   When the query split holds single images (VeRi), 'query/video' is the gallery
-  track with the query's vehicle and camera (``video_query_rows``).
+  track with the query's vehicle and camera (``video_query_rows``). ``encode``:
+  the run's `encode_fns` (built here when not given).
   """
   protocols = tuple(config.eval.protocols)
   unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -63,13 +64,11 @@ def compute_features(config, dataset, state, num_classes: int, mesh
     needed.add(('gallery', 'video') if (q_kind == 'video' and image_only_queries)
                else ('query', q_kind))
   nets = encoders(config)
-  fns = {}
+  fns = encode or encode_fns(config, num_classes)
   info = {s: split_info(dataset, s) for s in ('query', 'gallery')}
   out = {}
   for split, kind in sorted(needed):
     net = nets[kind]
-    if net not in fns:
-      fns[net] = make_encode_fn(config, num_classes, net)
     features = extract_features(config, dataset, split, mode=kind, encode_fn=fns[net],
                                 variables=network_variables(state, net), mesh=mesh)
     out[f'{split}/{kind}'] = dict(info[split], features=features)
@@ -113,13 +112,14 @@ def reranked_distances(ev, queries: np.ndarray, gallery: np.ndarray) -> np.ndarr
 
 
 def run(config, dataset, state, num_classes: int, mesh, *, workdir: str,
-        step: int, verbose: bool = True, title: str = '') -> Dict[str, Dict[str, object]]:
+        step: int, verbose: bool = True, title: str = '', encode=None
+        ) -> Dict[str, Dict[str, object]]:
   """Features -> every protocol -> table printed and written; export and PNGs if asked.
 
   Every process computes the same results; only process 0 prints and writes
   (``results.{json,md}``, exports, pictures) into ``workdir``.
   """
-  features = compute_features(config, dataset, state, num_classes, mesh)
+  features = compute_features(config, dataset, state, num_classes, mesh, encode)
   results = protocol_metrics(config, features)
   if jax.process_index() != 0:
     return results
