@@ -24,12 +24,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import flax.linen as nn  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from i2v_jax.models.layers import PointwiseConv, conv_init  # pylint: disable=wrong-import-position
+from i2v_jax.models.layers import PointwiseConv, conv_init
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 

@@ -18,11 +18,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging
 
-import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
+import tensorflow_datasets as tfds
 
-from data_prep import build, synthetic, tfds_builders  # pylint: disable=wrong-import-position
+from data_prep import build, synthetic, tfds_builders
 
 
 def main() -> None:

@@ -33,10 +33,10 @@ MARS = os.path.join(REPO, '..', 'shared', 'data', 'mars_info')
 
 def problem(dim: int, seed: int = 0, noise: float = 4.0):
   """Labels of the MARS protocol; features = identity centre + noise (mAP well below 100)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
   rng = np.random.default_rng(seed)
   if os.path.isdir(MARS):
-    from data_prep import mars  # pylint: disable=g-import-not-at-top
+    from data_prep import mars
     load = lambda f, k: mars.load_mat(os.path.join(MARS, f), k)
     train = load('tracks_train_info.mat', 'track_train_info')
     test = load('tracks_test_info.mat', 'track_test_info')
@@ -55,9 +55,9 @@ def problem(dim: int, seed: int = 0, noise: float = 4.0):
 
 
 def child(impl: str, runs: int, dim: int, query_block: int) -> dict:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import jax
+  from i2v_jax.evaluation import metrics
   qf, gf, qp, gp, qc, gc, source = problem(dim)
   idle_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 

@@ -32,13 +32,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf
 
-from configs import base  # pylint: disable=wrong-import-position
-from data_prep import synthetic, tfds_builders, writer  # pylint: disable=wrong-import-position
-from i2v_jax import input_pipeline  # pylint: disable=wrong-import-position
-from i2v_jax.dataset_folder import Dataset  # pylint: disable=wrong-import-position
-from i2v_jax.records import Tracklet  # pylint: disable=wrong-import-position
+from configs import base
+from data_prep import synthetic, tfds_builders, writer
+from i2v_jax import input_pipeline
+from i2v_jax.dataset_folder import Dataset
+from i2v_jax.records import Tracklet
 
 MARS_INFO = os.path.join(REPO, '..', 'shared', 'data', 'mars_info', 'tracks_train_info.mat')
 

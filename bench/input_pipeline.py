@@ -18,12 +18,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf
 
-from configs import base  # pylint: disable=wrong-import-position
-from data_prep import build, synthetic  # pylint: disable=wrong-import-position
-from i2v_jax import input_pipeline  # pylint: disable=wrong-import-position
-from i2v_jax.dataset_folder import Dataset  # pylint: disable=wrong-import-position
+from configs import base
+from data_prep import build, synthetic
+from i2v_jax import input_pipeline
+from i2v_jax.dataset_folder import Dataset
 
 
 def time_run(data_dir, config, threads, start, steps):

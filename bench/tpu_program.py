@@ -24,7 +24,7 @@ import sys
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from i2v_jax.aot import array_bytes  # pylint: disable=wrong-import-position
+from i2v_jax.aot import array_bytes
 
 HEADER = re.compile(r'^(ENTRY )?%([\w.\-]+) \(.*\) -> .* \{$')
 INSTRUCTION = re.compile(

@@ -17,9 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import build  # noqa: E402  (the checkout's packages, not an installed copy)
-from i2v_jax import input_pipeline  # noqa: E402
-from i2v_jax.dataset_folder import Dataset  # noqa: E402
+from data_prep import build
+from i2v_jax import input_pipeline
+from i2v_jax.dataset_folder import Dataset
 
 
 def read_all(reader, frames_of):

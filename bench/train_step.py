@@ -42,7 +42,7 @@ sys.path.insert(0, REPO)
 
 
 def bench_config(args, dtype):
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from configs import base
   c = base.get_config('preset=mdkt')
   c.input.num_ids, c.input.tracklets_per_id = args.ids, args.k
   c.input.height, c.input.width = args.height, args.width
@@ -54,9 +54,9 @@ def bench_config(args, dtype):
 
 
 def run_jax(args, dtype):
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from i2v_jax import train_step
   c = bench_config(args, dtype)
   num_classes = 625
   mesh = train_step.make_mesh()
@@ -124,7 +124,7 @@ def memory_of(compiled) -> str:
 
 def _timed(fn, *args, runs):
   """(median seconds of a call after a warm-up, FLOPs of one call)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   lowered = jax.jit(fn).lower(*args)
   compiled = lowered.compile()
   jax.block_until_ready(compiled(*args))
@@ -140,11 +140,10 @@ def breakdown(args, c, num_classes, state, batch):
   """Each part of the step alone, on one device: the networks' forward and
   forward+backward, the loss terms (with their gradient w.r.t. the networks'
   outputs) and the optimizer update. {part: (seconds, FLOPs)}."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
-  from i2v_jax.losses.objective import objective  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from i2v_jax.losses.objective import objective
   device = jax.devices()[0]
   local = lambda tree: jax.device_put(jax.device_get(tree), device)
   params, stats = local(state.params), local(state.batch_stats)
@@ -169,7 +168,7 @@ def breakdown(args, c, num_classes, state, batch):
     parts[f'{name} forward+backward'] = _timed(fwd_bwd, params[name], x, runs=args.runs)
   losses = jax.grad(lambda o: objective(o['teacher'], o['student'], labels, c.loss)[0])
   parts['loss terms (+ their gradient)'] = _timed(losses, outputs, runs=args.runs)
-  tx = built.tx
+  tx = state.tx
   opt_state = local(state.opt_state)
 
   def update(p, o):
@@ -205,7 +204,7 @@ def main():
   refs, failed = torch_rows(args) if args.reference == 'torch' else ([], [])
   if failed and not refs:  # nothing to compare with: stop before compiling anything
     raise SystemExit(failed[0])
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   b = args.ids * args.k
   print(f'MDKT train step, ResNet-50{" (tiny)" if args.tiny else ""} teacher (non-local, T=4) '
         f'+ student (M=4), {args.height}x{args.width}, batch {args.ids}x{args.k} = {b} '

@@ -39,7 +39,7 @@ def load_mat(path: str, key: str) -> np.ndarray:
                     'of the MARS-evaluation kit into --manual_dir')
   try:
     mat = scipy.io.loadmat(path)
-  except Exception as e:  # pylint: disable=broad-except  (scipy raises many kinds)
+  except Exception as e:  # scipy raises many kinds
     raise DataError(f'{path}: not a readable MATLAB file ({type(e).__name__}: {e}); copy '
                     'it again from the MARS-evaluation kit') from None
   if key not in mat:

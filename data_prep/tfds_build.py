@@ -14,7 +14,7 @@ equivalent. Our builders are registered on import, so no ``--imports`` is needed
 from absl import app
 from tensorflow_datasets.scripts.cli import build, cli_utils
 
-from data_prep import tfds_builders  # pylint: disable=unused-import (registers the builders)
+from data_prep import tfds_builders  # noqa: F401  (importing it registers the builders)
 
 
 def main(args: build.Args) -> None:

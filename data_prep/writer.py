@@ -52,7 +52,7 @@ def read_frame(frame, verify: bool) -> bytes:
         if image.format != 'JPEG':
           raise OSError(f'format {image.format}')
         image.load()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       raise DataError(f'{frame}: not a readable JPEG ({e}); replace the file from '
                       'the original archive, or delete it and its metadata row') from None
   return data
@@ -76,7 +76,7 @@ def _plan_hash(split: str, tracklets: Sequence[Tracklet], num_shards: int) -> st
 def _write_shard(path: str, tracklets: Sequence[Tracklet], verify: bool,
                  progress: Callable[[int], None]) -> None:
   tmp = f'{path}.tmp-{os.getpid()}'
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   try:
     with tf.io.TFRecordWriter(tmp) as writer:
       for t in tracklets:
@@ -189,7 +189,7 @@ def write_info(out_dir: str, builder, counts: Dict[str, Dict[str, object]],
   """TFDS's ``dataset_info.json`` and ``features.json`` of ``builder`` for the
   shards in ``out_dir`` (so ``tfds.builder_from_directory(out_dir)`` reads the
   build), then ``meta`` as ``metadata.json``, last: it marks the build complete."""
-  from tensorflow_datasets.core import naming, splits as tfds_splits  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import naming, splits as tfds_splits
   # (tensorflow_datasets imports tensorflow: only a build pays for it)
   infos = []
   for split, c in counts.items():
@@ -293,7 +293,7 @@ def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_
                                   show_progress, digest=wanted_plan[split])
     meta = dataset_metadata(builder.name, splits, protocol, source_files)
     write_info(staging, builder, counts, meta)
-  except Exception as e:  # pylint: disable=broad-except  (TensorFlow wraps the OSError)
+  except Exception as e:  # TensorFlow wraps the OSError
     if not is_disk_full(e):
       raise
     raise DataError(_disk_full(staging, splits)) from None

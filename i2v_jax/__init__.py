@@ -9,6 +9,6 @@ def __getattr__(name):
   # Imported on first use, so that `import i2v_jax.records` (data preparation,
   # config checks) does not pay for jax, flax and tensorflow.
   if name == 'load':
-    from i2v_jax.api import load  # pylint: disable=g-import-not-at-top
+    from i2v_jax.api import load
     return load
   raise AttributeError(f'module i2v_jax has no attribute {name!r}')

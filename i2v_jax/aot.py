@@ -108,12 +108,12 @@ def parse_slice(name: str) -> Slice:
 def tpu_devices(s: Slice) -> list:
   """Compile-only devices of slice ``s`` (libtpu describes them; none need exist)."""
   try:
-    import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+    import libtpu  # noqa: F401  (installed or not: the import is the check)
   except ImportError:
     raise AotError(f'libtpu is not installed; {LIBTPU}') from None
   # Compile-only: other processes (another check, a test) may use libtpu at once.
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  from jax.experimental import topologies
   # v4 and v5p chips have two TensorCores; JAX runs them as one device a chip
   # ("megacore", v5p's default, v4's to ask for), as the trainer's mesh needs.
   extra = {'chip_config_name': 'megacore'} if s.chip.cores_in_name == 2 else {}
@@ -128,8 +128,8 @@ def tpu_devices(s: Slice) -> list:
 def abstract_state(config, num_classes: int):
   """The train state's shapes, as `train_step.initial_state` builds it (a frozen or
   starting teacher: shapes of the teacher's own variables), without any data."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
+  import jax
+  from i2v_jax import train_step
   key = jax.random.key(config.seed)
   teacher = None
   if config.teacher.checkpoint and 'teacher' in config.networks:
@@ -141,7 +141,7 @@ def abstract_state(config, num_classes: int):
 
 
 def _placed(tree, sharding):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                       tree)
 
@@ -164,10 +164,10 @@ def _analysis(compiled, seconds: float) -> Dict[str, Any]:
 
 def compile_step(config, num_classes: int, devices) -> Dict[str, Any]:
   """Compiles the trainer's step for ``devices``; the compiler's per-device analysis."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from i2v_jax import train_step
   mesh = train_step.make_mesh(devices)
   inp = config.input
   b = inp.num_ids * inp.tracklets_per_id
@@ -185,11 +185,11 @@ def compile_step(config, num_classes: int, devices) -> Dict[str, Any]:
 
 def compile_encoders(config, num_classes: int, devices) -> Dict[str, Dict[str, Any]]:
   """Compiles the evaluation encoders (images, and video chunks) for ``devices``."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from i2v_jax import train_step  # pylint: disable=g-import-not-at-top
-  from i2v_jax.evaluation import features  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from i2v_jax import train_step
+  from i2v_jax.evaluation import features
   mesh = train_step.make_mesh(devices)
   state = abstract_state(config, num_classes)
   variables = {name: {'params': state.params[name], 'batch_stats': state.batch_stats[name]}
@@ -321,8 +321,8 @@ def largest_p(config, num_classes, devices, first: Dict[str, Any], s: Slice,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
+  from ml_collections import config_flags
   fl = flags.FlagValues()
   config_flag = config_flags.DEFINE_config_file('config', None, 'experiment config file',
                                                 flag_values=fl)
@@ -341,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       raise AotError('--config and --topology are required (python -m i2v_jax.aot '
                      '--config=configs/base.py:preset=mdkt,dataset=mars --topology=v5e-8)')
     config = config_flag.value
-    from i2v_jax import config_lib  # pylint: disable=g-import-not-at-top
+    from i2v_jax import config_lib
     s = parse_slice(topology.value)
     if num_ids.value:
       config.input.num_ids = num_ids.value

@@ -147,7 +147,7 @@ def saved_arrays(step_dir: str) -> Dict[str, Any]:
       checkpointer = ocp.StandardCheckpointer()
       metadata = checkpointer.metadata(path)
       checkpointer.close()
-  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+  except Exception as e:  # orbax raises many kinds
     raise DamagedCheckpoint(f'{step_dir}: metadata unreadable ({type(e).__name__}: '
                             f'{str(e)[:160]})') from None
   metadata = getattr(metadata, 'item_metadata', metadata)
@@ -313,7 +313,7 @@ class Checkpoints:
     checkpoints are whole) and the error is one line (`DiskFull`)."""
     try:
       yield
-    except Exception as e:  # pylint: disable=broad-except  (orbax wraps the OSError)
+    except Exception as e:  # orbax wraps the OSError
       if not is_disk_full(e):
         raise
       directory = str(manager.directory)
@@ -368,7 +368,7 @@ class Checkpoints:
     check_fits(step_dir, target)
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many kinds)
+    except Exception as e:  # orbax/tensorstore raise many kinds
       text = f'{type(e).__name__}: {" ".join(str(e).split())[:200]}'
       if warning:  # unverified files that do not read: damage
         raise DamagedCheckpoint(f'{step_dir}: unreadable ({text})') from None
@@ -483,7 +483,7 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
       tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
           partial_restore=True))
-  except Exception as e:  # pylint: disable=broad-except  (verified files that do not read)
+  except Exception as e:  # verified files that do not read
     raise DamagedCheckpoint(f'{directory}/{step}: unreadable ({type(e).__name__}: '
                             f'{" ".join(str(e).split())[:160]})') from None
   finally:

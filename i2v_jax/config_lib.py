@@ -227,7 +227,7 @@ def metric_names(config) -> list:
 
 def nearest(word: str, choices: Sequence[str]) -> str:
   """The choice closest to ``word`` (for 'did you mean')."""
-  import difflib  # pylint: disable=g-import-not-at-top
+  import difflib
   return (difflib.get_close_matches(word, choices, n=1, cutoff=0.0) or [''])[0]
 
 

@@ -156,7 +156,7 @@ class TrainSampler:
 
 
 def _tf():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   return tf
 
 

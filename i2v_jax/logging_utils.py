@@ -22,7 +22,7 @@ from i2v_jax.run_folder import RunFolder
 
 
 def _event_writer(tb_dir: str, suffix: str = ''):
-  from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+  from tensorboard.summary.writer.event_file_writer import EventFileWriter
   return EventFileWriter(tb_dir, filename_suffix=suffix)
 
 
@@ -64,7 +64,7 @@ class MetricWriter:
                      f'({free_space(path)} free) while logging step {step}; '
                      'the lines before it are whole; free space and run the same command '
                      'to resume') from None
-    from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import event_pb2, summary_pb2
     values = [summary_pb2.Summary.Value(tag=name, simple_value=float(value))
               for name, value in metrics.items()]
     self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=step,
@@ -132,7 +132,7 @@ def drop_after(path: str, step: int) -> None:
 def mark_start(tb_dir: str, step: int) -> None:
   """A ``SessionLog.START`` event at ``step``: from the second one in a log on,
   TensorBoard drops older events from ``step`` on (the steps a resumed run redoes)."""
-  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboard.compat.proto import event_pb2
   writer = _event_writer(tb_dir, '.start')
   writer.add_event(event_pb2.Event(
       wall_time=time.time(), step=step,

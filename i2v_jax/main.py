@@ -153,7 +153,7 @@ def main(argv):
     # disk: every metric line is flushed as written and every save is complete.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(2)  # pylint: disable=protected-access
+    os._exit(2)
 
 
 def run():

@@ -39,9 +39,9 @@ def series(lines: List[Dict[str, float]], key: str):
 
 
 def _figure(width: float, height: float, panels: int):
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import pyplot as plt
   fig, axes = plt.subplots(1, panels, figsize=(width, height), squeeze=False)
   return plt, fig, axes[0]
 
@@ -109,7 +109,7 @@ def write(workdir: str) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
   fl = flags.FlagValues()
   workdir = flags.DEFINE_string('workdir', None, 'a run (training or evaluate mode)',
                                 flag_values=fl)

@@ -52,7 +52,7 @@ class Tracklet:
 
 
 def _tf():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   return tf
 
 

@@ -78,9 +78,9 @@ def rank(model, queries: np.ndarray, gallery: np.ndarray, rerank: bool = False) 
   and with ``rerank`` the run's k-reciprocal re-ranking)."""
   ev = model.config.eval
   if rerank:
-    from i2v_jax.evaluation.protocols import reranked_distances  # pylint: disable=g-import-not-at-top
+    from i2v_jax.evaluation.protocols import reranked_distances
     return reranked_distances(ev, queries, gallery)
-  from i2v_jax.distances import pairwise_distance  # pylint: disable=g-import-not-at-top
+  from i2v_jax.distances import pairwise_distance
   return pairwise_distance(queries.astype(np.float64), gallery.astype(np.float64),
                            ev.distance, xp=np)
 
@@ -108,9 +108,9 @@ def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', 
     raise SearchError(f'--top={top}: must be at least 1')
   queries = query_images(query)
   kind, names, frames = gallery_entries(gallery)
-  import i2v_jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import atomic  # pylint: disable=g-import-not-at-top
-  from i2v_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
+  import i2v_jax
+  from i2v_jax import atomic
+  from i2v_jax.evaluation import visualize
   model = i2v_jax.load(workdir, checkpoint=checkpoint)
   q = model.embed_images(queries)
   g = model.embed_images([f[0] for f in frames]) if kind == 'image' else model.embed_tracklets(frames)
@@ -150,7 +150,7 @@ def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
   fl = flags.FlagValues()
   workdir = flags.DEFINE_string('workdir', None, 'a trained run', flag_values=fl)
   query = flags.DEFINE_string('query', None, 'an image or a folder of images', flag_values=fl)

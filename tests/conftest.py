@@ -17,22 +17,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 # A second run of the suite loads what the first compiled (i2v_jax/compile_cache.py);
 # the command-line tests' subprocesses share the folder through the environment.
 os.environ.setdefault('I2V_JAX_CACHE_DIR', os.path.join(REPO, '.cache', 'jax'))
-from i2v_jax import compile_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+from i2v_jax import compile_cache
 
 compile_cache.enable()
 # XLA:CPU compiles threefry slowly (~8 s for a tiny ResNet's init); the 'rbg'
 # generator compiles in a fraction of that. Tests only need determinism.
 jax.config.update('jax_default_prng_impl', 'rbg')
 
-import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest
 
-from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import build, synthetic
 
 # The tiny dataset of the command-line and in-process training tests.
 CLI_DATA = synthetic.SyntheticSpec(num_train_ids=12, num_test_ids=4, min_frames=3,

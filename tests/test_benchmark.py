@@ -251,7 +251,7 @@ def test_a_start_is_recorded_per_run_and_respected_by_the_table(tmp_path):
 
 
 def test_tcl_diagnostics_are_kept_per_run_and_drawn_per_start(tmp_path):
-  from i2v_jax.experiments import sweep  # pylint: disable=g-import-not-at-top
+  from i2v_jax.experiments import sweep
   d = str(tmp_path / 'run')
   os.makedirs(d)
   with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:

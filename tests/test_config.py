@@ -97,7 +97,7 @@ def test_bad_arguments_are_named():
 def test_every_config_key_is_explained_where_it_is_defined():
   """docs/config.md is generated from configs/base.py; each key needs the comment
   beside its default there, or the page would have a key without a meaning."""
-  from configs import reference  # pylint: disable=g-import-not-at-top
+  from configs import reference
   config_keys = set(config_lib.flatten(json.loads(base.get_config().to_json_best_effort())))
   with open(os.path.join(REPO, 'configs', 'base.py'), encoding='utf-8') as f:
     notes = reference.meanings(f.read())
@@ -105,7 +105,7 @@ def test_every_config_key_is_explained_where_it_is_defined():
 
 
 def test_every_preset_and_the_benchmark_configs_validate():
-  from configs import synthetic_cpu  # pylint: disable=g-import-not-at-top
+  from configs import synthetic_cpu
   for preset in base.PRESETS:
     for arg in (f'preset={preset}', f'preset={preset},runlocal', f'preset={preset},dataset=veri'):
       c = base.get_config(arg)
@@ -124,7 +124,7 @@ def test_every_preset_and_the_benchmark_configs_validate():
       node[leaf] = f'/runs/{value[1:]}' if str(value).startswith('@') else value
     config_lib.validate(c)
   # The one dataset table (i2v_jax.datasets) has a builder for each entry.
-  from data_prep import tfds_builders  # pylint: disable=g-import-not-at-top
+  from data_prep import tfds_builders
   assert set(tfds_builders.BUILDERS) == set(datasets.DATASETS) == set(base.DATASETS)
 
 
@@ -176,7 +176,7 @@ def test_saved_config_round_trips_and_changes_are_refused_by_key(tmp_path):
   old['model']['width'] = 3
   (tmp_path / 'old').mkdir()
   (tmp_path / 'old' / 'config.json').write_text(json.dumps(old))
-  from configs import workdir  # pylint: disable=g-import-not-at-top
+  from configs import workdir
   loaded = workdir.get_config(str(tmp_path / 'old'))
   assert loaded.eval.tag == '' and loaded.model.width == 3 and loaded.preset == 'tkp'
   other = base.get_config('preset=mdkt,runlocal')
@@ -258,7 +258,7 @@ def test_shared_classifier_needs_joint_training_and_p_must_divide_over_devices()
 def test_the_config_reference_page_is_current():
   """docs/config.md is generated from configs/base.py: regenerate it with
   `python -m configs.reference` after changing a key, a default or a comment."""
-  from configs import reference  # pylint: disable=g-import-not-at-top
+  from configs import reference
   with open(reference.PAGE, encoding='utf-8') as f:
     assert f.read() == reference.render(), 'run: python -m configs.reference'
   assert reference.meanings('  c.a.b1 = 3  # first\n'

@@ -428,8 +428,8 @@ def test_bad_out_dir_and_counts_are_one_line_errors(tmp_path):
 
 
 def test_damaged_shards_are_named_not_read_as_data(tmp_path):
-  from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from i2v_jax import input_pipeline
+  from configs import base
   out = tmp_path / 'syn'
   build.build('synthetic', str(out), spec=TINY, show_progress=False)
   rows = records.load_index(str(out), 'gallery')

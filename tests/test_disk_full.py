@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from data_prep import build, synthetic, writer
+from data_prep import build, synthetic
 from data_prep.writer import DataError
 from i2v_jax.run_folder import RunFolder
 from i2v_jax import atomic, checkpoint, records
@@ -39,7 +39,7 @@ def tree(folder):
 
 
 def test_disk_full_is_recognised_through_wrappers():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   assert is_disk_full(ENOSPC)
   assert is_disk_full(tf.errors.ResourceExhaustedError(None, None, '; No space left on device'))
   try:
@@ -57,7 +57,7 @@ def test_a_build_that_fills_the_disk_is_one_line_and_resumes(tmp_path, monkeypat
   build.build('synthetic', str(out), spec=TINY, show_progress=False)
   before = tree(out)
   other = dataclasses.replace(TINY, seed=1)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   real = tf.io.TFRecordWriter
   written = {'records': 0}
 
@@ -98,7 +98,7 @@ def test_a_build_that_fills_the_disk_is_one_line_and_resumes(tmp_path, monkeypat
 
 
 def _state(value):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
   return {'params': {'w': jnp.full((4, 3), value, jnp.float32)}}
 
 
@@ -180,7 +180,7 @@ def test_results_and_logs_that_fill_the_disk_stay_whole(tmp_path, monkeypatch):
     def close(self):
       self.f.close()
 
-  log._jsonl = Full(log._jsonl)  # pylint: disable=protected-access
+  log._jsonl = Full(log._jsonl)
   with pytest.raises(DiskFull, match='metrics.jsonl: no space left.*logging step 2'):
     log.write(2, {'loss/total': 0.5})
   log.close()

@@ -17,7 +17,7 @@ from i2v_jax.evaluation.metrics import reference_metrics as rank_metrics
 def one_query(pattern, junk_at=()):
   """Gallery ranked in order; hit where pattern is '1'; junk inserted at positions."""
   g_pids, g_cams = [], []
-  for i, c in enumerate(pattern):
+  for c in pattern:
     g_pids.append(1 if c == '1' else 2)
     g_cams.append(2)
   for pos in junk_at:  # same pid, same camera as the query -> removed
@@ -172,7 +172,7 @@ SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
 
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason='../shared/data not beside the repo')
 def test_real_mars_protocol_with_random_features():
-  from data_prep import mars  # pylint: disable=g-import-not-at-top
+  from data_prep import mars
   info = os.path.join(SHARED, 'mars_info')
   train = mars.load_mat(os.path.join(info, 'tracks_train_info.mat'), 'track_train_info')
   test = mars.load_mat(os.path.join(info, 'tracks_test_info.mat'), 'track_test_info')
@@ -204,10 +204,10 @@ def test_a_metric_added_to_the_table_reaches_every_report(tmp_path, monkeypatch)
   METRICS entry is computed per query block on host and device, and appears in
   results.json, results.md, the logged scalars and the names train.best_metric
   accepts, with no other change."""
-  import json  # pylint: disable=g-import-not-at-top
-  from i2v_jax import config_lib, eval_tables  # pylint: disable=g-import-not-at-top
-  from i2v_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  from configs import synthetic_cpu  # pylint: disable=g-import-not-at-top
+  import json
+  from i2v_jax import config_lib, eval_tables
+  from i2v_jax.evaluation import report
+  from configs import synthetic_cpu
 
   def r_precision(ranked, ap_mode, xp):
     del ap_mode

@@ -211,8 +211,8 @@ def test_synthetic_is_learnable_and_single_frames_are_harder(tmp_path):
 def test_an_edited_index_is_refused_not_used(data_dir, tmp_path):
   """Faults D: a record read through the index must be the one the index names,
   and no shard path may leave the dataset folder."""
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
+  import json
+  import shutil
   copy = str(tmp_path / 'data')
   shutil.copytree(data_dir, copy)
   path = f'{copy}/index-query.json'
@@ -233,8 +233,8 @@ def test_an_edited_index_is_refused_not_used(data_dir, tmp_path):
 
 def test_metadata_that_cannot_be_right_is_refused(data_dir, tmp_path):
   """Faults F: num_classes of 10**12 (or a list, or no num_classes) is one line."""
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
+  import json
+  import shutil
   copy = str(tmp_path / 'data')
   shutil.copytree(data_dir, copy)
   meta = json.load(open(f'{copy}/metadata.json'))
@@ -247,7 +247,7 @@ def test_metadata_that_cannot_be_right_is_refused(data_dir, tmp_path):
 
 
 def _edit_index(folder, split, edit):
-  import json  # pylint: disable=g-import-not-at-top
+  import json
   path = f'{folder}/index-{split}.json'
   with open(path) as f:
     index = json.load(f)
@@ -277,7 +277,7 @@ def test_an_edited_index_is_refused_when_the_dataset_is_opened(tmp_path, data_di
                                                                edit, named):
   """Deleted, duplicated, shortened or relabelled rows changed results silently;
   the dataset, opened once, checks the indexes against metadata.json."""
-  import shutil  # pylint: disable=g-import-not-at-top
+  import shutil
   copy = str(tmp_path / 'data')
   shutil.copytree(data_dir, copy)
   Dataset.open(copy)  # as built: fine
@@ -288,8 +288,8 @@ def test_an_edited_index_is_refused_when_the_dataset_is_opened(tmp_path, data_di
 
 def test_a_frame_count_raised_in_index_and_metadata_is_named_at_read(tmp_path, data_dir):
   """Both files edited alike: the record itself disagrees, named (not a hang)."""
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
+  import json
+  import shutil
   copy = str(tmp_path / 'data')
   shutil.copytree(data_dir, copy)
   _edit_index(copy, 'gallery', lambda rows: [dict(rows[0], num_frames=rows[0]['num_frames'] + 5)]

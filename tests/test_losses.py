@@ -198,11 +198,11 @@ def test_tcl_cosine_is_scale_invariant():
 def test_tcl_gradient_flows_only_to_the_learner():
   s, t = jnp.asarray(features(9)), jnp.asarray(features(10))
   for mine_on in ('teacher', 'student'):
-    fwd = lambda s, t: tcl(s, t, temperature=0.1, mine_on=mine_on)[0]
+    fwd = lambda s, t, mine_on=mine_on: tcl(s, t, temperature=0.1, mine_on=mine_on)[0]
     gs, gt = jax.grad(fwd, argnums=(0, 1))(s, t)
     assert np.abs(gs).max() > 0 and np.all(gt == 0)
-    rev = lambda s, t: tcl(s, t, temperature=0.1, mine_on=mine_on,
-                           direction='student_to_teacher')[0]
+    rev = lambda s, t, mine_on=mine_on: tcl(s, t, temperature=0.1, mine_on=mine_on,
+                                            direction='student_to_teacher')[0]
     gs, gt = jax.grad(rev, argnums=(0, 1))(s, t)
     assert np.all(gs == 0) and np.abs(gt).max() > 0
 
@@ -272,7 +272,7 @@ def test_distance_matrix_terms():
   np.testing.assert_allclose(got_tkp, tkp, rtol=1e-4)
   np.testing.assert_allclose(got_vkd, vkd, rtol=1e-4)
   for fn in (losses.distance_matrix_mse, losses.squared_distance_mse):
-    gs, gt = jax.grad(lambda a, b: fn(a, a, b, b)[0], argnums=(0, 1))(js, jt)
+    gs, gt = jax.grad(lambda a, b, fn=fn: fn(a, a, b, b)[0], argnums=(0, 1))(js, jt)
     assert np.all(gt == 0) and np.abs(gs).max() > 0
 
 
@@ -497,7 +497,8 @@ def test_distances_are_exact_against_float64():
     idx = jnp.arange(n)
     # Compiled as users run it (XLA's full optimisation; the suite's default is off,
     # conftest.FAST_COMPILE): the precision claimed is that of the real build.
-    fn = jax.jit(lambda a: losses.pairwise_distance(a, a, 'euclidean', idx[:, None] == idx[None, :]))
+    fn = jax.jit(lambda a, idx=idx: losses.pairwise_distance(a, a, 'euclidean',
+                                                             idx[:, None] == idx[None, :]))
     x_ = jnp.asarray(x)
     d = fn.lower(x_).compile(compiler_options={'xla_backend_optimization_level': 3})(x_)
     d = np.asarray(d, np.float64)

@@ -58,7 +58,7 @@ def test_kill_and_resume_reproduces_the_straight_run(tmp_path, data_dir):
   a, b = losses(straight), losses(killed)
   assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
   pa, pb = final_params(straight), final_params(killed)
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_array_equal(x, y)
   assert int(pb['step']) == 6
@@ -169,10 +169,10 @@ def test_tkp_preset_trains_with_bfloat16_compute(tmp_path, data_dir):
 def test_a_damaged_query_shard_exits_2_promptly(tmp_path, synthetic_data):
   """Faults C: a CRC error in a record read inside tf.data is one line and exit 2,
   not a process that hangs at exit (48 query tracklets keep many reads in flight)."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  import glob  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
-  from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
+  import dataclasses
+  import glob
+  import shutil
+  from tests.conftest import CLI_DATA
   data = synthetic_data(dataclasses.replace(CLI_DATA, num_test_ids=48, min_frames=8,
                                             max_frames=16))
   workdir = str(tmp_path / 'run')

@@ -18,7 +18,7 @@ def test_the_pool_uses_no_person_renderer(monkeypatch):
               for a in n.names} | {n.module for n in ast.walk(tree)
                                    if isinstance(n, ast.ImportFrom)}
   assert not {'synthetic', 'data_prep.synthetic'} & imported
-  for name, fn in inspect.getmembers(synthetic, inspect.isfunction):
+  for name, _ in inspect.getmembers(synthetic, inspect.isfunction):
     monkeypatch.setattr(synthetic, name, lambda *a, _n=name, **k: pytest.fail(f'called {_n}'))
   splits, protocol = objects.generate(objects.SPECS['tiny'])
   assert protocol['spec'] == dataclasses.asdict(objects.SPECS['tiny'])
@@ -51,7 +51,7 @@ def test_categories_are_distinct_kinds_and_held_out_images_are_new():
 
 
 def test_the_pool_builds_as_a_dataset(tmp_path):
-  from data_prep import build  # pylint: disable=g-import-not-at-top  (tensorflow)
+  from data_prep import build  # imports tensorflow: only when needed
   meta = build.build('objects', str(tmp_path / 'pool'), spec=objects.SPECS['tiny'],
                      show_progress=False)
   assert meta['dataset'] == 'objects' and meta['num_classes'] == 6

@@ -123,7 +123,7 @@ def test_plan_waits_for_dependencies_skips_after_failures_and_fills_free_slots()
 def test_appends_cut_a_torn_line_and_one_sweep_holds_a_results_file(tmp_path):
   """Faults 2: a line torn by an interrupted append is cut before the next one
   (never glued to it); a second sweep on the same results file is refused."""
-  # pylint: disable=g-import-not-at-top
+
   from i2v_jax import locks
   from i2v_jax.experiments import report as sweep_report
   path = str(tmp_path / 'r.jsonl')
@@ -137,7 +137,7 @@ def test_appends_cut_a_torn_line_and_one_sweep_holds_a_results_file(tmp_path):
   with open(path) as f:
     assert [json.loads(l)['variant'] for l in f] == ['a', 'c']
   with locks.hold(path + '.lock', 'the sweep'):
-    import pytest  # pylint: disable=g-import-not-at-top
+    import pytest
     with pytest.raises(locks.Locked, match=rf'in use by pid {os.getpid()} on '):
       with locks.hold(path + '.lock', 'the sweep'):
         pass

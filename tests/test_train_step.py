@@ -85,7 +85,8 @@ def test_local_local_equals_per_device_groups():
   one = train_step.make_mesh(jax.devices()[:1])
   group = len(batch['labels']) // 8
   fn = train_step.make_loss_and_grads(c, one)  # compiled once for all groups
-  results = [run(c, one, state, jax.tree.map(lambda x: x[i * group:(i + 1) * group], batch), fn)
+  results = [run(c, one, state,
+                 jax.tree.map(lambda x, i=i: x[i * group:(i + 1) * group], batch), fn)
              for i in range(8)]
   mean = lambda trees: jax.tree.map(lambda *xs: np.mean(np.stack(xs), 0), *trees)
   np.testing.assert_allclose(loss8, np.mean([r[0] for r in results]), rtol=1e-5)
@@ -241,7 +242,7 @@ def test_every_preset_in_the_table_takes_a_step(preset):
   """Each entry of the methods table, at tiny size on the 8 test devices: its
   state holds exactly its trained networks, one step logs exactly its active loss
   terms, all finite, and changes every trained parameter leaf's tree."""
-  from i2v_jax.losses.objective import active_terms  # pylint: disable=g-import-not-at-top
+  from i2v_jax.losses.objective import active_terms
   c = base.get_config(f'preset={preset},runlocal')
   c.model.width = 4
   c.input.height, c.input.width = 32, 16

@@ -83,8 +83,8 @@ def copy_of(run, tmp_path):
 
 @pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_python_api_reproduces_the_exported_features(tmp_path, cli_data_dir, exported_run):
-  import i2v_jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  import i2v_jax
+  from i2v_jax import input_pipeline
   workdir = exported_run
   model = i2v_jax.load(workdir, checkpoint='latest')
   assert set(model.variables) == {'student'}  # mdkt: images and videos by the student
@@ -120,7 +120,7 @@ def _cosine(a, b):
 
 @pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
-  from i2v_jax import input_pipeline, search  # pylint: disable=g-import-not-at-top
+  from i2v_jax import input_pipeline, search
   query = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'query')
   gallery = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'gallery')
   rows = [0, len(query.rows) // 2, len(query.rows) - 1]  # three query images in a folder
@@ -169,7 +169,7 @@ def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, export
 @pytest.mark.xdist_group('exported_run')  # the same worker: one run
 def test_training_draws_its_losses_and_cmc_and_the_command_redraws_them(tmp_path, exported_run,
                                                                         capsys):
-  from i2v_jax import plots  # pylint: disable=g-import-not-at-top
+  from i2v_jax import plots
   for name in ('training.png', 'cmc.png'):
     with Image.open(os.path.join(exported_run, name)) as picture:
       assert picture.format == 'PNG' and picture.size[0] >= 600
@@ -187,7 +187,7 @@ def test_training_draws_its_losses_and_cmc_and_the_command_redraws_them(tmp_path
 
 
 def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator
   workdir = str(tmp_path / 'run')
   c = tiny_config(cli_data_dir, steps=4)
   c.train.log_every, c.train.checkpoint_every, c.train.eval_every = 1, 2, 0
@@ -234,8 +234,8 @@ def _damage(workdir, step, how, kind='checkpoints'):
 @pytest.mark.parametrize('how', ['flip', 'truncate', 'metadata', 'empty'])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, cli_data_dir,
                                                                      four_step_run, how, capsys):
-  import jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint, train_step  # pylint: disable=g-import-not-at-top
+  import jax
+  from i2v_jax import checkpoint, train_step
   workdir = copy_of(four_step_run, tmp_path)
   c = four_step_config(cli_data_dir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints_sha256'))) == ['2.json', '4.json']
@@ -266,9 +266,9 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, c
   """Faults A: an edited model width is a one-line mismatch, resuming on another
   build is refused by the run's dataset.json; no good checkpoint is ever
   quarantined. Evaluating on another dataset is allowed (cross-domain, below)."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint, config_lib, records  # pylint: disable=g-import-not-at-top
+  import dataclasses
+  from tests.conftest import CLI_DATA
+  from i2v_jax import checkpoint, config_lib, records
   workdir = copy_of(exported_run, tmp_path)  # 2 steps, evaluated at 2: latest and best
   before = _listing(workdir)
   other = synthetic_data(dataclasses.replace(CLI_DATA, num_train_ids=10))
@@ -294,9 +294,9 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_moves(tmp_path, c
 def test_every_reader_verifies_the_checkpoint(tmp_path, cli_data_dir, exported_run, how):
   """Faults B: i2v_jax.load, export and evaluate mode refuse a damaged or
   unrecorded checkpoint (one line), and move nothing."""
-  import i2v_jax  # pylint: disable=g-import-not-at-top
-  from i2v_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from i2v_jax.models import export  # pylint: disable=g-import-not-at-top
+  import i2v_jax
+  from i2v_jax import checkpoint
+  from i2v_jax.models import export
   workdir = copy_of(exported_run, tmp_path)  # 2 steps, evaluated at 2: latest and best
   c = tiny_config(cli_data_dir, steps=2)
   for kind in ('checkpoints', 'checkpoints_best'):
@@ -327,9 +327,9 @@ def test_one_writer_per_workdir_dataset_and_evaluation(tmp_path, cli_data_dir):
   """Faults 2: a second training, evaluation or build on a folder in use is one
   line naming the other process; nothing is written. The lock is the kernel's
   (flock): a holder that died leaves nothing held."""
-  import os as os_  # pylint: disable=g-import-not-at-top,reimported
-  from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top
-  from i2v_jax import locks  # pylint: disable=g-import-not-at-top
+  import os as os_
+  from data_prep import build, synthetic
+  from i2v_jax import locks
   workdir = str(tmp_path / 'run')
   os_.makedirs(workdir)
   c = tiny_config(cli_data_dir, steps=2)
@@ -355,7 +355,7 @@ def test_a_finished_run_started_again_keeps_one_value_per_step(tmp_path, cli_dat
   """Faults 4: a run that crashed after its final checkpoint (or is simply run
   again) is evaluated again, and its final step's values are replaced, not doubled
   (metrics.jsonl and TensorBoard)."""
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator
   workdir = str(tmp_path / 'run')
   c = tiny_config(cli_data_dir, steps=2)
   c.train.log_every, c.train.eval_every = 1, 2
@@ -378,8 +378,8 @@ def test_a_run_evaluates_on_another_dataset_with_its_own_classifier(tmp_path, sy
   """Cross-domain evaluation (as torchreid's and fast-reid's): a run trained on one
   synthetic pool (12 classes) evaluates on another with 10 training ids and other
   test identities; its networks are the run's, never sized from the evaluated set."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from tests.conftest import CLI_DATA  # pylint: disable=g-import-not-at-top
+  import dataclasses
+  from tests.conftest import CLI_DATA
   other = synthetic_data(dataclasses.replace(CLI_DATA, num_train_ids=10, id_offset=500, seed=3))
   e = tiny_config(other, steps=2)
   e.mode, e.eval.from_workdir = 'evaluate', exported_run

@@ -158,9 +158,9 @@ def figure(runs: List[dict], variants: Sequence[dict], path: str,
            reference: str = 'student_only') -> None:
   """PNG, two panels per variant: I2V mAP (mean and 95% t-interval over seeds),
   and the paired I2V mAP difference to ``reference`` with its 95% t-interval."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only the report draws)
+  import matplotlib  # only the report draws
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
 
   rows = []  # (name, n, mean, half, diff mean, diff half or None)
   for v in variants:
@@ -206,9 +206,9 @@ def tcl_figure(groups: Dict[str, List[dict]], path: str) -> bool:
   """PNG of TCL over training per start: its value (mean over seeds) for every
   variant that logged it, and the teacher's and student's softmax mass on the
   positives for each. Returns False (nothing drawn) when no run logged TCL."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
 
   starts = [st for st, rs in groups.items() if any(r.get('diagnostics') for r in rs)]
   if not starts:
@@ -222,7 +222,7 @@ def tcl_figure(groups: Dict[str, List[dict]], path: str) -> bool:
                 and r.get('diagnostics', {}).get('loss/tcl')]
       steps = series[0]['step']
       series = [d for d in series if d['step'] == steps]  # same logging steps only
-      mean = lambda key: np.nanmean(np.array([[np.nan if v is None else v for v in d[key]]
+      mean = lambda key, series=series: np.nanmean(np.array([[np.nan if v is None else v for v in d[key]]
                                               for d in series], np.float64), axis=0)
       row[0].plot(steps, mean('loss/tcl'), color=colour, label=f'{name} (n={len(series)})')
       if 'diag/tcl/teacher_p_pos' in series[0]:

@@ -349,11 +349,11 @@ def heldout_accuracy(workdir: str, data_dir: str) -> Dict[str, float]:
   """Top-1 classification accuracy of a run's image network on the held-out
   images (``query`` and ``gallery`` splits) of a pool whose held-out splits show
   the training classes (`data_prep.objects`), and chance for comparison."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from i2v_jax import api, input_pipeline  # pylint: disable=g-import-not-at-top
-  from i2v_jax.dataset_folder import Dataset  # pylint: disable=g-import-not-at-top
-  from i2v_jax.models import build_models  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from i2v_jax import api, input_pipeline
+  from i2v_jax.dataset_folder import Dataset
+  from i2v_jax.models import build_models
   model = api.load(workdir, checkpoint='latest')
   _, student = build_models(model.config.model, model.num_classes)
   logits_of = jax.jit(lambda v, x: student.apply(v, x, train=False)['logits'])

@@ -136,7 +136,7 @@ def load_npz(path: str) -> Dict[str, Any]:
   try:
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
-  except Exception as e:  # pylint: disable=broad-except  (zip, npy and pickle errors)
+  except Exception as e:  # zip, npy and pickle errors
     raise PretrainedError(f'config model.pretrained={path}: not a readable .npz of plain '
                           f'arrays ({type(e).__name__}: {" ".join(str(e).split())[:120]}); '
                           f'{fix}') from None
@@ -185,7 +185,7 @@ def _main() -> None:
                       help='torchvision ResNet-50 state dict (.pth)')
   parser.add_argument('--out', required=True, help='output .npz')
   args = parser.parse_args()
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
   state = torch.load(args.torchvision, map_location='cpu', weights_only=True)
   if isinstance(state, Mapping) and 'state_dict' in state:
     state = state['state_dict']
