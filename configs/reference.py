@@ -3,17 +3,18 @@ r"""Writes docs/config.md: every config key with its default per preset and mean
     python -m configs.reference            # rewrite docs/config.md
     python -m configs.reference --check    # exit 1 if docs/config.md is stale
 
-The keys, defaults and preset differences come from `configs.base.get_config`;
-the meanings from the comments beside each assignment in `configs/base.py`, so
+The keys, defaults and preset differences come from `i2v_jax.defaults.get_config`;
+the meanings from the comments beside each assignment in `i2v_jax/defaults.py`, so
 the page cannot drift from the code (`tests/test_config.py` checks it is current).
 """
 
+import inspect
 import os
 import re
 import sys
 
 from configs import base
-from i2v_jax import atomic, config_lib
+from i2v_jax import atomic, config_lib, defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(REPO, 'docs', 'config.md')
@@ -23,7 +24,7 @@ _CONTINUED = re.compile(r'^\s{8,}#\s?(.*)$')
 
 def meanings(source: str) -> dict:
   """{key: comment} from the first ``c.<key> = ...  # comment`` line of each key in
-  base.py (the default's), a comment continued on the following comment-only
+  i2v_jax/defaults.py (the default's), a comment continued on the following comment-only
   lines included."""
   found, key = {}, None
   for line in source.splitlines():
@@ -51,8 +52,7 @@ def _show(value) -> str:
 
 def render() -> str:
   """The whole page, deterministic."""
-  source = open(os.path.join(REPO, 'configs', 'base.py'), encoding='utf-8').read()
-  notes = meanings(source)
+  notes = meanings(inspect.getsource(defaults))
   default, *others = base.PRESETS
   leaves = lambda arg: config_lib.flatten(base.get_config(arg).to_dict())
   configs = {p: leaves(f'preset={p}') for p in base.PRESETS}
@@ -63,7 +63,7 @@ def render() -> str:
       '[Back to the README](../README.md) · [training](training.md) · '
       '[method](method.md)',
       '',
-      'Generated from `configs/base.py` by `python -m configs.reference` (a test '
+      'Generated from `i2v_jax/defaults.py` by `python -m configs.reference` (a test '
       'keeps it current); do not edit by hand.',
       '',
       'Every key can be set with `--config.<key>=<value>`; the dict is locked, so a '

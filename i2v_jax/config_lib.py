@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Optional, Sequence
 
 import ml_collections
 
+from i2v_jax import defaults as library_defaults
 from i2v_jax import eval_tables
 from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
@@ -254,14 +256,24 @@ def saved_path(workdir: str) -> str:
 def load_saved(workdir: str, defaults: Optional[ml_collections.ConfigDict] = None
                ) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was trained with (its ``config.json``), locked;
-  keys added to the code since it was saved come from ``defaults``."""
+  keys added to the code since it was saved come from ``defaults`` (the library's,
+  `i2v_jax.defaults.get_config`, unless given)."""
   path = saved_path(workdir)
   if not os.path.exists(path):
     raise ConfigError(f'{path} not found: --workdir={workdir} holds no trained run; '
                             'pass --config=<config file> to train one')
-  with open(path) as f:
-    saved = _tuples(migrate(json.load(f)))
-  config = ml_collections.ConfigDict(_merge(defaults.to_dict() if defaults else {}, saved))
+  try:
+    with open(path) as f:
+      saved = _tuples(migrate(json.load(f)))
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'{path}: not a readable config ({type(e).__name__}: '
+                      f'{" ".join(str(e).split())[:120]}); the run\'s config.json is damaged: '
+                      'pass --config=<the config file it was trained with>') from None
+  if not isinstance(saved, dict):
+    raise ConfigError(f'{path}: a JSON object was expected; the run\'s config.json is damaged: '
+                      'pass --config=<the config file it was trained with>')
+  base = (defaults or library_defaults.get_config()).to_dict()
+  config = ml_collections.ConfigDict(_merge(base, saved))
   config.lock()
   return config
 
@@ -282,15 +294,6 @@ def migrate(saved: dict) -> dict:
         target = target.setdefault(part, {})
       target[new_leaf] = value
   return saved
-
-
-def renamed_flag(argv: Sequence[str]) -> Optional[str]:
-  """The one-line refusal of a ``--config.<old key>`` flag, or None."""
-  for arg in argv:
-    key = arg.partition('=')[0][len('--config.'):] if arg.startswith('--config.') else ''
-    if key in RENAMED:
-      return f'--config.{key} was renamed: use --config.{RENAMED[key]}'
-  return None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -333,13 +336,81 @@ def refuse_changes(config, workdir: str, may_change: Optional[Sequence[str]],
   return [f'{k}: {a!r} -> {b!r}' for k, a, b in diff]
 
 
-def describe(config, config_file: str = '', presets: Sequence[str] = ()) -> str:
-  """The resolved config, one ``key = value`` a line, and the presets (those the
-  config file offers) and datasets to choose from."""
+def describe(config) -> str:
+  """The resolved config, one ``key = value`` a line, and the presets and datasets
+  to choose from (the library's tables)."""
   lines = [f'{k} = {v!r}' for k, v in flatten(json.loads(config.to_json_best_effort())).items()]
-  lines.append('')
-  if presets:
-    lines.append(f'presets: {" | ".join(presets)} ({config_file}:preset=<name>)')
   return '\n'.join(lines + [
-      f'datasets: {" | ".join(CHOICES["data.name"])} ({config_file or "configs/base.py"}'
-      ':dataset=<name>)'])
+      '',
+      f'presets: {" | ".join(library_defaults.PRESETS)} (--config=<file>:preset=<name>)',
+      f'datasets: {" | ".join(CHOICES["data.name"])} (--config=<file>:dataset=<name>)'])
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
+  """absl's parse of ``argv`` with the ``--config`` flag defined first: the
+  ``--config`` file (``file.py[:arguments]``), or without one the saved config of
+  ``--workdir`` (evaluate mode, resume), on which ``--config.<key>`` overrides
+  apply. Returns the remaining arguments.
+
+  Raises:
+    ConfigError, one line, for every mistake in the flags or the config file
+    (`flag_error_line`).
+  """
+  from absl import flags  # the command line's library, not the config check's
+  from ml_collections import config_flags
+  flag_values = flag_values or flags.FLAGS
+  argv = list(argv)
+  for arg in argv:
+    key = arg.partition('=')[0][len('--config.'):] if arg.startswith('--config.') else ''
+    if key in RENAMED:
+      raise ConfigError(f'--config.{key} was renamed: use --config.{RENAMED[key]}')
+  help_text = "experiment config file[:arguments]; default: the workdir's config.json"
+  if any(a == '--config' or a.startswith('--config=') for a in argv):
+    config_flags.DEFINE_config_file('config', None, help_text, flag_values=flag_values)
+  else:
+    workdir = [a.split('=', 1)[1] if '=' in a else b
+               for a, b in zip(argv, argv[1:] + ['']) if a in ('--workdir',)
+               or a.startswith('--workdir=')]
+    if workdir and os.path.exists(saved_path(workdir[-1])):
+      config_flags.DEFINE_config_dict('config', load_saved(workdir[-1]), help_text,
+                                      flag_values=flag_values)
+    elif any(a.startswith('--config.') for a in argv):
+      raise ConfigError('--config.<key> overrides need --config=<config file>, or a --workdir '
+                        'that holds a trained run (its config.json)')
+    else:
+      config_flags.DEFINE_config_file('config', None, help_text, flag_values=flag_values)
+  try:
+    return flag_values(argv)
+  except Exception as e:  # absl, ml_collections and the config file raise many kinds
+    raise ConfigError(flag_error_line(e, argv)) from None
+
+
+def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:
+  """One line for an error parsing the flags: a misspelt key (at any depth, with
+  ml_collections' nearest key as "did you mean"), a value of the wrong type or
+  out of its choices, an unknown flag, or an error inside the config file (its
+  last line, naming the file)."""
+  text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
+  if isinstance(error, AttributeError) or 'Did you mean' in text:
+    return _misspelt_key(text, argv)
+  if 'Traceback' in text:  # raised inside the config file: its last line says what
+    text = text.splitlines()[-1]
+  text = re.sub(r'^(\w+Error: )+', '', text)
+  return ' '.join(text.split())
+
+
+def _misspelt_key(message: str, argv: Sequence[str]) -> str:
+  """ml_collections' error for ``--config.a.bad=v`` -> the flag and, when it has
+  one, the nearest existing key."""
+  found = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', message)
+  leaf = found.group(2) if found else re.sub(r'\W', '', message.split('\\n')[0])
+  flag = next((a.split('=', 1)[0] for a in argv if a.startswith('--config.')
+               and '.' + leaf in a.split('=', 1)[0]), f'--config.<...>.{leaf}')
+  listing = ' (--config.mode=print lists every key)'
+  if not found:
+    return f'{flag}: no such config key{listing}'
+  head, _, tail = flag.partition('.' + leaf)
+  return f'{flag}: no such config key; did you mean {head}.{found.group(1)}{tail}?{listing}'

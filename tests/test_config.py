@@ -1,4 +1,5 @@
-"""configs/base.py: presets, locking, command-line overrides."""
+"""The config: the library's defaults and presets (through configs/base.py), locking,
+command-line overrides."""
 
 import json
 import os
@@ -95,12 +96,13 @@ def test_bad_arguments_are_named():
 
 
 def test_every_config_key_is_explained_where_it_is_defined():
-  """docs/config.md is generated from configs/base.py; each key needs the comment
+  """docs/config.md is generated from i2v_jax/defaults.py; each key needs the comment
   beside its default there, or the page would have a key without a meaning."""
+  import inspect
   from configs import reference
+  from i2v_jax import defaults
   config_keys = set(config_lib.flatten(json.loads(base.get_config().to_json_best_effort())))
-  with open(os.path.join(REPO, 'configs', 'base.py'), encoding='utf-8') as f:
-    notes = reference.meanings(f.read())
+  notes = reference.meanings(inspect.getsource(defaults))
   assert {k for k in config_keys if not notes.get(k)} == set()
 
 
@@ -170,14 +172,13 @@ def test_saved_config_round_trips_and_changes_are_refused_by_key(tmp_path):
   saved = config_lib.load_saved(str(tmp_path))
   assert saved.to_dict() == c.to_dict()  # tuples come back as tuples
   assert saved.model.stage_sizes == c.model.stage_sizes
-  # A run saved before a key existed: the key takes its default (configs/workdir.py).
+  # A run saved before a key existed: the key takes the library's default.
   old = json.loads(c.to_json_best_effort())
   del old['eval']['tag']
   old['model']['width'] = 3
   (tmp_path / 'old').mkdir()
   (tmp_path / 'old' / 'config.json').write_text(json.dumps(old))
-  from configs import workdir
-  loaded = workdir.get_config(str(tmp_path / 'old'))
+  loaded = config_lib.load_saved(str(tmp_path / 'old'))
   assert loaded.eval.tag == '' and loaded.model.width == 3 and loaded.preset == 'tkp'
   other = base.get_config('preset=mdkt,runlocal')
   with pytest.raises(config_lib.ConfigError) as e:
@@ -256,7 +257,7 @@ def test_shared_classifier_needs_joint_training_and_p_must_divide_over_devices()
 
 
 def test_the_config_reference_page_is_current():
-  """docs/config.md is generated from configs/base.py: regenerate it with
+  """docs/config.md is generated from i2v_jax/defaults.py: regenerate it with
   `python -m configs.reference` after changing a key, a default or a comment."""
   from configs import reference
   with open(reference.PAGE, encoding='utf-8') as f:
@@ -267,13 +268,13 @@ def test_the_config_reference_page_is_current():
 
 
 # The worked example of a new loss term in docs/extending.md: a key that the
-# page asks the reader to add, so it is not in configs/base.py.
+# page asks the reader to add, so it is not in i2v_jax/defaults.py.
 EXAMPLE_KEYS = {'loss.norm.student'}
 
 
 def test_every_config_key_the_docs_name_exists():
   """A key written in the README or docs (`loss.tcl.reverse`, `eval.feature=...`)
-  is one `configs/base.py` defines, so a renamed key leaves no stale page."""
+  is one `i2v_jax/defaults.py` defines, so a renamed key leaves no stale page."""
   cfg = base.get_config()
   pages = [os.path.join(REPO, 'README.md')] + [
       os.path.join(root, name) for root, _, files in os.walk(os.path.join(REPO, 'docs'))

@@ -49,8 +49,8 @@ def test_nothing_in_the_library_imports_its_experiments():
 
 def test_configs_import_only_the_config_and_dataset_tables_and_each_other():
   allowed = ('ml_collections', 'i2v_jax.config_lib', 'i2v_jax.datasets', 'i2v_jax.atomic',
-             'configs')
-  stdlib = ('os', 'sys', 're', 'math', 'dataclasses', 'typing', 'json', '__future__')
+             'i2v_jax.defaults', 'configs')
+  stdlib = ('os', 'sys', 're', 'math', 'dataclasses', 'typing', 'json', 'inspect', '__future__')
   bad = []
   for name in os.listdir(os.path.join(REPO, 'configs')):
     if name.endswith('.py'):
@@ -71,10 +71,11 @@ def test_the_tables_and_the_config_check_import_no_jax():
   """The config is checked against the tables before anything is loaded or
   compiled: config_lib, datasets and eval_tables import neither JAX nor TF."""
   stdlib = sys.stdlib_module_names | {'__future__'}
-  allowed = ('ml_collections', 'i2v_jax.config_lib', 'i2v_jax.datasets',
-             'i2v_jax.eval_tables', 'i2v_jax.errors', 'i2v_jax.run_folder')
+  allowed = ('ml_collections', 'absl.flags', 'i2v_jax.config_lib', 'i2v_jax.datasets',
+             'i2v_jax.defaults', 'i2v_jax.eval_tables', 'i2v_jax.errors', 'i2v_jax.run_folder')
   bad = []
-  for name in ('config_lib.py', 'datasets.py', 'eval_tables.py', 'errors.py', 'run_folder.py'):
+  for name in ('config_lib.py', 'datasets.py', 'defaults.py', 'eval_tables.py', 'errors.py',
+               'run_folder.py'):
     bad += [f'i2v_jax/{name} imports {m}' for m in imports(os.path.join(REPO, 'i2v_jax', name))
             if m.split('.')[0] not in stdlib
             and not any(m == a or m.startswith(a + '.') for a in allowed)]
