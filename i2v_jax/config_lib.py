@@ -107,6 +107,7 @@ def get(config, key: str) -> Any:
 
 def validate(config) -> None:
   """Raises ConfigError naming the key, the value and the choices (one line)."""
+  _check_schema(config)
   for key, choices in CHOICES.items():
     value = get(config, key)
     if value not in choices:
@@ -170,6 +171,21 @@ def validate(config) -> None:
   if config.model.shared_classifier and config.teacher.mode != 'joint':
     raise ConfigError('config model.shared_classifier=True needs teacher.mode=joint (one '
                       'classifier trained by both networks)')
+
+
+def _check_schema(config) -> None:
+  """The config has exactly the library's keys (`i2v_jax.defaults`): a config
+  file that builds its own dict, or adds a key the code never reads, is refused."""
+  want = flatten(library_defaults.get_config().to_dict())
+  have = flatten(config.to_dict())
+  missing, unknown = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+  if missing or unknown:
+    raise ConfigError(
+        'the config ' + '; '.join(filter(None, (
+            missing and f'lacks {len(missing)} keys ({", ".join(missing[:3])}...)',
+            unknown and f'has keys the code does not read ({", ".join(unknown[:3])})')))
+        + ': start the config file from configs/base.py\'s get_config() (or '
+        'i2v_jax.defaults.get_config()) and change only what differs')
 
 
 def _check_ranges(config) -> None:
@@ -383,9 +399,12 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
     else:
       config_flags.DEFINE_config_file('config', None, help_text, flag_values=flag_values)
   try:
-    return flag_values(argv)
+    rest = flag_values(argv)
+    config = flag_values.config  # a config file that failed to load raises when first used:
+    _ = None if config is None else config.to_dict()  # here, not in the middle of a run
   except Exception as e:  # absl, ml_collections and the config file raise many kinds
     raise ConfigError(flag_error_line(e, argv)) from None
+  return rest
 
 
 def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:
@@ -394,12 +413,27 @@ def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:
   out of its choices, an unknown flag, or an error inside the config file (its
   last line, naming the file)."""
   text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
+  unknown = re.match(r"Unknown command line flag '([^']+)'(?:\. Did you mean: ([\w, ]+) \?)?", text)
+  if unknown:  # absl's: a flag of the command, not a config key
+    near = unknown.group(2) and unknown.group(2).split(',')[0].strip()
+    return (f'--{unknown.group(1)}: no such flag' + (f'; did you mean --{near}?' if near else '')
+            + ' (the flags: --config, --workdir, --config.<key>=<value>, --distributed)')
   if isinstance(error, AttributeError) or 'Did you mean' in text:
     return _misspelt_key(text, argv)
+  unreadable = re.search(r'\[Errno \d+\] ([^:]+): (.*?)\s*$', text)
+  if isinstance(error, OSError) and unreadable:  # the --config file is not there
+    return (f'--config={unreadable.group(2).strip(chr(39))}: {unreadable.group(1).lower()}; '
+            'pass a config '
+            'file (configs/base.py, configs/synthetic_cpu.py or your own)')
   if 'Traceback' in text:  # raised inside the config file: its last line says what
     text = text.splitlines()[-1]
   text = re.sub(r'^(\w+Error: )+', '', text)
-  return ' '.join(text.split())
+  # absl's "(reason, value)" tuples, as words
+  text = ' '.join(re.sub(r"\('([^']+)', '([^']*)'\)", r'\1: \2', text).split())
+  config_file = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '')
+  if config_file and not text.startswith(('flag --', '--config')):  # raised by the file
+    text = f'--config={config_file}: {text}'
+  return text
 
 
 def _misspelt_key(message: str, argv: Sequence[str]) -> str:

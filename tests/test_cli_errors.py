@@ -66,6 +66,16 @@ def _pretrained(kind):
   return make
 
 
+def _config_file(text):
+  def make(tmp_path):
+    return _write(str(tmp_path / 'my_config.py'), text)
+  return make
+
+
+_EDITED_BASE = ('from configs import base\n\ndef get_config():\n'
+                '  c = base.get_config("runlocal")\n  c.unlock()\n  {edit}\n  return c\n')
+
+
 # (id, arguments after the base config, a piece of the expected line,
 #  'nosuch' or 'cpu', data edit or None, file maker or None)
 CASES = [
@@ -139,9 +149,33 @@ CASES = [
      'model.stage_sizes=(0, 0, 0, 0): blocks per stage', 'nosuch', None, None),
     ('an eval tag that leaves the workdir', ['--config.eval.tag=../../../../x'],
      "eval.tag='../../../../x': it must be one plain name", 'nosuch', None, None),
+    # Each shape of a flag or config-file error (config_lib.flag_error_line).
+    ('misspelt key three deep', ['--config.loss.tcl.weigth=1'],
+     'no such config key; did you mean --config.loss.tcl.weight?', 'nosuch', None, None),
+    ('misspelt top-level key', ['--config.sed=1'],
+     'no such config key; did you mean --config.seed?', 'nosuch', None, None),
+    ('misspelt command flag', ['--work_dir=x'],
+     '--work_dir: no such flag; did you mean --workdir?', 'nosuch', None, None),
+    ('boolean given yes', ['--config.eval.rerank=yes'],
+     'flag --config.eval.rerank=yes: Non-boolean argument to boolean flag: yes', 'nosuch',
+     None, None),
+    ('config file missing', [], 'none.py: no such file or directory; pass a config file',
+     'nosuch', None, None),
+    ('config file a directory', [], 'is a directory; pass a config file', 'nosuch', None, None),
+    ('config file raises', [], 'my_config.py: boom', 'nosuch', None,
+     _config_file('def get_config():\n  raise RuntimeError("boom")\n')),
+    ('config file with a syntax error', [], 'my_config.py: invalid syntax', 'nosuch', None,
+     _config_file('def get_config(:\n')),
+    ('config file lacking keys', [], 'the config lacks 22 keys (eval.ap_mode', 'nosuch', None,
+     _config_file(_EDITED_BASE.format(edit='del c["eval"]'))),
+    ('config file with an unknown key', [], 'has keys the code does not read (extra)', 'nosuch',
+     None, _config_file(_EDITED_BASE.format(edit='c.extra = 3'))),
 ]
 CONFIGS = {'unknown preset': BASE.replace('mdkt', 'mdtk'),
-           'veri config on a synthetic folder': BASE.replace('runlocal', 'dataset=veri,runlocal')}
+           'veri config on a synthetic folder': BASE.replace('runlocal', 'dataset=veri,runlocal'),
+           'config file missing': '{tmp}/none.py', 'config file a directory': '{tmp}',
+           'config file raises': '{file}', 'config file with a syntax error': '{file}',
+           'config file lacking keys': '{file}', 'config file with an unknown key': '{file}'}
 
 
 @pytest.mark.slow
@@ -152,7 +186,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
   data = _data_copy(tmp_path, cli_data_dir, edit) if edit else cli_data_dir
   file = maker(tmp_path) if maker else ''
   extra = [a.format(tmp=tmp_path, data=data, file=file) for a in extra]
-  config = CONFIGS.get(name, BASE)
+  config = CONFIGS.get(name, BASE).format(tmp=tmp_path, file=file)
   workdir = tmp_path / 'run'
   before = sorted(os.listdir(data))
   run = subprocess.run(
