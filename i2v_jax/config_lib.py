@@ -16,8 +16,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from i2v_jax import defaults as library_defaults
-from i2v_jax import eval_tables
-from i2v_jax.datasets import DATASETS
+from i2v_jax import datasets, eval_tables
 from i2v_jax.errors import UserError
 from i2v_jax.run_folder import RunFolder, tag_problem
 
@@ -54,33 +53,28 @@ class ConfigError(UserError, ValueError):
   """A config that cannot run: the message names the key, the value and the fix."""
 
 
-# The switches that take one of a few values: key -> choices. `validate` checks
-# them (and a few other rules) before anything is loaded or compiled.
-CHOICES = {
-    'mode': ('train', 'evaluate', 'print'),
-    'data.name': tuple(DATASETS),
-    'input.sampling': ('restricted', 'multiview'),
-    'model.dtype': ('float32', 'bfloat16'),
-    'loss.student_level': ('frame', 'set'),
-    'loss.triplet.distance': ('euclidean', 'cosine'),
-    'loss.tcl.mine_on': ('teacher', 'student'),
-    'loss.tcl.teacher_level': ('frame', 'clip'),
-    'loss.tcl.distance': ('cosine', 'euclidean'),
-    'loss.tcl.distance_scale': ('none', 'mean'),
-    'loss.tcl.feature': ('features', 'bn_features'),
-    'teacher.mode': ('joint', 'frozen'),
-    'teacher.bn_mode': ('running', 'batch'),
-    'parallel.mining_scope': ('global', 'local'),
-    'parallel.bn_scope': ('local', 'global'),
-    'optim.name': ('adam', 'adamw'),
-    'optim.schedule': ('multistep', 'cosine'),
-    'eval.distance': ('cosine', 'euclidean'),
-    'eval.ap_mode': eval_tables.AP_MODES,
-    'eval.feature': ('features', 'bn_features'),
-    'eval.gallery_encoder': ('teacher', 'student'),
-    'eval.query_frame': ('first', 'middle'),
-}
-NETWORKS = ('teacher', 'student')
+MODES = ('train', 'evaluate', 'print')  # what the command does (config mode)
+
+
+def choices() -> dict:
+  """Every switch that takes one of a few values -> its choices, read from the
+  module that owns it (each declares ``CONFIG_CHOICES``), so a choice added to an
+  owner is accepted here with no second list. The owners import JAX (not a
+  backend: validation still answers before any device or compilation)."""
+  from i2v_jax.distances import CONFIG_CHOICES as distances
+  from i2v_jax.evaluation.features import CONFIG_CHOICES as features
+  from i2v_jax.input_pipeline import CONFIG_CHOICES as input_pipeline
+  from i2v_jax.losses.objective import CONFIG_CHOICES as objective
+  from i2v_jax.losses.tcl import CONFIG_CHOICES as tcl
+  from i2v_jax.models.reid import CONFIG_CHOICES as reid
+  from i2v_jax.train_step import CONFIG_CHOICES as train_step
+  out = {'mode': MODES}
+  for owned in (datasets.CONFIG_CHOICES, input_pipeline, reid, objective, distances, tcl,
+                train_step, features, eval_tables.CONFIG_CHOICES):
+    out.update(owned)
+  return out
+
+
 # Keys that moved: old -> new. A command line naming the old key is refused with
 # the new name; a saved config.json with the old key is read under the new one.
 RENAMED = {'loss.mutual.reverse_tcl': 'loss.tcl.reverse'}
@@ -108,17 +102,18 @@ def get(config, key: str) -> Any:
 def validate(config) -> None:
   """Raises ConfigError naming the key, the value and the choices (one line)."""
   _check_schema(config)
-  for key, choices in CHOICES.items():
+  for key, allowed in choices().items():
     value = get(config, key)
-    if value not in choices:
-      raise ConfigError(f'config {key}={value!r}: choose one of {" | ".join(choices)}')
+    if value not in allowed:
+      raise ConfigError(f'config {key}={value!r}: choose one of {" | ".join(allowed)}')
   checkpoint = str(config.eval.checkpoint)
   if checkpoint not in ('latest', 'best') and not checkpoint.isdigit():
     raise ConfigError(f'config eval.checkpoint={checkpoint!r}: choose latest | best | '
                      'a step number')
-  networks = tuple(config.networks)
-  if not networks or set(networks) - set(NETWORKS) or len(set(networks)) != len(networks):
-    raise ConfigError(f'config networks={networks!r}: a non-empty subset of {NETWORKS}')
+  from i2v_jax.train_step import NETWORK_KEYS  # the step's networks
+  networks, known = tuple(config.networks), tuple(NETWORK_KEYS)
+  if not networks or set(networks) - set(known) or len(set(networks)) != len(networks):
+    raise ConfigError(f'config networks={networks!r}: a non-empty subset of {known}')
   unknown = set(config.eval.protocols) - set(PROTOCOLS)
   if unknown:
     raise ConfigError(f'config eval.protocols={tuple(config.eval.protocols)!r}: '
@@ -359,7 +354,7 @@ def describe(config) -> str:
   return '\n'.join(lines + [
       '',
       f'presets: {" | ".join(library_defaults.PRESETS)} (--config=<file>:preset=<name>)',
-      f'datasets: {" | ".join(CHOICES["data.name"])} (--config=<file>:dataset=<name>)'])
+      f'datasets: {" | ".join(datasets.DATASETS)} (--config=<file>:dataset=<name>)'])
 
 
 # ------------------------------------------------------------------ the command line

@@ -42,3 +42,6 @@ DATASETS: Dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo('duke', 256, 128, 702, 'DukeMTMC-VideoReID (Wu et al., CVPR 2018)'),
     DatasetInfo('veri', 224, 224, 576, 'VeRi-776 vehicles (Liu et al., ICME 2016)'),
 )}
+
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'data.name': tuple(DATASETS)}

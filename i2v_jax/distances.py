@@ -24,6 +24,9 @@ import jax
 import jax.numpy as jnp
 
 DISTANCES = ('cosine', 'euclidean')
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'loss.triplet.distance': DISTANCES, 'loss.tcl.distance': DISTANCES,
+                  'eval.distance': DISTANCES}
 
 # Largest N·M·D for which the (N, M, D) difference tensor is materialised
 # (16 Mi float32 = 64 MiB; its backward pass holds one more of the same size).

@@ -82,3 +82,6 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric('mAP', average_precision, 'mean average precision (eval.ap_mode)'),
     Metric('mINP', inverse_negative_penalty, 'mean inverse negative penalty'),
 )}
+
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'eval.ap_mode': AP_MODES}

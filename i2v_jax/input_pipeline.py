@@ -40,6 +40,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 SAMPLINGS = ('restricted', 'multiview')
+QUERY_FRAMES = ('first', 'middle')  # which frame of a query tracklet is its image
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'input.sampling': SAMPLINGS, 'eval.query_frame': QUERY_FRAMES}
 
 
 class TrackletReader:

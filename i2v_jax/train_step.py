@@ -175,6 +175,15 @@ def check_same_layout(loaded, expected, source: str) -> None:
 
 
 BN_MODES = ('running', 'batch')
+TEACHER_MODES = ('joint', 'frozen')
+MINING_SCOPES = ('global', 'local')
+BN_SCOPES = ('local', 'global')
+OPTIMIZERS = ('adam', 'adamw')
+SCHEDULES = ('multistep', 'cosine')
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'teacher.mode': TEACHER_MODES, 'teacher.bn_mode': BN_MODES,
+                  'parallel.mining_scope': MINING_SCOPES, 'parallel.bn_scope': BN_SCOPES,
+                  'optim.name': OPTIMIZERS, 'optim.schedule': SCHEDULES}
 
 
 def _reinit_student_layer4(student, fresh):
@@ -210,8 +219,8 @@ def create_train_state(config, num_classes: int, rng,
   variables = init_variables(config, num_classes, rng)
   networks = trained_networks(config)
   t = config.teacher
-  if t.mode not in ('joint', 'frozen'):
-    raise ValueError(f'config teacher.mode={t.mode!r}: joint or frozen')
+  if t.mode not in TEACHER_MODES:
+    raise ValueError(f'config teacher.mode={t.mode!r}: choose one of {TEACHER_MODES}')
   if t.bn_mode not in BN_MODES:
     raise ValueError(f'config teacher.bn_mode={t.bn_mode!r}: choose one of {BN_MODES}')
   if config.model.shared_classifier and (t.mode != 'joint' or len(networks) != 2):
@@ -290,8 +299,8 @@ def _device_loss_and_grads(config):
     raise ValueError(f'config input.student_frames={m} exceeds input.clip_len='
                      f'{config.input.clip_len} (student images are clip frames)')
   scope = config.parallel.mining_scope
-  if scope not in ('global', 'local'):
-    raise ValueError(f'config parallel.mining_scope={scope!r}: global or local')
+  if scope not in MINING_SCOPES:
+    raise ValueError(f'config parallel.mining_scope={scope!r}: choose one of {MINING_SCOPES}')
 
   def fn(state: TrainState, batch):
     clips, labels = batch['clips'], batch['labels']

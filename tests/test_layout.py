@@ -67,18 +67,38 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
   assert list(imports(str(path))) == ['data_prep.build', 'tensorflow_datasets']
 
 
-def test_the_tables_and_the_config_check_import_no_jax():
-  """The config is checked against the tables before anything is loaded or
-  compiled: config_lib, datasets and eval_tables import neither JAX nor TF."""
+def test_the_tables_import_no_jax():
+  """The tables (datasets, eval_tables, defaults, run_folder, errors) import the
+  standard library and ml_collections only, so configs and tools read them without
+  JAX or TensorFlow. (`config_lib.validate` reads each switch's choices from the
+  module that owns it, which may import JAX: that starts no backend, and
+  tests/test_cli_errors.py runs every refusal under JAX_PLATFORMS=nosuch.)"""
   stdlib = sys.stdlib_module_names | {'__future__'}
-  allowed = ('ml_collections', 'absl.flags', 'i2v_jax.config_lib', 'i2v_jax.datasets',
-             'i2v_jax.defaults', 'i2v_jax.eval_tables', 'i2v_jax.errors', 'i2v_jax.run_folder')
+  allowed = ('ml_collections', 'i2v_jax.datasets', 'i2v_jax.defaults', 'i2v_jax.eval_tables',
+             'i2v_jax.errors', 'i2v_jax.run_folder')
   bad = []
-  for name in ('config_lib.py', 'datasets.py', 'defaults.py', 'eval_tables.py', 'errors.py',
-               'run_folder.py'):
+  for name in ('datasets.py', 'defaults.py', 'eval_tables.py', 'errors.py', 'run_folder.py'):
     bad += [f'i2v_jax/{name} imports {m}' for m in imports(os.path.join(REPO, 'i2v_jax', name))
             if m.split('.')[0] not in stdlib
             and not any(m == a or m.startswith(a + '.') for a in allowed)]
+  assert not bad, bad
+
+
+def test_no_enumeration_is_restated_in_the_config_layer():
+  """Every switch's choices come from its owner's CONFIG_CHOICES: config_lib (the
+  validation) spells no owner's tuple of choices again."""
+  from i2v_jax import config_lib
+  owned = {tuple(v) for k, v in config_lib.choices().items() if k != 'mode'}
+  assert len(config_lib.choices()) >= 20  # every owner was read
+  bad = []
+  for name in ('config_lib.py',):
+    tree = ast.parse(open(os.path.join(REPO, 'i2v_jax', name), encoding='utf-8').read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Tuple) and len(node.elts) > 1 and all(
+          isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+        values = tuple(e.value for e in node.elts)
+        if values in owned or tuple(reversed(values)) in owned:
+          bad.append(f'i2v_jax/{name}:{node.lineno} restates {values}')
   assert not bad, bad
 
 

@@ -19,6 +19,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from i2v_jax import input_pipeline
 from i2v_jax.models import build_models
 
+FEATURES = ('features', 'bn_features')  # retrieve with the embedding or after the BN-neck
+GALLERY_ENCODERS = ('teacher', 'student')  # which network encodes gallery videos
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'eval.feature': FEATURES, 'eval.gallery_encoder': GALLERY_ENCODERS}
+
 
 def network_variables(state, name: str) -> Dict[str, object]:
   """{'params', 'batch_stats'} of ``name`` in a `TrainState` (trained or frozen)."""
@@ -45,8 +50,8 @@ def encoders(config) -> Dict[str, str]:
   """
   have = tuple(config.networks)
   video = config.eval.gallery_encoder
-  if video not in ('teacher', 'student'):
-    raise ValueError(f'config eval.gallery_encoder={video!r}: teacher or student')
+  if video not in GALLERY_ENCODERS:
+    raise ValueError(f'config eval.gallery_encoder={video!r}: choose one of {GALLERY_ENCODERS}')
   if video not in have:
     video = have[0]
   return {'image': 'student' if 'student' in have else 'teacher', 'video': video}
@@ -62,8 +67,8 @@ def make_encode_fn(config, num_classes: int, network: str):
   and hands them to every evaluation, so they compile once.
   """
   key = config.eval.feature
-  if key not in ('features', 'bn_features'):
-    raise ValueError(f'config eval.feature={key!r}: features or bn_features')
+  if key not in FEATURES:
+    raise ValueError(f'config eval.feature={key!r}: choose one of {FEATURES}')
   teacher, student = build_models(config.model, num_classes)
 
   def encode(variables, frames, mask):

@@ -47,6 +47,10 @@ Gather = Callable[[jnp.ndarray], jnp.ndarray]
 Outputs = Optional[Dict[str, jnp.ndarray]]
 STUDENT_LEVELS = ('frame', 'set')
 TEACHER_LEVELS = ('frame', 'clip')
+TCL_FEATURES = ('features', 'bn_features')  # TCL on the embeddings or after the BN-neck
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'loss.student_level': STUDENT_LEVELS, 'loss.tcl.teacher_level': TEACHER_LEVELS,
+                  'loss.tcl.feature': TCL_FEATURES}
 
 
 def set_outputs(student: Dict[str, jnp.ndarray], b: int) -> Dict[str, jnp.ndarray]:

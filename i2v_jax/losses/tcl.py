@@ -18,6 +18,9 @@ _MASKED = -1e9
 # against a one-hot target on the same entry its KL and gradient are exactly 0.
 _SATURATED = 1e-6
 DISTANCE_SCALES = ('none', 'mean')
+MINE_ON = ('teacher', 'student')  # the network whose space mines each anchor's triplet
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'loss.tcl.mine_on': MINE_ON, 'loss.tcl.distance_scale': DISTANCE_SCALES}
 
 
 def _selection(d_mine: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
@@ -112,8 +115,8 @@ def triplet_contrast(student_anchors: jnp.ndarray, student_cands: jnp.ndarray,
     'valid': fraction of anchors used, 'saturated': fraction of valid anchors
     whose learner softmax is one-hot to float32 precision}).
   """
-  if mine_on not in ('teacher', 'student'):
-    raise ValueError(f'loss.tcl.mine_on={mine_on!r}: choose teacher or student')
+  if mine_on not in MINE_ON:
+    raise ValueError(f'loss.tcl.mine_on={mine_on!r}: choose one of {MINE_ON}')
   if direction not in ('teacher_to_student', 'student_to_teacher'):
     raise ValueError(f'unknown TCL direction {direction!r}')
   if num_negatives < 1:

@@ -96,6 +96,12 @@ class TeacherNet(_ReIDNet):
     return outputs
 
 
+# Compute dtypes (parameters stay float32).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# The config switches whose choices this module owns (`config_lib.choices` reads them).
+CONFIG_CHOICES = {'model.dtype': tuple(DTYPES)}
+
+
 def nonlocal_placement(model_config: ml_collections.ConfigDict) -> tuple:
   """Per-stage non-local positions from ``model.nonlocal`` (empty when off)."""
   stages = len(model_config.stage_sizes)
@@ -116,7 +122,7 @@ def nonlocal_placement(model_config: ml_collections.ConfigDict) -> tuple:
 def build_models(model_config: ml_collections.ConfigDict, num_classes: int,
                  bn_axis_name: Optional[str] = None):
   """Teacher and student modules from ``config.model``."""
-  dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[model_config.dtype]
+  dtype = DTYPES[model_config.dtype]
   common = dict(stage_sizes=tuple(model_config.stage_sizes),
                 width=model_config.width, last_stride=model_config.last_stride,
                 num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype)
