@@ -212,6 +212,52 @@ def check_fits(step_dir: str, target: Any) -> None:
           f'here: {cause}; nothing was changed')
 
 
+def read_verified(step_dir: str, target: Any, *, require: bool = True,
+                  partial: bool = False) -> Any:
+  """The one read of a checkpoint's files, for every reader (resume, evaluation,
+  export, ``i2v_jax.load``, a frozen teacher): the files against their sha256
+  record (`verify`; ``require=False``, resuming only, restores an unrecorded one
+  with a warning), a whole state's arrays against ``target`` (`check_fits`), then
+  orbax into ``target``'s shapes and shardings (``partial``: only the subtree
+  ``target`` names). Files that fail to restore after their checksums matched are
+  a mismatch, not damage."""
+  directory, step = os.path.dirname(step_dir), int(os.path.basename(step_dir))
+  warning = verify(directory, step, require)
+  if warning:
+    print(f'warning: {warning}', flush=True)
+  if not partial:
+    check_fits(step_dir, target)
+  path = os.path.join(step_dir, 'default')
+  try:
+    with _quiet_orbax():
+      if partial:
+        checkpointer = ocp.PyTreeCheckpointer()
+        restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
+      else:
+        checkpointer = ocp.StandardCheckpointer()
+        restored = checkpointer.restore(path, target)
+      checkpointer.close()
+    return restored
+  except Exception as e:  # orbax/tensorstore raise many kinds
+    text = f'{type(e).__name__}: {" ".join(str(e).split())[:200]}'
+    if warning:  # unverified files that do not read: damage
+      raise DamagedCheckpoint(f'{step_dir}: unreadable ({text})') from None
+    raise CheckpointMismatch(f'{step_dir}: its files are intact (sha256 verified) but do '
+                             f'not restore into this config ({text}); nothing was '
+                             'changed') from None
+
+
+def best_step(directory: str) -> Optional[int]:
+  """The best checkpoint of a run: the one ``checkpoints_best`` keeps (it keeps
+  one, replaced when a later evaluation beats it), found the same way by every
+  reader. Raises DamagedCheckpoint when it is recorded but its files are gone."""
+  listed = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) \
+      else []
+  return newest_step(directory, listed)
+
+
 def recorded_steps(directory: str) -> List[int]:
   """Steps whose save completed (they have a sha256 record), listed by orbax or not."""
   folder = manifests(directory)
@@ -267,6 +313,10 @@ class Checkpoints:
             max_to_keep=keep, create=True, multiprocessing_options=barriers('latest')))
     self.best_metric = best_metric
     self.best_directory = run.best
+    # Steps this process saved and has not yet recorded: only they are sealed, so a
+    # checkpoint found without a record (a run killed before sealing it) is never
+    # given one later, and stays unverified for every reader.
+    self._saving: Dict[str, set] = {'latest': set(), 'best': set()}
     self.best = ocp.CheckpointManager(
         self.best_directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode='max',
@@ -291,8 +341,9 @@ class Checkpoints:
       if os.path.exists(manifest_path(self.best_directory, step)):
         os.remove(manifest_path(self.best_directory, step))
     with self._disk_full_is_one_line(self.best, step):
-      self.best.save(step, args=ocp.args.StandardSave(state),
-                     metrics={self.best_metric: float(metrics[self.best_metric])}, force=True)
+      if self.best.save(step, args=ocp.args.StandardSave(state),
+                        metrics={self.best_metric: float(metrics[self.best_metric])}, force=True):
+        self._saving['best'].add(step)
       self._seal()
     return True
 
@@ -303,7 +354,8 @@ class Checkpoints:
     """Saves and, once the save is complete, records its checksums (blocking, so a
     kept checkpoint is without a record only if the process died in between)."""
     with self._disk_full_is_one_line(self.manager, step):
-      self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+      if self.manager.save(step, args=ocp.args.StandardSave(state), force=force):
+        self._saving['latest'].add(step)
       self._seal()
 
   @contextlib.contextmanager
@@ -326,15 +378,17 @@ class Checkpoints:
                      'resume') from None
 
   def _seal(self) -> None:
-    """Waits for pending saves and writes the checksums of every finished step."""
-    for manager in (self.manager, self.best):
+    """Waits for pending saves and writes the checksums of the steps this process
+    saved (never of a step it found unrecorded)."""
+    for name, manager in (('latest', self.manager), ('best', self.best)):
       manager.wait_until_finished()
+      directory = str(manager.directory)
+      saved, kept = self._saving[name], set(manager.all_steps())
       if jax.process_index() == 0:
-        directory = str(manager.directory)
-        for step in manager.all_steps():
-          if not os.path.exists(manifest_path(directory, step)):
-            write_manifest(directory, step)
-        prune_manifests(directory, manager.all_steps())
+        for step in sorted(saved & kept):
+          write_manifest(directory, step)
+        prune_manifests(directory, kept)
+      saved.clear()
 
   def restore(self, target: Any, step: Optional[int] = None) -> Tuple[Any, int]:
     """Resuming: restores into the shapes and shardings of ``target``: ``step``,
@@ -357,24 +411,9 @@ class Checkpoints:
                             'in checkpoints_damaged/); delete the workdir to start afresh')
 
   def _restore_verified(self, manager, target: Any, step: int, require: bool = True) -> Any:
-    """The one verified restore: checksums (`verify`), fit (`check_fits`), then
-    orbax. A restore that fails on files whose checksums matched is a mismatch,
-    not damage."""
-    directory = str(manager.directory)
-    warning = verify(directory, step, require)
-    if warning:
-      print(f'warning: {warning}', flush=True)
-    step_dir = os.path.join(directory, str(step))
-    check_fits(step_dir, target)
-    try:
-      return manager.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # orbax/tensorstore raise many kinds
-      text = f'{type(e).__name__}: {" ".join(str(e).split())[:200]}'
-      if warning:  # unverified files that do not read: damage
-        raise DamagedCheckpoint(f'{step_dir}: unreadable ({text})') from None
-      raise CheckpointMismatch(f'{step_dir}: its files are intact (sha256 verified) but do '
-                               f'not restore into this config ({text}); nothing was '
-                               'changed') from None
+    """`read_verified` of ``step`` in ``manager``'s folder."""
+    return read_verified(os.path.join(str(manager.directory), str(step)), target,
+                         require=require)
 
   def _set_aside(self, step: int) -> None:
     """Moves a damaged step out of the manager's way (never deletes it)."""
@@ -397,9 +436,8 @@ class Checkpoints:
     other kept steps)."""
     kept = sorted(self.manager.all_steps())
     if which == 'best':
-      step = self.best.best_step()
       try:
-        newest_step(self.best_directory, [] if step is None else [step])
+        step = best_step(self.best_directory)
       except DamagedCheckpoint as e:
         raise DamagedCheckpoint(f'{e}; evaluate eval.checkpoint=latest instead') from None
       if step is None:
@@ -452,16 +490,13 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   if not os.path.isdir(directory):
     raise NoCheckpoint(
         f'{directory}: no checkpoints; point at the workdir of a finished training run')
-  manager = ocp.CheckpointManager(directory)
-  steps = list(manager.all_steps())
-  manager.close()
-  step = newest_step(directory, steps) if which in ('latest', 'best') else int(which)
+  steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
+  step = (best_step(directory) if which == 'best' else newest_step(directory, steps)
+          if which == 'latest' else int(which))
   if step is None:
     raise NoCheckpoint(f'{directory}: no complete checkpoint yet')
   if step not in steps:
     raise NoCheckpoint(f'{directory}: no checkpoint {which!r} (kept: {sorted(steps)})')
-  verify(directory, step, require=True)
-  path = os.path.join(directory, str(step), 'default')
   metadata = saved_arrays(os.path.join(directory, str(step)))
   trained = sorted(metadata.get('params', {}))
   frozen = sorted(metadata.get('frozen', {}) or {})
@@ -477,17 +512,7 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
-  checkpointer = ocp.PyTreeCheckpointer()
-  try:
-    with _quiet_orbax():
-      tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True))
-  except Exception as e:  # verified files that do not read
-    raise DamagedCheckpoint(f'{directory}/{step}: unreadable ({type(e).__name__}: '
-                            f'{" ".join(str(e).split())[:160]})') from None
-  finally:
-    checkpointer.close()
+  tree = read_verified(os.path.join(directory, str(step)), target, partial=True)
   if network in trained:
     return {'params': tree['params'][network], 'batch_stats': tree['batch_stats'][network]}
   return dict(tree['frozen'][network])

@@ -427,3 +427,24 @@ def test_a_vkd_student_evaluates_and_resumes_without_its_teachers_folder(tmp_pat
   longer.teacher.checkpoint = teacher_dir
   trainer.train_and_log(longer, student_dir)
   assert os.path.isdir(os.path.join(RunFolder(student_dir).checkpoints, '4'))
+
+
+def test_a_checkpoint_found_without_its_record_is_never_sealed(tmp_path, cli_data_dir, capsys):
+  """Faults, third trial: a checkpoint without a sha256 record (a run killed between
+  a save and its record) is resumed with a warning, but never given a record later,
+  so every other reader still refuses it; the steps saved after it are recorded."""
+  from i2v_jax import checkpoint
+  workdir = str(tmp_path / 'run')
+  c = tiny_config(cli_data_dir, steps=2)
+  c.train.keep_checkpoints, c.train.eval_every = 5, 0
+  trainer.train_and_log(c, workdir)
+  run = RunFolder(workdir)
+  os.remove(checkpoint.manifest_path(run.checkpoints, 2))
+  longer = tiny_config(cli_data_dir, steps=3)
+  longer.train.keep_checkpoints, longer.train.eval_every, longer.train.checkpoint_every = 5, 0, 1
+  trainer.train_and_log(longer, workdir)
+  assert 'has no sha256 record: restoring it unverified' in capsys.readouterr().out
+  assert not os.path.exists(checkpoint.manifest_path(run.checkpoints, 2))
+  assert checkpoint.verify(run.checkpoints, 3, require=True) is None
+  with pytest.raises(checkpoint.DamagedCheckpoint, match='no sha256 record'):
+    checkpoint.load_network(workdir, 'student', '2')
