@@ -9,6 +9,7 @@ declares, so ``runlocal`` alone means True and ``seed=3`` is an int.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -187,7 +188,38 @@ def _check_ranges(config) -> None:
   """The rules the model, the losses, re-ranking and the run folder enforce where
   they run (inside a traced loss, at the first evaluation), checked here first so a
   bad value is one line before anything is built."""
-  tcl, ev, model = config.loss.tcl, config.eval, config.model
+  tcl, ev, model, optim = config.loss.tcl, config.eval, config.model, config.optim
+  for key in ('networks', 'model.stage_sizes', 'optim.decay_at', 'eval.protocols',
+              'eval.visualize_queries'):
+    if not isinstance(get(config, key), (tuple, list)):
+      raise ConfigError(f'config {key}={get(config, key)!r}: a list is expected; write it as '
+                        f"--config.{key}=\"({get(config, key)!r},)\" (Python tuple syntax)")
+  if not math.isfinite(optim.lr):
+    raise ConfigError(f'config optim.lr={optim.lr!r}: must be a finite number greater than 0')
+  if not 0 < optim.decay_factor <= 1:
+    raise ConfigError(f'config optim.decay_factor={optim.decay_factor!r}: the multistep factor '
+                      'must be in (0, 1] (0.1 = ten times smaller at each decay point)')
+  if any(not 0 < f < 1 for f in optim.decay_at):
+    raise ConfigError(f'config optim.decay_at={tuple(optim.decay_at)!r}: each decay point is a '
+                      'fraction of train.num_steps in (0, 1)')
+  if not 0 <= config.loss.id.label_smoothing < 1:
+    raise ConfigError(f'config loss.id.label_smoothing={config.loss.id.label_smoothing!r}: '
+                      'epsilon must be in [0, 1)')
+  if model.last_stride not in (1, 2):
+    raise ConfigError(f'config model.last_stride={model.last_stride!r}: 1 (re-ID) or 2 '
+                      '(torchvision)')
+  if config.seed < 0:
+    raise ConfigError(f'config seed={config.seed!r}: must be 0 or more')
+  from i2v_jax.losses.objective import TERMS, active_terms  # the terms and their networks
+  for term in TERMS.values():
+    weight = get(config.loss, term.weight)
+    if not (math.isfinite(weight) and weight >= 0):
+      raise ConfigError(f'config loss.{term.weight}={weight!r}: a term\'s weight must be a '
+                        'finite number, 0 (off) or more')
+  try:
+    active_terms(config.loss, tuple(config.networks))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   if tcl.num_negatives < 1:
     raise ConfigError(f'config loss.tcl.num_negatives={tcl.num_negatives!r}: must be at least '
                       '1 (1 = the hardest pair; k > 1 = all positives and the k nearest '
@@ -201,9 +233,9 @@ def _check_ranges(config) -> None:
       raise ConfigError(f'config {key}={get(config, key)!r}: must be '
                         f'{"0 (off) or more" if key == "eval.visualize" else "at least 1"}')
   sizes = tuple(model.stage_sizes)
-  if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
-    raise ConfigError(f'config model.stage_sizes={sizes!r}: blocks per stage, each at least '
-                      '1, e.g. (3, 4, 6, 3) for ResNet-50')
+  if len(sizes) != 4 or any(not isinstance(n, int) or n < 1 for n in sizes):
+    raise ConfigError(f'config model.stage_sizes={sizes!r}: blocks in each of the 4 stages, '
+                      'each at least 1, e.g. (3, 4, 6, 3) for ResNet-50')
   if model.width < 1:
     raise ConfigError(f'config model.width={model.width!r}: the base width must be at least 1 '
                       '(64 for ResNet-50)')
@@ -397,6 +429,12 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
     rest = flag_values(argv)
     config = flag_values.config  # a config file that failed to load raises when first used:
     _ = None if config is None else config.to_dict()  # here, not in the middle of a run
+  except SystemExit as e:  # sys.exit() inside the config file (absl's --help exits too)
+    if any(a.lstrip('-') in ('help', 'helpfull', 'helpshort', 'h') for a in argv):
+      raise
+    raise ConfigError(f'{next((a for a in argv if a.startswith("--config=")), "--config")}: '
+                      f'the config file exited (sys.exit({e.code!r})) instead of returning a '
+                      'config from get_config()') from None
   except Exception as e:  # absl, ml_collections and the config file raise many kinds
     raise ConfigError(flag_error_line(e, argv)) from None
   return rest

@@ -222,7 +222,7 @@ def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
   folder is writable.
   """
   path = os.path.join(data_dir, f'index-{split}.json')
-  if not os.path.exists(path):
+  if not os.path.lexists(path):  # (a broken or looping link is a damaged index, below)
     if not os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
       raise DatasetError(f'{path} not found; rebuild with python -m data_prep.build')
     rows = index_shards(data_dir, split)
@@ -234,7 +234,7 @@ def load_index(data_dir: str, split: str) -> List[Dict[str, object]]:
   try:
     with open(path) as f:
       rows = json.load(f)['tracklets']
-  except (ValueError, KeyError, TypeError) as e:
+  except (OSError, ValueError, KeyError, TypeError) as e:  # OSError: a symlink loop, ...
     raise DatasetError(f'{path}: damaged index ({type(e).__name__}); delete it (a TFDS '
                        'build recomputes it) or rebuild with python -m data_prep.build') from None
   for row in rows:

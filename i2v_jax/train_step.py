@@ -166,7 +166,7 @@ def check_same_layout(loaded, expected, source: str) -> None:
     extra = sorted(set(got) - set(want))
     missing = sorted(set(want) - set(got))
     shapes = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-    raise ValueError(
+    raise checkpoint.CheckpointMismatch(
         f'teacher checkpoint {source!r} does not match config.model: '
         f'{len(extra)} extra leaves (e.g. {extra[:1]}), {len(missing)} missing '
         f'(e.g. {missing[:1]}), {len(shapes)} of other shape (e.g. {shapes[:1]}). '

@@ -137,21 +137,22 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   if resuming:
     check_same_dataset(run, dataset)
   os.makedirs(workdir, exist_ok=True)
+  mesh = train_step.make_mesh()
+  num_classes = dataset.num_classes
+  # The state first (a frozen teacher that does not fit is refused here), then the
+  # checkpoint folders and the run's records: a refusal leaves nothing written.
+  saved = resuming and any(n.isdigit() for n in os.listdir(run.checkpoints))
+  state = train_step.initial_state(config, num_classes, mesh, restore_target=saved)
+  ckpt = checkpoint.Checkpoints(run, config.train.keep_checkpoints, config.train.best_metric)
+  start = 0
+  if saved:
+    state, start = ckpt.restore(state)
   if changes and lead:
     print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
   if lead:
     atomic.write_json(json.loads(config.to_json_best_effort()), run.config)
-    if not resuming:
+    if not os.path.exists(run.dataset_record):
       atomic.write_json(dataset_record(dataset), run.dataset_record)
-
-  mesh = train_step.make_mesh()
-  num_classes = dataset.num_classes
-  ckpt = checkpoint.Checkpoints(run, config.train.keep_checkpoints, config.train.best_metric)
-  resume = ckpt.latest_step() is not None
-  state = train_step.initial_state(config, num_classes, mesh, restore_target=resume)
-  start = 0
-  if resume:
-    state, start = ckpt.restore(state)
   if lead:
     print(startup_block(config, dataset, mesh, workdir, start,
                         ckpt.directory if start else None), flush=True)
