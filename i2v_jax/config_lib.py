@@ -456,8 +456,7 @@ def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:
   unreadable = re.search(r'\[Errno \d+\] ([^:]+): (.*?)\s*$', text)
   if isinstance(error, OSError) and unreadable:  # the --config file is not there
     return (f'--config={unreadable.group(2).strip(chr(39))}: {unreadable.group(1).lower()}; '
-            'pass a config '
-            'file (configs/base.py, configs/synthetic_cpu.py or your own)')
+            'pass a config file (configs/base.py, configs/synthetic_cpu.py or your own)')
   if 'Traceback' in text:  # raised inside the config file: its last line says what
     text = text.splitlines()[-1]
   text = re.sub(r'^(\w+Error: )+', '', text)
