@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import scipy.io
 
-from data_prep.writer import DataError, train_labels
+from data_prep.writer import DataError, read_lines, train_labels
 from i2v_jax.records import Tracklet
 
 INFO_FILES = ('tracks_train_info.mat', 'tracks_test_info.mat', 'query_IDX.mat',
@@ -92,11 +92,8 @@ def _tracklets(rows: np.ndarray, info: np.ndarray, names: Sequence[str],
 
 
 def read_names(path: str) -> List[str]:
-  if not os.path.exists(path):
-    raise DataError(f'{path}: missing MARS frame list; copy info/ of the '
-                    'MARS-evaluation kit into --manual_dir')
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
+  return read_lines(path, 'missing MARS frame list; copy info/ of the MARS-evaluation kit '
+                    'into --manual_dir')
 
 
 def convert(manual_dir: str, max_tracklets: int = 0

@@ -20,6 +20,7 @@ import os
 import re
 from typing import Dict, List, Tuple
 
+from data_prep import writer
 from data_prep.writer import DataError, train_labels
 from i2v_jax.records import Tracklet
 
@@ -40,12 +41,9 @@ def parse_name(name: str, source: str) -> Tuple[int, int]:
   return int(m['pid']), int(m['cam'])
 
 
-def read_lines(path: str) -> List[str]:
-  if not os.path.exists(path):
-    raise DataError(f'{path}: missing VeRi list file; --manual_dir must be the '
-                    'extracted VeRi-776 folder')
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
+def read_list(path: str) -> List[str]:
+  return writer.read_lines(path, 'missing VeRi list file; --manual_dir must be the extracted '
+                           'VeRi-776 folder')
 
 
 def convert(manual_dir: str, max_tracklets: int = 0
@@ -57,19 +55,19 @@ def convert(manual_dir: str, max_tracklets: int = 0
       raise DataError(f'{os.path.join(manual_dir, folder)}: folder missing; '
                       '--manual_dir must be the extracted VeRi-776 folder')
   train = []
-  names = sorted(read_lines(files['name_train.txt']))
+  names = sorted(read_list(files['name_train.txt']))
   for key, group in itertools.groupby(names, key=lambda n: n[:9]):
     group = list(group)
     pid, cam = parse_name(group[0], files['name_train.txt'])
     train.append(Tracklet(name=key, pid=pid, camid=cam, frames=tuple(
         os.path.join(manual_dir, 'image_train', n) for n in group)))
   query = []
-  for n in read_lines(files['name_query.txt']):
+  for n in read_list(files['name_query.txt']):
     pid, cam = parse_name(n, files['name_query.txt'])
     query.append(Tracklet(name=n[:-4], pid=pid, camid=cam,
                           frames=(os.path.join(manual_dir, 'image_query', n),)))
   gallery = []
-  for line_no, line in enumerate(read_lines(files['test_track.txt']), 1):
+  for line_no, line in enumerate(read_list(files['test_track.txt']), 1):
     key, *images = line.split()
     if not images:
       raise DataError(f'{files["test_track.txt"]}: line {line_no} lists no images')

@@ -31,6 +31,26 @@ class DataError(UserError, ValueError):
   """Bad input: the message names the file, the field and the fix."""
 
 
+def read_lines(path: str, missing: str) -> List[str]:
+  """The non-empty lines of a dataset's text list (``missing``: what to say when
+  it is not there); a folder in its place or bytes that are not UTF-8 are one
+  line naming the file, not a traceback."""
+  if not os.path.lexists(path):
+    raise DataError(f'{path}: {missing}')
+  try:
+    with open(path, encoding='utf-8') as f:
+      return [line.strip() for line in f if line.strip()]
+  except IsADirectoryError:
+    raise DataError(f'{path}: a folder where the text file should be; put the dataset\'s '
+                    'original file there') from None
+  except UnicodeDecodeError as e:
+    raise DataError(f'{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); '
+                    'the file is damaged: take it from the original archive') from None
+  except OSError as e:
+    raise DataError(f'{path}: unreadable ({e.strerror}); take it from the original '
+                    'archive') from None
+
+
 def read_frame(frame, verify: bool) -> bytes:
   """JPEG bytes of a frame path or the bytes themselves. A path's first bytes must
   be JPEG's magic (always: cheap); with ``verify`` the whole file must decode."""
@@ -42,6 +62,12 @@ def read_frame(frame, verify: bool) -> bytes:
   except FileNotFoundError:
     raise DataError(f'{frame}: frame listed in the dataset metadata is missing; '
                     're-extract the dataset archive into --manual_dir') from None
+  except IsADirectoryError:
+    raise DataError(f'{frame}: a folder where a JPEG frame should be; re-extract the '
+                    'dataset archive into --manual_dir') from None
+  except OSError as e:
+    raise DataError(f'{frame}: unreadable ({e.strerror}); re-extract the dataset archive '
+                    'into --manual_dir') from None
   if not data.startswith(b'\xff\xd8\xff'):  # JPEG's magic bytes: checked even without verify
     kind = 'a PNG' if data.startswith(b'\x89PNG') else 'empty' if not data else 'not a JPEG'
     raise DataError(f'{frame}: {kind} file, not a JPEG (its first bytes say so); replace it '

@@ -246,14 +246,15 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
       if lead:
         bar.write(log_line(done, metrics))
       last.update(metrics)
+    # Saved before it is evaluated: an evaluation that fails loses no training.
+    if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
+      ckpt.save(done, state, force=True)
     if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
       jax.block_until_ready(in_flight)  # the bar counts this step before the evaluation
       bar.update(done - bar.n)
       in_flight = None
       with tqdm.external_write_mode():  # blocks on their own lines, the bar redrawn after
         last.update(evaluate_and_keep_best(done))
-    if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
-      ckpt.save(done, state, force=True)
     if stop['signal']:
       ckpt.wait()
       if lead:

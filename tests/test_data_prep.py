@@ -519,3 +519,27 @@ def test_a_config_for_another_dataset_is_refused_naming_both(tmp_path):
   line = str(e.value)
   assert "config data.name='veri' but" in line and "holds the 'mars' dataset" in line
   assert 'dataset=mars' in line and '\n' not in line
+
+
+@needs_shared
+@pytest.mark.parametrize('damage, named', [
+    ('list_is_a_folder', 'test_name.txt: a folder where the text file should be'),
+    ('list_not_utf8', 'train_name.txt: not UTF-8 text (byte 0 is 0xff)'),
+    ('frame_is_a_folder', '0001C1T0001F002.jpg: a folder where a JPEG frame should be'),
+])
+def test_a_folder_or_non_text_where_a_file_should_be_is_one_line(tmp_path, damage, named):
+  """Faults trial: IsADirectoryError and UnicodeDecodeError tracebacks from the build."""
+  raw = tmp_path / 'raw'
+  make_mars_tree(str(raw))
+  if damage == 'list_is_a_folder':
+    os.remove(raw / 'info' / 'test_name.txt')
+    os.mkdir(raw / 'info' / 'test_name.txt')
+  elif damage == 'list_not_utf8':
+    (raw / 'info' / 'train_name.txt').write_bytes(b'\xff\xfe' + b'\x00garbage\n' * 4)
+  else:
+    frame = raw / 'bbox_train' / '0001' / '0001C1T0001F002.jpg'
+    os.remove(frame)
+    os.mkdir(frame)
+  with pytest.raises(DataError) as e:
+    build.build('mars', str(tmp_path / 'out'), str(raw), workers=1, show_progress=False)
+  assert named in str(e.value) and '\n' not in str(e.value)

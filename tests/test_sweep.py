@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from configs import synthetic_cpu
 from i2v_jax import atomic
 from i2v_jax.experiments import sweep
@@ -194,3 +196,23 @@ def test_runs_joining_another_processors_start_are_refused(tmp_path):
   assert last.startswith(f'error: --results={path}: ') and "'scratch' runs" in last
   assert 'Another CPU (sse4_2)' in last and '--mixed_processors' in last
   assert not (tmp_path / 'runs' / 'data').exists()  # refused before building anything
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--jobs=0'], '--jobs=0: runs at once must be at least 1'),
+    (['--seeds=a'], '--seeds=a: a comma-separated list of seeds'),
+    (['--only=nope'], "--only names ['nope'] are not in sweep(): student_only"),
+    (['--starts=nope'], "--starts names ['nope'] are not in starts(): reid"),
+])
+def test_bad_sweep_arguments_are_one_line_exit_2_and_nothing_written(tmp_path, args, expected):
+  """Faults trial: these were a 70-line usage dump or a ValueError traceback."""
+  from tests.cli import ENV
+  workdir = tmp_path / 'sweep'
+  run = subprocess.run([sys.executable, '-m', 'i2v_jax.experiments.sweep',
+                        '--config=configs/synthetic_cpu.py', f'--workdir={workdir}', *args],
+                       env=dict(ENV, JAX_PLATFORMS='nosuch'), cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+  assert lines[0].startswith('error: ') and expected in lines[0], lines[0]
+  assert not workdir.exists()

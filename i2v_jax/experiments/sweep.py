@@ -92,7 +92,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def load_module(config_path: str):
   path = config_path.partition(':')[0]
   if not os.path.exists(path):
-    raise app.UsageError(f'--config={config_path}: {path} not found')
+    raise UserError(f'--config={config_path}: {path} not found')
   spec = importlib.util.spec_from_file_location('sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -104,12 +104,12 @@ def load_sweep(config_path: str, module=None) -> List[Dict[str, object]]:
   path = config_path.partition(':')[0]
   module = module or load_module(config_path)
   if not hasattr(module, 'sweep'):
-    raise app.UsageError(f'{path} has no sweep() function; add one that yields '
-                         "{'name', 'arg', 'overrides'} dicts")
+    raise UserError(f'{path} has no sweep() function; add one that yields '
+                    "{'name', 'arg', 'overrides'} dicts")
   runs = list(module.sweep())
   names = [r['name'] for r in runs]
   if len(set(names)) != len(names):
-    raise app.UsageError(f'{path}: sweep() names repeat: {names}')
+    raise UserError(f'{path}: sweep() names repeat: {names}')
   return runs
 
 
@@ -430,21 +430,30 @@ def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
 def main(argv):
   del argv
   if not _CONFIG.value or not (_WORKDIR.value or _REPORT_ONLY.value):
-    raise app.UsageError('--config is required, and --workdir unless --report_only')
+    raise UserError('--config is required, and --workdir unless --report_only (python -m '
+                    'i2v_jax.experiments.sweep --config=configs/synthetic_cpu.py '
+                    '--workdir=runs/ablation)')
+  if _JOBS.value < 1:
+    raise UserError(f'--jobs={_JOBS.value}: runs at once must be at least 1')
+  bad = [s for s in _SEEDS.value if not s.strip().isdigit()]
+  if bad or not _SEEDS.value:
+    raise UserError(f'--seeds={",".join(_SEEDS.value)}: a comma-separated list of seeds '
+                    '0 or more, e.g. --seeds=0,1,2,3,4')
   sys.path.insert(0, REPO)  # the config file imports `configs`
   module = load_module(_CONFIG.value)
   runs = load_sweep(_CONFIG.value, module)
   if _ONLY.value:
     unknown = set(_ONLY.value) - {r['name'] for r in runs}
     if unknown:
-      raise app.UsageError(f'--only names {sorted(unknown)} are not in sweep()')
+      raise UserError(f'--only names {sorted(unknown)} are not in sweep(): '
+                      f'{", ".join(r["name"] for r in runs)}')
   all_starts = load_starts(module)
   default_start = next(iter(all_starts))
   starts = _STARTS.value or [default_start]
   unknown = set(starts) - set(all_starts)
   if unknown:
-    raise app.UsageError(f'--starts names {sorted(unknown)} are not in starts(): '
-                         f'{", ".join(all_starts)}')
+    raise UserError(f'--starts names {sorted(unknown)} are not in starts(): '
+                    f'{", ".join(all_starts)}')
   seeds = [int(s) for s in _SEEDS.value]
   config_file = _CONFIG.value.partition(':')[0]
   stem = os.path.splitext(os.path.basename(config_file))[0]
