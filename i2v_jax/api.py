@@ -28,9 +28,14 @@ from PIL import Image
 
 from i2v_jax import checkpoint as checkpoint_lib
 from i2v_jax import config_lib, input_pipeline
+from i2v_jax.errors import UserError
 from i2v_jax.evaluation import features as features_lib
 
 Frame = Union[str, os.PathLike, bytes, np.ndarray]
+
+
+class NotAnImage(UserError, ValueError):
+  """A query or gallery file that does not decode as an image."""
 
 
 @dataclasses.dataclass
@@ -46,17 +51,26 @@ class Model:
     self._fns = features_lib.encode_fns(self.config, self.num_classes)
 
   def prepare(self, frame: Frame) -> np.ndarray:
-    """One frame -> (H, W, 3) float32 as evaluation feeds it."""
+    """One frame -> (H, W, 3) float32 as evaluation feeds it.
+
+    Raises:
+      NotAnImage (a user error, one line) for a file or bytes that do not decode.
+    """
     inp = self.config.input
+    name = os.fspath(frame) if isinstance(frame, (str, os.PathLike)) else 'the image bytes'
     if isinstance(frame, (str, os.PathLike)):
       with open(frame, 'rb') as f:
         frame = f.read()
-    if isinstance(frame, bytes) and frame[:2] == b'\xff\xd8':  # JPEG, decoded as evaluation does
-      return np.asarray(input_pipeline.decode_frame(frame, inp.height, inp.width,
-                                                    inp.normalize))
-    if isinstance(frame, bytes):  # PNG, BMP, GIF, WebP, ...
-      with Image.open(io.BytesIO(frame)) as image:
-        frame = np.asarray(image.convert('RGB'))
+    try:
+      if isinstance(frame, bytes) and frame[:2] == b'\xff\xd8':  # JPEG: as evaluation decodes
+        return np.asarray(input_pipeline.decode_frame(frame, inp.height, inp.width,
+                                                      inp.normalize))
+      if isinstance(frame, bytes):  # PNG, BMP, GIF, WebP, ...
+        with Image.open(io.BytesIO(frame)) as image:
+          frame = np.asarray(image.convert('RGB'))
+    except Exception as e:  # PIL and TensorFlow raise many kinds
+      raise NotAnImage(f'{name}: not a readable image ({type(e).__name__}); pass a JPEG, '
+                       'PNG, BMP, GIF or WebP file') from None
     array = np.asarray(frame)
     if array.ndim != 3 or array.shape[-1] != 3:
       raise ValueError(f'an image array must be (H, W, 3) uint8, got {array.shape} '

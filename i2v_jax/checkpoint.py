@@ -486,6 +486,9 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
     network: 'teacher' or 'student' (trained or frozen in that run).
     which: 'latest', 'best' or a step number.
   """
+  which = str(which)
+  if which not in ('latest', 'best') and not which.isdigit():
+    raise NoCheckpoint(f'checkpoint {which!r}: choose latest, best or a step number')
   directory = RunFolder(workdir).checkpoint_dir(which)
   if not os.path.isdir(directory):
     raise NoCheckpoint(

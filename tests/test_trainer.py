@@ -448,3 +448,25 @@ def test_a_checkpoint_found_without_its_record_is_never_sealed(tmp_path, cli_dat
   assert checkpoint.verify(run.checkpoints, 3, require=True) is None
   with pytest.raises(checkpoint.DamagedCheckpoint, match='no sha256 record'):
     checkpoint.load_network(workdir, 'student', '2')
+
+
+@pytest.mark.xdist_group('exported_run')
+def test_a_query_that_is_not_an_image_and_a_bad_checkpoint_name_are_one_line(tmp_path, capsys,
+                                                                            exported_run):
+  """Faults trial: a search query that is not an image, and export with a bad
+  --checkpoint, were tracebacks."""
+  from i2v_jax import search
+  from i2v_jax.models import export
+  (tmp_path / 'q').mkdir()
+  (tmp_path / 'q' / 'notes.jpg').write_text('not a picture')
+  (tmp_path / 'g').mkdir()
+  (tmp_path / 'g' / 'g.png').write_bytes((tmp_path / 'q' / 'notes.jpg').read_bytes())
+  assert search.main(['search', f'--workdir={exported_run}', f'--query={tmp_path / "q"}',
+                      f'--gallery={tmp_path / "g"}', '--checkpoint=latest']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'notes.jpg: not a readable image' in err[0], err
+  out = tmp_path / 'backbone.npz'
+  assert export.main([f'--workdir={exported_run}', '--checkpoint=bets', f'--out={out}']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["error: checkpoint 'bets': choose latest, best or a step number"], err
+  assert not out.exists()
