@@ -453,6 +453,18 @@ def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:
             + ' (the flags: --config, --workdir, --config.<key>=<value>, --distributed)')
   if isinstance(error, AttributeError) or 'Did you mean' in text:
     return _misspelt_key(text, argv)
+  group = re.match(r"flag (--config\.([\w.]+))=.*Failed to parse .* as a ConfigDict", text)
+  if group:  # a value given to a group of keys
+    return (f'{group.group(1)}: {group.group(2)} is a group of keys, not one value; set a key '
+            f'in it (--config.{group.group(2)}.<key>=<value>; --config.mode=print lists them)')
+  if isinstance(error, KeyError):  # a misspelt group inside a key: the nearest whole key
+    flags_given = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')]
+    flag = next((f for f in flags_given if f'.{text.strip(chr(39))}.' in f + '.'), '')
+    if flag:
+      keys = list(flatten(library_defaults.get_config().to_dict()))
+      return (f'{flag}: no such config key; did you mean '
+              f'--config.{nearest(flag[len("--config."):], keys)}? (--config.mode=print '
+              'lists every key)')
   unreadable = re.search(r'\[Errno \d+\] ([^:]+): (.*?)\s*$', text)
   if isinstance(error, OSError) and unreadable:  # the --config file is not there
     return (f'--config={unreadable.group(2).strip(chr(39))}: {unreadable.group(1).lower()}; '
