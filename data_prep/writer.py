@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from i2v_jax import atomic, locks, records
+from i2v_jax.dataset_folder import counts
 from i2v_jax.errors import UserError, free_space, is_disk_full
 from i2v_jax.records import Tracklet
 
@@ -162,16 +163,8 @@ def write_split(out_dir: str, dataset: str, split: str, tracklets: Sequence[Trac
               for o, t in zip(offsets, ts)]
   atomic.write_json({'split': split, 'tracklets': index},
                      os.path.join(out_dir, f'index-{split}.json'))
-  return summarize(index) | {'shards': [n for n, _ in shards],
+  return counts(index) | {'shards': [n for n, _ in shards],
                              'shard_lengths': [len(ts) for _, ts in shards]}
-
-
-def summarize(index: Sequence[Dict[str, object]]) -> Dict[str, int]:
-  """Counts of a split: tracklets, ids, frames, cameras."""
-  return {'tracklets': len(index),
-          'ids': len({r['pid'] for r in index}),
-          'frames': int(sum(r['num_frames'] for r in index)),
-          'cameras': len({r['camid'] for r in index})}
 
 
 def sha256(path: str) -> str:
@@ -190,8 +183,8 @@ def dataset_metadata(dataset: str, splits: Dict[str, List[Tracklet]],
   return {
       'schema_version': records.SCHEMA_VERSION,
       'dataset': dataset,
-      'splits': {split: summarize([{'pid': t.pid, 'camid': t.camid,
-                                    'num_frames': len(t.frames)} for t in ts])
+      'splits': {split: counts([{'pid': t.pid, 'camid': t.camid,
+                                 'num_frames': len(t.frames)} for t in ts])
                  for split, ts in splits.items()},
       'num_classes': len(train_pids),
       'id_map': {str(pid): i for i, pid in enumerate(train_pids)},

@@ -166,9 +166,7 @@ def trained_classes(directory: str) -> int:
     NoCheckpoint when ``directory`` holds no checkpoint; DamagedCheckpoint when
     its metadata is unreadable or holds no classifier.
   """
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) \
-      else []
-  step = newest_step(directory, steps)
+  step = newest_step(directory, step_folders(directory))
   if step is None:
     raise NoCheckpoint(f'{directory}: no checkpoint; train first')
   step_dir = os.path.join(directory, str(step))
@@ -249,13 +247,18 @@ def read_verified(step_dir: str, target: Any, *, require: bool = True,
                              'changed') from None
 
 
+def step_folders(directory: str) -> List[int]:
+  """The steps with a folder in ``directory`` (whole or not; [] without the folder)."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
 def best_step(directory: str) -> Optional[int]:
   """The best checkpoint of a run: the one ``checkpoints_best`` keeps (it keeps
   one, replaced when a later evaluation beats it), found the same way by every
   reader. Raises DamagedCheckpoint when it is recorded but its files are gone."""
-  listed = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) \
-      else []
-  return newest_step(directory, listed)
+  return newest_step(directory, step_folders(directory))
 
 
 def recorded_steps(directory: str) -> List[int]:
@@ -493,7 +496,7 @@ def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str,
   if not os.path.isdir(directory):
     raise NoCheckpoint(
         f'{directory}: no checkpoints; point at the workdir of a finished training run')
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
+  steps = step_folders(directory)
   step = (best_step(directory) if which == 'best' else newest_step(directory, steps)
           if which == 'latest' else int(which))
   if step is None:
@@ -531,7 +534,7 @@ def check_run(workdir: str, what: str,
   directory = RunFolder(workdir).checkpoints
   if not os.path.isdir(directory):
     raise NoCheckpoint(f'{what}={workdir}: no checkpoints/ folder there; {fix}')
-  if newest_step(directory, [int(n) for n in os.listdir(directory) if n.isdigit()]) is None:
+  if newest_step(directory, step_folders(directory)) is None:
     raise NoCheckpoint(f'{what}={workdir}: no complete checkpoint in {directory}; {fix}')
 
 

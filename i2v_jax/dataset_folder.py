@@ -1,7 +1,7 @@
 """A dataset folder, opened once: `Dataset.open` reads ``metadata.json`` and every
 split's index, checks them against each other and against the shards' record
 headers, and the object is handed to everything that reads the data (the input
-pipeline, evaluation, the sweep's held-out check, the search command's pictures).
+pipeline, evaluation and its ranked-list pictures, the sweep's held-out check).
 
 What the folder holds is its own fact: `Dataset.check_config` refuses a config
 whose ``data.name`` names another dataset (a ``dataset=veri`` config pointed at a
@@ -38,7 +38,7 @@ class Dataset:
   index: Mapping[str, Tuple[Dict[str, object], ...]]
 
   @classmethod
-  def open(cls, data_dir: str, *, check_shards: bool = True) -> 'Dataset':
+  def open(cls, data_dir: str) -> 'Dataset':
     """Reads and checks the folder (see the module docstring).
 
     Raises:
@@ -49,9 +49,8 @@ class Dataset:
     index = {split: tuple(records.load_index(data_dir, split)) for split in records.SPLITS}
     dataset = cls(data_dir, meta, index)
     dataset._check_index()
-    if check_shards:
-      for split in records.SPLITS:
-        records.check_shards(data_dir, split, index[split])
+    for split in records.SPLITS:
+      records.check_shards(data_dir, split, index[split])
     return dataset
 
   @property
@@ -75,11 +74,8 @@ class Dataset:
   def rows(self, split: str) -> Tuple[Dict[str, object], ...]:
     return self.index[split]
 
-  def shard_path(self, shard: str) -> str:
-    return os.path.join(self.dir, shard)
-
   def file(self, name: str) -> str:
-    """A file of the folder (``metadata.json``, ``index-train.json``), for messages."""
+    """A file of the folder: a shard, ``metadata.json``, ``index-train.json``."""
     return os.path.join(self.dir, name)
 
   def summary(self) -> str:
@@ -100,7 +96,7 @@ class Dataset:
           f'config data.name={config.data.name!r} but {self.file("metadata.json")} holds '
           f'the {self.name!r} dataset; use {hint}, or point --config.data.dir at a '
           f'{config.data.name} build')
-    ids = len({int(r['label']) for r in self.rows('train')})
+    ids = self.num_classes  # = the train index's labels (checked when opened)
     if training and config.input.num_ids > ids:
       raise records.DatasetError(
           f'config input.num_ids={config.input.num_ids} (P of the P x K batch) but '
@@ -155,7 +151,7 @@ class Dataset:
 
 
 def counts(rows: Sequence[Mapping[str, object]]) -> Dict[str, int]:
-  """A split's counts as ``metadata.json`` records them (data_prep's summary)."""
+  """A split's counts as ``metadata.json`` records them (the build writes them with it)."""
   return {'tracklets': len(rows),
           'ids': len({r['pid'] for r in rows}),
           'frames': int(sum(int(r['num_frames']) for r in rows)),

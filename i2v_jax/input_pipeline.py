@@ -63,7 +63,7 @@ class TrackletReader:
   def _read(self, row: int) -> tuple:
     """The frames of tracklet ``row``; its record is checked against its index row."""
     r = self.rows[row]
-    record = records.parse(records.read_record(self.dataset.shard_path(r['shard']),
+    record = records.parse(records.read_record(self.dataset.file(r['shard']),
                                                r['offset']))
     records.check_record(self.dataset.dir, self.split, r, record)
     return tuple(record['frames'])

@@ -141,19 +141,18 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   num_classes = dataset.num_classes
   # The state first (a frozen teacher that does not fit is refused here), then the
   # checkpoint folders and the run's records: a refusal leaves nothing written.
-  saved = resuming and any(n.isdigit() for n in os.listdir(run.checkpoints))
+  saved = bool(checkpoint.step_folders(run.checkpoints))
   state = train_step.initial_state(config, num_classes, mesh, restore_target=saved)
   ckpt = checkpoint.Checkpoints(run, config.train.keep_checkpoints, config.train.best_metric)
   start = 0
   if saved:
     state, start = ckpt.restore(state)
-  if changes and lead:
-    print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
   if lead:
+    if changes:
+      print('config changed since the last run in this workdir:\n  ' + '\n  '.join(changes))
     atomic.write_json(json.loads(config.to_json_best_effort()), run.config)
     if not os.path.exists(run.dataset_record):
       atomic.write_json(dataset_record(dataset), run.dataset_record)
-  if lead:
     print(startup_block(config, dataset, mesh, workdir, start,
                         ckpt.directory if start else None), flush=True)
   step_fn = train_step.make_train_step(config, mesh)
@@ -318,9 +317,8 @@ def startup_block(config, dataset: Dataset, mesh, workdir, start, resumed_from) 
 
 def teacher_step(workdir: str) -> str:
   """The step of the teacher checkpoint `checkpoint.load_teacher` reads (latest)."""
-  folder = RunFolder(workdir).checkpoints
-  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
-  return str(max(steps)) if steps else '?'
+  steps = checkpoint.step_folders(RunFolder(workdir).checkpoints)
+  return str(steps[-1]) if steps else '?'
 
 
 def heading(config, dataset: Dataset, step: int, which: str) -> str:
