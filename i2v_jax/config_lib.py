@@ -137,14 +137,15 @@ def validate(config) -> None:
                      f'input.clip_len={config.input.clip_len}: M images come from the '
                      'T frames of a clip; lower student_frames or raise clip_len')
   for key in ('input.height', 'input.width', 'input.student_frames', 'train.keep_checkpoints',
-              'eval.batch_size', 'eval.clip_len', 'eval.max_rank', 'eval.query_block'):
+              'eval.batch_size', 'eval.clip_len', 'eval.max_rank', 'eval.query_block',
+              'eval.visualize_top'):
     if get(config, key) < 1:
       raise ConfigError(f'config {key}={get(config, key)!r}: must be at least 1')
   for key in ('optim.lr', 'loss.mutual.temperature', 'loss.vkd.temperature'):
     if not get(config, key) > 0:
       raise ConfigError(f'config {key}={get(config, key)!r}: must be greater than 0')
   for key in ('optim.weight_decay', 'optim.grad_clip', 'optim.warmup_steps', 'train.eval_every',
-              'input.pad_crop', 'eval.max_frames', 'loss.id.label_smoothing'):
+              'input.pad_crop', 'eval.max_frames', 'loss.id.label_smoothing', 'seed'):
     if get(config, key) < 0:
       raise ConfigError(f'config {key}={get(config, key)!r}: must be 0 or more')
   if not 0 <= config.input.erasing_prob <= 1:
@@ -208,8 +209,6 @@ def _check_ranges(config) -> None:
   if model.last_stride not in (1, 2):
     raise ConfigError(f'config model.last_stride={model.last_stride!r}: 1 (re-ID) or 2 '
                       '(torchvision)')
-  if config.seed < 0:
-    raise ConfigError(f'config seed={config.seed!r}: must be 0 or more')
   from i2v_jax.losses.objective import TERMS, active_terms  # the terms and their networks
   for term in TERMS.values():
     weight = get(config.loss, term.weight)
@@ -228,10 +227,8 @@ def _check_ranges(config) -> None:
     raise ConfigError(f'config eval.rerank_k1={ev.rerank_k1!r}, rerank_k2={ev.rerank_k2!r}, '
                       f'rerank_lambda={ev.rerank_lambda!r}: k1 and k2 must be at least 1 and '
                       'lambda in [0, 1] (defaults 20, 6, 0.3)')
-  for key in ('eval.visualize', 'eval.visualize_top'):
-    if get(config, key) < (0 if key == 'eval.visualize' else 1):
-      raise ConfigError(f'config {key}={get(config, key)!r}: must be '
-                        f'{"0 (off) or more" if key == "eval.visualize" else "at least 1"}')
+  if ev.visualize < 0:
+    raise ConfigError(f'config eval.visualize={ev.visualize!r}: must be 0 (off) or more')
   sizes = tuple(model.stage_sizes)
   if len(sizes) != 4 or any(not isinstance(n, int) or n < 1 for n in sizes):
     raise ConfigError(f'config model.stage_sizes={sizes!r}: blocks in each of the 4 stages, '
