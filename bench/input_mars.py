@@ -64,9 +64,10 @@ def build(out_dir: str, n: int, seed: int = 0) -> dict:
                           camid=i % 4 + 1, frames=frames))
   splits['train'] = writer.train_labels(train)
   builder = tfds_builders.Synthetic(config='small', data_dir=out_dir)
-  meta = writer.write_dataset(out_dir, builder, splits, protocol,
-                              shards_per_split={'train': max(1, n // 64)},
-                              verify=False, show_progress=False)
+  with writer.build_lock(out_dir):
+    meta = writer.write_dataset(out_dir, builder, splits, protocol,
+                                shards_per_split={'train': max(1, n // 64)},
+                                verify=False, show_progress=False)
   meta['jpeg_bytes'] = float(np.mean([len(f) for f in pool]))
   meta['lengths'] = lengths
   return meta

@@ -22,18 +22,28 @@ import os
 import sys
 
 from data_prep import objects, synthetic, tfds_builders
-from data_prep.writer import DataError, write_dataset
+from data_prep.writer import DataError, build_lock, write_dataset
 from i2v_jax import records
+from i2v_jax.errors import UserError
 
 
 def build(dataset: str, out_dir: str, manual_dir: str = '', max_tracklets: int = 0,
           workers: int = 4, verify: bool = True, show_progress: bool = True,
           spec: synthetic.SyntheticSpec | objects.ObjectSpec | None = None,
           overwrite: bool = False):
-  """Converts with the dataset's TFDS builder and writes; returns the metadata."""
+  """Converts with the dataset's TFDS builder and writes; returns the metadata.
+  The folder's build lock is taken first, so a second build of one --out_dir is
+  refused at once, not after its conversion."""
   if max_tracklets < 0:
     raise DataError(f'--max_tracklets {max_tracklets}: must be 0 (every tracklet) or a '
                     'positive count per split')
+  with build_lock(out_dir):
+    return _build(dataset, out_dir, manual_dir, max_tracklets, workers, verify,
+                  show_progress, spec, overwrite)
+
+
+def _build(dataset, out_dir, manual_dir, max_tracklets, workers, verify, show_progress,
+           spec, overwrite):
   if dataset == 'synthetic':
     spec = spec or synthetic.SyntheticSpec()
     names = [n for n, s in synthetic.SPECS.items() if s == spec]
@@ -89,7 +99,7 @@ def main(argv=None) -> int:
   try:
     meta = build(args.dataset, args.out_dir, args.manual_dir, args.max_tracklets,
                  args.workers, not args.no_verify, spec=spec, overwrite=args.overwrite)
-  except DataError as e:
+  except UserError as e:  # DataError, or Locked: another build of this --out_dir
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(records.summary_table(meta))

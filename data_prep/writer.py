@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from i2v_jax import atomic, locks, records
+from i2v_jax import atomic, input_pipeline, locks, records
 from i2v_jax.dataset_folder import counts
 from i2v_jax.errors import UserError, free_space, is_disk_full
 from i2v_jax.records import Tracklet
@@ -54,7 +54,9 @@ def read_lines(path: str, missing: str) -> List[str]:
 
 def read_frame(frame, verify: bool) -> bytes:
   """JPEG bytes of a frame path or the bytes themselves. A path's first bytes must
-  be JPEG's magic (always: cheap); with ``verify`` the whole file must decode."""
+  be JPEG's magic (always: cheap); with ``verify`` the whole file must decode, with
+  PIL and with the input pipeline's decoder (PIL accepts some damaged files that the
+  pipeline refuses: a truncated file padded with zeros)."""
   if isinstance(frame, bytes):
     return frame
   try:
@@ -74,14 +76,19 @@ def read_frame(frame, verify: bool) -> bytes:
     raise DataError(f'{frame}: {kind} file, not a JPEG (its first bytes say so); replace it '
                     'from the original archive, or delete it and its metadata row')
   if verify:
-    try:
+    try:  # PIL first: it names the fault and prints nothing; TF's libjpeg writes to stderr
       with Image.open(io.BytesIO(data)) as image:
         if image.format != 'JPEG':
           raise OSError(f'format {image.format}')
         image.load()
-    except Exception as e:
-      raise DataError(f'{frame}: not a readable JPEG ({e}); replace the file from '
-                      'the original archive, or delete it and its metadata row') from None
+      input_pipeline.decode_jpeg(data)
+    except Exception as e:  # tf.errors.InvalidArgumentError: keep its reason, not TF's prefix
+      reason = str(getattr(e, 'message', e)).split('}}')[-1].split(' [Op:')[0].strip(' .')
+      if reason.startswith('cannot identify image file'):
+        reason = 'no image decoder recognises its data'
+      raise DataError(f'{frame}: not a whole JPEG ({reason}: truncated or corrupt); replace '
+                      'the file from the original archive, or delete it and its metadata '
+                      'row') from None
   return data
 
 
@@ -244,16 +251,22 @@ def write_dataset(out_dir: str, builder, splits: Dict[str, List[Tracklet]],
   ``out_dir`` is kept as it is; a different one is replaced only with
   ``overwrite``. ``builder`` is the dataset's ``data_prep.tfds_builders``
   builder: it names the shards and supplies the TFDS features, version and
-  citation. Returns the metadata.
+  citation. Returns the metadata. Call it under `build_lock` (`data_prep.build`
+  takes it before converting, so a second build is refused at once).
   """
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise DataError(f'{out_dir}: --out_dir is a file; choose a folder (new or a '
                     'previous build of this dataset)')
-  # One build per folder at a time (they share the staging folder).
-  with locks.hold(f'{out_dir}.lock', f'--out_dir={out_dir}', remove=True):
-    return _write_dataset(out_dir, builder, splits, protocol, source_files,
-                          shards_per_split, workers, verify, show_progress, overwrite)
+  return _write_dataset(out_dir, builder, splits, protocol, source_files,
+                        shards_per_split, workers, verify, show_progress, overwrite)
+
+
+def build_lock(out_dir: str):
+  """One build per folder at a time (they share ``<out_dir>.staging``); a second
+  gets `locks.Locked`, one line naming the first."""
+  out_dir = os.path.abspath(out_dir)
+  return locks.hold(f'{out_dir}.lock', f'--out_dir={out_dir}', remove=True)
 
 
 def finish_interrupted_swap(out_dir: str) -> None:
@@ -312,6 +325,8 @@ def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_
                                   show_progress, digest=wanted_plan[split])
     meta = dataset_metadata(builder.name, splits, protocol, source_files)
     write_info(staging, builder, counts, meta)
+  except DataError as e:
+    raise DataError(f'{e}{_staging_fate(staging)}') from None
   except Exception as e:  # TensorFlow wraps the OSError
     if not is_disk_full(e):
       raise
@@ -325,12 +340,27 @@ def _write_dataset(out_dir, builder, splits, protocol, source_files, shards_per_
   return meta
 
 
+def _finished_shards(staging: str) -> List[str]:
+  return [n for n in os.listdir(staging) if '.tfrecord-' in n and '.tmp-' not in n]
+
+
+def _staging_fate(staging: str) -> str:
+  """What a failed build leaves, said at the end of its error line: finished
+  shards stay for the rerun to reuse; a staging folder with none is removed."""
+  shards = _finished_shards(staging)
+  if shards:
+    return (f' ({len(shards)} finished shards are kept in {staging}; the next build of '
+            'these sources reuses them, another build replaces them)')
+  shutil.rmtree(staging, ignore_errors=True)
+  return ' (nothing was kept)'
+
+
 def _disk_full(staging: str, splits: Dict[str, List[Tracklet]]) -> str:
   """The one line for a build that filled its disk: the folder, the free space, an
   estimate of what the rest needs (the frames' encoded size) and what to do."""
   frames = sum(len(f) if isinstance(f, bytes) else os.path.getsize(f)
                for ts in splits.values() for t in ts for f in t.frames)
-  shards = [n for n in os.listdir(staging) if '.tfrecord-' in n and '.tmp-' not in n]
+  shards = _finished_shards(staging)
   written = sum(os.path.getsize(os.path.join(staging, n)) for n in shards)
   return (f'{staging}: no space left on the device while building ({free_space(staging)} '
           f'free; the rest of the build needs about {max(0, frames - written) / 1e6:.0f} MB '

@@ -181,11 +181,15 @@ def numpy_batches(ds):
     yield batch
 
 
+def decode_jpeg(jpeg):
+  """The pipeline's one JPEG decoder: bytes -> (h, w, 3) uint8. Dataset builds
+  check every frame with it, so a frame that builds is a frame training reads."""
+  return _tf().io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
+
+
 def decode_frame(jpeg, height: int, width: int, normalize: bool = True):
   """JPEG -> (H, W, 3) float32 resized (bilinear, antialiased) and normalised."""
-  tf = _tf()
-  image = tf.io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
-  return prepare_image(image, height, width, normalize)
+  return prepare_image(decode_jpeg(jpeg), height, width, normalize)
 
 
 def prepare_image(image, height: int, width: int, normalize: bool = True):

@@ -4,7 +4,7 @@
 ``<workdir>/data`` that `i2v_jax.main` builds on demand), creates or resumes the train state, runs the sharded
 step, logs (console, metrics.jsonl, TensorBoard), evaluates every
 ``train.eval_every`` steps keeping the best checkpoint, saves checkpoints and
-stops cleanly on SIGTERM. `evaluate_checkpoint` evaluates a trained workdir.
+stops cleanly on SIGTERM and Ctrl-C (it saves the step it is at). `evaluate_checkpoint` evaluates a trained workdir.
 `i2v_jax.main` is only the command line around these.
 """
 
@@ -163,7 +163,18 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train_step.AXIS))
   writer = MetricWriter(workdir, enabled=lead, resumed_at=start)
   stop = {'signal': None}
-  signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+
+  def on_signal(signum, _):
+    """SIGTERM or a first Ctrl-C: save after this step and exit; a second Ctrl-C
+    stops at once (what is saved is what the last checkpoint holds)."""
+    if stop['signal'] is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    stop['signal'] = signum
+    if lead:
+      print(f'signal {signum}: saving after this step, then exiting'
+            + (' (Ctrl-C again to stop at once)' if signum == signal.SIGINT else ''),
+            file=sys.stderr, flush=True)
+  handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   # A bar only on a terminal: piped or redirected, the log lines are the progress
   # (no carriage-return redraws in the log file).
   bar = tqdm(total=total, initial=start, disable=not lead or not sys.stderr.isatty(),
@@ -192,73 +203,77 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
       print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
             f' (step {done}), saved in {ckpt.best_directory}', flush=True)
     return scalars
-  in_flight = None  # the previous step's metrics: the bar counts finished steps
-  for step in range(start, total):
-    t0 = time.perf_counter()
-    local = next(it)
-    wait += time.perf_counter() - t0
-    batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
-             for k in ('clips', 'labels')}
-    if step == start and lead:
-      bar.write('compiling the train step…')
-      t_compile = time.perf_counter()
-    state, metrics = step_fn(state, batch)
-    done = step + 1
-    if step == start:
-      jax.block_until_ready(metrics)
-      if lead:
-        bar.write(f'compiled and ran step {done} in {time.perf_counter() - t_compile:.1f} s')
-      bar.unpause()  # the bar's rate and ETA leave the compilation out
-      if done % config.train.log_every and done != total:  # so does the first images/s
+  try:
+    in_flight = None  # the previous step's metrics: the bar counts finished steps
+    for step in range(start, total):
+      t0 = time.perf_counter()
+      local = next(it)
+      wait += time.perf_counter() - t0
+      batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
+               for k in ('clips', 'labels')}
+      if step == start and lead:
+        bar.write('compiling the train step…')
+        t_compile = time.perf_counter()
+      state, metrics = step_fn(state, batch)
+      done = step + 1
+      if step == start:
+        jax.block_until_ready(metrics)
+        if lead:
+          bar.write(f'compiled and ran step {done} in {time.perf_counter() - t_compile:.1f} s')
+        bar.unpause()  # the bar's rate and ETA leave the compilation out
+        if done % config.train.log_every and done != total:  # so does the first images/s
+          wait, t_last, logged_at = 0.0, time.perf_counter(), done
+      if in_flight is not None:
+        jax.block_until_ready(in_flight)
+        bar.update(1)
+      in_flight = metrics
+      if done % config.train.log_every == 0 or done == total:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = [k for k, v in metrics.items()
+               if (k.startswith('loss/') or k in ('grad_norm', 'param_norm'))
+               and not math.isfinite(v)]
+        if bad:
+          good = ckpt.latest_step()
+          raise NonFiniteLoss(
+              f'step {done}: {", ".join(bad)} not finite '
+              f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
+              + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
+                 if good is not None else 'no checkpoint was written'))
+        saturated = sorted(k for k, v in metrics.items()
+                           if k.endswith('/saturated') and v > 0.5)
+        if saturated and lead and not warned:
+          warned = True
+          print(f'warning: step {done}: {", ".join(saturated)} > 0.5: most TCL softmaxes are '
+                'one-hot, so TCL and its gradient are ~0 (distances too large for '
+                'loss.tcl.temperature); set --config.loss.tcl.distance_scale=mean or use '
+                'cosine distance', flush=True)
+        steps = done - logged_at  # since the last log line
+        metrics['images_per_s'] = (steps * batch_size * config.input.clip_len
+                                   / (time.perf_counter() - t_last))
+        metrics['data_wait_s'] = wait / steps
         wait, t_last, logged_at = 0.0, time.perf_counter(), done
-    if in_flight is not None:
-      jax.block_until_ready(in_flight)
-      bar.update(1)
-    in_flight = metrics
-    if done % config.train.log_every == 0 or done == total:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      bad = [k for k, v in metrics.items()
-             if (k.startswith('loss/') or k in ('grad_norm', 'param_norm'))
-             and not math.isfinite(v)]
-      if bad:
-        good = ckpt.latest_step()
-        raise NonFiniteLoss(
-            f'step {done}: {", ".join(bad)} not finite '
-            f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
-            + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
-               if good is not None else 'no checkpoint was written'))
-      saturated = sorted(k for k, v in metrics.items()
-                         if k.endswith('/saturated') and v > 0.5)
-      if saturated and lead and not warned:
-        warned = True
-        print(f'warning: step {done}: {", ".join(saturated)} > 0.5: most TCL softmaxes are '
-              'one-hot, so TCL and its gradient are ~0 (distances too large for '
-              'loss.tcl.temperature); set --config.loss.tcl.distance_scale=mean or use '
-              'cosine distance', flush=True)
-      steps = done - logged_at  # since the last log line
-      metrics['images_per_s'] = (steps * batch_size * config.input.clip_len
-                                 / (time.perf_counter() - t_last))
-      metrics['data_wait_s'] = wait / steps
-      wait, t_last, logged_at = 0.0, time.perf_counter(), done
-      writer.write(done, metrics)
-      bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
-      if lead:
-        bar.write(log_line(done, metrics))
-      last.update(metrics)
-    # Saved before it is evaluated: an evaluation that fails loses no training.
-    if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
-      ckpt.save(done, state, force=True)
-    if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
-      jax.block_until_ready(in_flight)  # the bar counts this step before the evaluation
-      bar.update(done - bar.n)
-      in_flight = None
-      with tqdm.external_write_mode():  # blocks on their own lines, the bar redrawn after
-        last.update(evaluate_and_keep_best(done))
-    if stop['signal']:
-      ckpt.wait()
-      if lead:
-        print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
-      sys.exit(128 + stop['signal'])
+        writer.write(done, metrics)
+        bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
+        if lead:
+          bar.write(log_line(done, metrics))
+        last.update(metrics)
+      # Saved before it is evaluated: an evaluation that fails loses no training.
+      if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
+        ckpt.save(done, state, force=True)
+      if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
+        jax.block_until_ready(in_flight)  # the bar counts this step before the evaluation
+        bar.update(done - bar.n)
+        in_flight = None
+        with tqdm.external_write_mode():  # blocks on their own lines, the bar redrawn after
+          last.update(evaluate_and_keep_best(done))
+      if stop['signal']:
+        ckpt.wait()
+        if lead:
+          print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
+        sys.exit(128 + stop['signal'])
+  finally:  # past the loop, a Ctrl-C is Python's again (and the caller's, in-process)
+    for signum, handler in handlers.items():
+      signal.signal(signum, handler)
   if in_flight is not None:
     jax.block_until_ready(in_flight)
     bar.update(1)

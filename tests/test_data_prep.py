@@ -5,16 +5,18 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import scipy.io
+import tensorflow as tf
 from PIL import Image
 
 from configs import base
-from data_prep import build, duke, mars, objects, synthetic, veri
+from data_prep import build, duke, mars, objects, synthetic, veri, writer
 from data_prep.writer import DataError
 from i2v_jax import input_pipeline, records
 from i2v_jax.datasets import DATASETS
@@ -290,19 +292,61 @@ def test_absent_frame_leaves_no_output(tmp_path):
     build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
                 workers=1, show_progress=False)
   assert not os.path.exists(tmp_path / 'out')  # out_dir appears only when complete
-  left = os.listdir(tmp_path / 'out.staging')
+  left = os.listdir(tmp_path / 'out.staging')  # the train split's shard is finished
   assert 'metadata.json' not in left and not any('.tmp' in f for f in left)
 
 
+def damage_jpeg(data: bytes, how: str) -> bytes:
+  """A frame as a careless copy or a full disk leaves it."""
+  return {'header_only': data[:40], 'no_end_marker': data[:-2],
+          'half': data[:len(data) // 2],
+          'zero_padded': data[:len(data) // 2] + bytes(len(data) - len(data) // 2),
+          'magic_then_garbage': data[:3] + np.random.default_rng(0).bytes(len(data))}[how]
+
+
+DAMAGES = ['header_only', 'no_end_marker', 'half', 'zero_padded', 'magic_then_garbage']
+
+
+@pytest.mark.parametrize('how', DAMAGES)
+def test_damaged_frame_is_refused_by_name(tmp_path, how):
+  """Each damage is refused, as the pipeline's decoder refuses it (PIL alone lets
+  the zero-padded file through; training would then fail on it)."""
+  path = tmp_path / 'f.jpg'
+  path.write_bytes(damage_jpeg(jpeg(0), how))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    tf.io.decode_jpeg(path.read_bytes(), channels=3)
+  with pytest.raises(DataError, match=r'f.jpg: not a whole JPEG \(.*truncated or corrupt\); '
+                                       'replace the file'):
+    writer.read_frame(str(path), verify=True)
+  path.write_bytes(jpeg(0))
+  assert writer.read_frame(str(path), verify=True) == jpeg(0)
+
+
 @needs_shared
-def test_corrupt_jpeg_is_named(tmp_path):
-  make_mars_tree(str(tmp_path / 'raw'))
-  victim = tmp_path / 'raw' / 'bbox_train' / '0001' / '0001C1T0001F002.jpg'
-  victim.write_bytes(victim.read_bytes()[:40])
-  with pytest.raises(DataError, match='0001C1T0001F002.jpg: not a readable JPEG'):
-    build.build('mars', str(tmp_path / 'out'), str(tmp_path / 'raw'),
-                workers=1, show_progress=False)
+@pytest.mark.parametrize('dataset', ['mars', 'duke', 'veri'])
+def test_damaged_frame_stops_each_build_and_staging_fate_is_said(tmp_path, dataset):
+  raw = tmp_path / 'raw'
+  if dataset == 'mars':
+    make_mars_tree(str(raw))
+    victim = raw / 'bbox_train' / '0001' / '0001C1T0001F002.jpg'
+  elif dataset == 'duke':
+    make_duke_tree(str(raw))
+    victim = sorted((raw / 'gallery').rglob('*.jpg'))[0]
+  else:
+    make_veri_tree(str(raw))
+    victim = raw / 'image_test' / '0002_c003_00031600_1.jpg'
+  victim.write_bytes(damage_jpeg(victim.read_bytes(), 'zero_padded'))
+  with pytest.raises(DataError) as e:
+    build.build(dataset, str(tmp_path / 'out'), str(raw), workers=1, show_progress=False)
+  message = str(e.value)
+  assert '\n' not in message and f'{victim.name}: not a whole JPEG' in message
   assert not os.path.exists(tmp_path / 'out')  # nothing there until a build completes
+  staging = tmp_path / 'out.staging'
+  shards = [n for n in os.listdir(staging) if '.tfrecord-' in n] if staging.exists() else []
+  if shards:  # kept, and the error says so; the rerun reuses them
+    assert f'{len(shards)} finished shards are kept in {staging}' in message
+  else:
+    assert message.endswith('(nothing was kept)') and not staging.exists()
 
 
 @needs_shared
@@ -411,6 +455,15 @@ def test_bad_out_dir_and_counts_are_one_line_errors(tmp_path):
     result = run(*args)
     assert result.returncode == 2, result.stderr[-500:]
     assert named in result.stderr.strip().splitlines()[-1]
+  # A second build of one --out_dir: refused before its conversion, one line.
+  busy = str(tmp_path / 'busy')
+  with writer.build_lock(busy):
+    result = run('--out_dir', busy, '--synthetic_num_train_ids', '400')
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-500:]
+  assert lines[0].startswith(f'error: --out_dir={busy} is in use by pid {os.getpid()} on '
+                             f'{socket.gethostname()}, since '), lines[0]
+  assert not os.path.exists(busy) and not os.path.exists(busy + '.staging')
   (tmp_path / 'stuff').mkdir()
   (tmp_path / 'stuff' / 'notes.txt').write_text('mine')
   with pytest.raises(DataError, match='not a dataset build'):

@@ -39,25 +39,47 @@ def final_params(workdir, step=6):
   return tree
 
 
-def test_kill_and_resume_reproduces_the_straight_run(tmp_path, data_dir):
-  straight = str(tmp_path / 'straight')
-  subprocess.run(command(straight, data_dir), env=ENV, cwd=REPO, check=True,
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory, cli_data_dir):
+  straight = str(tmp_path_factory.mktemp('straight') / 'run')
+  subprocess.run(command(straight, cli_data_dir), env=ENV, cwd=REPO, check=True,
                  capture_output=True, timeout=600)
+  return straight
+
+
+@pytest.mark.parametrize('signum', [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=['kill-9', 'ctrl-c', 'sigterm'])
+def test_interrupt_and_resume_reproduces_the_straight_run(tmp_path, data_dir, straight_run,
+                                                          signum):
+  """kill -9 after the step-3 checkpoint loses what followed it; Ctrl-C and
+  SIGTERM, sent while the first step compiles, save step 1 and exit 128 + signal.
+  Each resumes to the straight run's losses and weights, bit for bit.
+  (bench/fault_trial.py sends them at random moments, many times.)"""
   killed = str(tmp_path / 'killed')
-  proc = subprocess.Popen(command(killed, data_dir), env=ENV, cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while not os.path.isdir(os.path.join(killed, 'checkpoints', '3')):
-    assert proc.poll() is None and time.time() < deadline, 'no checkpoint at step 3'
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  proc = subprocess.Popen(command(killed, data_dir), env=ENV, cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  if signum == signal.SIGKILL:
+    deadline = time.time() + 600
+    while not os.path.isdir(os.path.join(killed, 'checkpoints', '3')):
+      assert proc.poll() is None and time.time() < deadline, 'no checkpoint at step 3'
+      time.sleep(0.2)
+    proc.send_signal(signum)
+    proc.wait()
+  else:
+    for line in proc.stdout:  # the handler is in place before the compilation starts
+      if line.startswith('compiling the train step'):
+        proc.send_signal(signum)
+        break
+    out = proc.stdout.read()
+    assert proc.wait(timeout=600) == 128 + signum, out
+    assert f'signal {signum}: saved step 1, exiting' in out
+    assert os.listdir(os.path.join(killed, 'checkpoints')) == ['1']
   resumed = subprocess.run(command(killed, data_dir), env=ENV, cwd=REPO, check=True,
                            capture_output=True, text=True, timeout=600)
   assert 'resumed from' in resumed.stdout
-  a, b = losses(straight), losses(killed)
+  a, b = losses(straight_run), losses(killed)
   assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
-  pa, pb = final_params(straight), final_params(killed)
+  pa, pb = final_params(straight_run), final_params(killed)
   import jax
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_array_equal(x, y)
