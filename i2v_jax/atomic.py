@@ -44,7 +44,7 @@ def write_with(write: Callable[[str], None], path: str) -> None:
   try:
     write(tmp)
     os.replace(tmp, path)
-  except OSError as e:
+  except BaseException as e:  # whatever stopped it (a full disk, Ctrl-C): no tmp file left
     if os.path.exists(tmp):
       os.remove(tmp)
     if is_disk_full(e):

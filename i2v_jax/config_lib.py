@@ -417,6 +417,11 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
     if workdir and os.path.exists(saved_path(workdir[-1])):
       config_flags.DEFINE_config_dict('config', load_saved(workdir[-1]), help_text,
                                       flag_values=flag_values)
+    elif workdir and any(a.startswith('--config.') for a in argv):
+      where = ('no such folder' if not os.path.exists(workdir[-1]) else
+               'no trained run there (no config.json)')
+      raise ConfigError(f'--workdir={workdir[-1]}: {where}; --config.<key> overrides need '
+                        'that folder to hold a trained run, or --config=<config file>')
     elif any(a.startswith('--config.') for a in argv):
       raise ConfigError('--config.<key> overrides need --config=<config file>, or a --workdir '
                         'that holds a trained run (its config.json)')

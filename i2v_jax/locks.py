@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Iterator
 
-from i2v_jax.errors import UserError
+from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
 
 
 class Locked(UserError):
@@ -33,8 +33,11 @@ def hold(path: str, what: str, remove: bool = False) -> Iterator[None]:
   Raises:
     Locked naming the other process (pid, host, since when) when it is held.
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise _cannot_write(path, what, e) from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -48,10 +51,15 @@ def hold(path: str, what: str, remove: bool = False) -> Iterator[None]:
         who = 'another process'
       raise Locked(f'{what} is in use by {who} (lock {path}); wait for it to finish or stop '
                    'it, then run again') from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                             'since': time.time()}).encode())
-    os.fsync(fd)
+    try:
+      os.ftruncate(fd, 0)
+      os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                               'since': time.time()}).encode())
+      os.fsync(fd)
+    except OSError as e:
+      if remove:
+        os.unlink(path)
+      raise _cannot_write(path, what, e) from None
     try:
       yield
     finally:
@@ -59,3 +67,12 @@ def hold(path: str, what: str, remove: bool = False) -> Iterator[None]:
         os.unlink(path)
   finally:
     os.close(fd)  # releases the lock
+
+
+def _cannot_write(path: str, what: str, error: OSError) -> UserError:
+  """The one line for a lock file that cannot be written (full disk, permissions)."""
+  if is_disk_full(error):
+    return DiskFull(f'{path}: no space left on the device ({free_space(path)} free) for '
+                    f'the lock of {what}; nothing was changed; free space and run again')
+  return UserError(f'{path}: cannot write the lock of {what} ({error.strerror}); make the '
+                   'folder writable or choose another')

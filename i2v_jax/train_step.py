@@ -130,6 +130,23 @@ def build_networks(config, num_classes: int):
   return build_models(config.model, num_classes, bn_axis_name=axis)
 
 
+def check_pretrained(config, num_classes: int) -> None:
+  """``model.pretrained`` fits every configured network exactly
+  (`convert.check_backbone`), from abstract shapes: no backend, no compilation."""
+  pretrained = convert.load_npz(config.model.pretrained)
+  teacher, student = build_networks(config, num_classes)
+  inp = config.input
+  clips = jax.ShapeDtypeStruct((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
+  images = jax.ShapeDtypeStruct((1, inp.height, inp.width, 3), jnp.float32)
+  models = {'teacher': (teacher, clips), 'student': (student, images)}
+  for name in config.networks:
+    model, x = models[name]
+    shapes = jax.eval_shape(lambda x, model=model: model.init(jax.random.key(0), x,
+                                                              train=False), x)
+    convert.check_backbone(shapes, pretrained, source=f'config model.pretrained='
+                           f'{config.model.pretrained} ({name})')
+
+
 def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
   """{'teacher': {'params', 'batch_stats'}, 'student': ...} for config.networks."""
   teacher, student = build_networks(config, num_classes)

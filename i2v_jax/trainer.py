@@ -28,7 +28,6 @@ from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_p
 from i2v_jax.dataset_folder import Dataset
 from i2v_jax.run_folder import RunFolder
 from i2v_jax.logging_utils import MetricWriter
-from i2v_jax.models import convert
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -93,7 +92,7 @@ def preflight(config, workdir: str) -> Dataset:
   check_workdir(workdir)
   dataset = open_dataset(config, workdir)
   if config.model.pretrained:
-    convert.load_npz(config.model.pretrained)
+    train_step.check_pretrained(config, dataset.num_classes)
   starting = not os.path.isdir(RunFolder(workdir).checkpoints)
   if config.teacher.checkpoint and 'teacher' in config.networks and starting:
     checkpoint.check_run(config.teacher.checkpoint, 'config teacher.checkpoint')

@@ -62,6 +62,15 @@ def _pretrained(kind):
         f.truncate(size // 2)
     elif kind == 'pickled':
       np.savez(path, **{'conv1/kernel': np.array([{'a': 1}], dtype=object)})
+    elif kind == 'empty':
+      np.savez(path)
+    elif kind == 'other prefixes':  # a whole model's file, not a backbone's
+      np.savez(path, **{'model/params/conv1/kernel': np.zeros((7, 7, 3, 4), np.float32)})
+    elif kind == 'batch statistics only':
+      np.savez(path, **{'batch_stats/bn1/mean': np.zeros(4, np.float32),
+                        'batch_stats/bn1/var': np.ones(4, np.float32)})
+    elif kind == 'negative variances':
+      np.savez(path, **{'batch_stats/bn1/var': -np.ones(4, np.float32)})
     return path
   return make
 
@@ -109,6 +118,19 @@ CASES = [
      'nosuch', None, _pretrained('truncated')),
     ('pretrained pickled', ['--config.model.pretrained={file}'], 'pretrained.npz',
      'nosuch', None, _pretrained('pickled')),
+    # A file that fits nothing trained from random weights while saying it loaded them.
+    ('pretrained with no arrays', ['--config.model.pretrained={file}'],
+     '(teacher): 85 of the 85 backbone arrays the model needs are not in the file (params/bn1',
+     'nosuch', None, _pretrained('empty')),
+    ('pretrained with other key prefixes', ['--config.model.pretrained={file}'],
+     "keys under ['model'] are not params/ or batch_stats/", 'nosuch', None,
+     _pretrained('other prefixes')),
+    ('pretrained batch statistics only', ['--config.model.pretrained={file}'],
+     'backbone arrays the model needs are not in the file (params/', 'nosuch', None,
+     _pretrained('batch statistics only')),
+    ('pretrained negative variances', ['--config.model.pretrained={file}'],
+     'batch_stats/bn1/var has 4 negative variances', 'nosuch', None,
+     _pretrained('negative variances')),
     ('teacher checkpoint nowhere', ['--config.teacher.checkpoint={tmp}/no_run'],
      'no_run: no checkpoints/ folder there',
      'nosuch', None, None),
@@ -247,7 +269,8 @@ def test_a_workdir_that_is_a_file_and_overrides_without_a_config(tmp_path):
   for args, expected in (
       ([f'--config={BASE}', f'--workdir={file}'], f'--workdir={file} is a file'),
       ([f'--workdir={tmp_path / "new"}', '--config.mode=evaluate'],
-       '--config.<key> overrides need --config=<config file>')):
+       f'--workdir={tmp_path / "new"}: no such folder; --config.<key> overrides need'),
+      (['--config.mode=evaluate'], '--config.<key> overrides need --config=<config file>')):
     run = subprocess.run([sys.executable, '-m', 'i2v_jax.main', *args], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     lines = run.stderr.strip().splitlines()

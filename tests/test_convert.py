@@ -109,3 +109,40 @@ def test_a_pretrained_file_must_be_plain_finite_arrays(tmp_path):
   np.savez(path, **{'params/x': np.array([{'a': 1}], dtype=object)})
   with pytest.raises(convert.PretrainedError, match='not a readable .npz'):
     convert.load_npz(path)
+
+
+def test_a_pretrained_file_must_fit_the_whole_backbone(parity, tmp_path):
+  """A file that matches nothing (or only part) trained from random weights while
+  the log said it loaded them: now every backbone array must be in it."""
+  _, state, _ = parity
+  full = convert.from_torchvision(state)
+  student = StudentNet(num_classes=7)
+  shapes = jax.eval_shape(
+      lambda: student.init(jax.random.key(0), jnp.zeros((1, 64, 32, 3)), train=False))
+  convert.check_backbone(shapes, full)  # fits
+  n = (len(jax.tree.leaves(full['params'])) + len(jax.tree.leaves(full['batch_stats'])))
+  without_one = convert.unflatten({k: v for k, v in convert.flatten(full).items()
+                                   if k != 'params/layer4_2/conv3/kernel'})
+  for pretrained, message in (
+      ({}, f'{n} of the {n} backbone arrays the model needs are not in the file'),
+      ({'batch_stats': full['batch_stats']}, 'params/bn1/bias, params/bn1/scale, '
+       'params/conv1/kernel, ...'),
+      (without_one, f'1 of the {n} backbone arrays .* \\(params/layer4_2/conv3/kernel\\)'),
+      ({'state_dict': full['params']}, r"keys under \['state_dict'\] are not params/")):
+    with pytest.raises(convert.PretrainedError, match=message):
+      convert.check_backbone(shapes, pretrained)
+  # Non-local blocks are the one part a ResNet file lacks: they keep their init.
+  from i2v_jax.models import TeacherNet
+  teacher = TeacherNet(num_classes=7, nonlocal_after=((), (1,), (), ()))
+  shapes = jax.eval_shape(
+      lambda: teacher.init(jax.random.key(0), jnp.zeros((1, 2, 64, 32, 3)), train=False))
+  assert any('_nonlocal' in k for k in shapes['params']['backbone'])
+  convert.check_backbone(shapes, full)
+
+
+def test_negative_bn_variances_are_refused(tmp_path):
+  path = str(tmp_path / 'w.npz')
+  np.savez(path, **{'batch_stats/bn1/var': np.array([1.0, -0.5, 2.0], np.float32)})
+  with pytest.raises(convert.PretrainedError, match='batch_stats/bn1/var has 1 negative '
+                                                    'variances'):
+    convert.load_npz(path)

@@ -206,3 +206,37 @@ def test_an_overwrite_swap_killed_between_its_renames_is_finished_by_the_rerun(t
   assert meta['protocol']['spec']['seed'] == 1
   assert sorted(os.listdir(tmp_path)) == ['syn']  # no .old-*, no .staging, no lock left
   assert records.load_metadata(str(out))['protocol']['spec']['seed'] == 1
+
+
+def test_a_lock_or_a_sweep_figure_that_fills_the_disk_is_one_line(tmp_path, monkeypatch):
+  from i2v_jax import locks
+  from i2v_jax.experiments import report
+
+  def write_fails(fd, data):
+    raise ENOSPC
+
+  monkeypatch.setattr(os, 'write', write_fails)
+  lock = str(tmp_path / 'eval' / 'lock')
+  with pytest.raises(DiskFull) as e:
+    with locks.hold(lock, 'the evaluation into eval/x', remove=True):
+      pass
+  assert '\n' not in str(e.value) and str(e.value).startswith(
+      f'{lock}: no space left on the device (')
+  assert 'for the lock of the evaluation into eval/x; nothing was changed' in str(e.value)
+  monkeypatch.undo()
+  assert os.listdir(tmp_path / 'eval') == []
+  # The sweep's figure: savefig fills the disk half-way; nothing is left.
+  import matplotlib.figure
+
+  def savefig_fails(self, fname, **kwargs):
+    with open(fname, 'wb') as f:
+      f.write(b'\x89PNG half')
+    raise ENOSPC
+
+  monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', savefig_fails)
+  runs = [{'variant': v, 'seed': s, 'protocols': {'i2v': {'mAP': 0.4 + s / 100 + (v == 'mdkt') / 50}}}
+          for v in ('student_only', 'mdkt') for s in (0, 1)]
+  figure = str(tmp_path / 'sweep.png')
+  with pytest.raises(DiskFull, match='sweep.png: no space left on the device'):
+    report.figure(runs, [{'name': 'student_only'}, {'name': 'mdkt'}], figure)
+  assert sorted(os.listdir(tmp_path)) == ['eval']

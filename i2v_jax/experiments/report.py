@@ -187,10 +187,10 @@ def figure(runs: List[dict], variants: Sequence[dict], path: str,
   right.set_title(f'paired Δ vs {reference}, 95% t-interval\n'
                   '(green / red: the interval excludes 0)', fontsize=9)
   fig.tight_layout()
-  tmp = f'{path}.tmp-{os.getpid()}.png'
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:  # a full disk: one line, no half-written figure or temporary file left
+    atomic.write_with(lambda tmp: fig.savefig(tmp, format='png', dpi=110), path)
+  finally:
+    plt.close(fig)
 
 
 def by_start(runs: List[dict], default: str) -> Dict[str, List[dict]]:
@@ -238,10 +238,10 @@ def tcl_figure(groups: Dict[str, List[dict]], path: str) -> bool:
     row[1].set_xlabel('step')
     row[1].legend(fontsize=6, ncol=2)
   fig.tight_layout()
-  tmp = f'{path}.tmp-{os.getpid()}.png'
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    atomic.write_with(lambda tmp: fig.savefig(tmp, format='png', dpi=100), path)
+  finally:
+    plt.close(fig)
   return True
 
 

@@ -147,33 +147,74 @@ def load_npz(path: str) -> Dict[str, Any]:
     if not np.all(np.isfinite(value)):
       raise PretrainedError(f'config model.pretrained={path}: {key} has '
                             f'{int(np.sum(~np.isfinite(value)))} non-finite values; {fix}')
+    if key.startswith('batch_stats/') and key.endswith('/var') and np.any(value < 0):
+      raise PretrainedError(f'config model.pretrained={path}: {key} has '
+                            f'{int(np.sum(value < 0))} negative variances (BatchNorm would '
+                            f'give NaN or zero features); {fix}')
   return unflatten(flat)
 
 
-def merge_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
-                   source: str = 'pretrained weights') -> Dict[str, Any]:
-  """Replaces ``variables[c]['backbone']`` leaves by those of ``pretrained``.
-
-  Every pretrained leaf must exist in the model with the same shape; model
-  leaves absent from ``pretrained`` (non-local blocks) keep their values.
+def check_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
+                   source: str = 'pretrained weights') -> None:
+  """Raises unless ``pretrained`` fits the model ``variables`` (arrays or
+  ``jax.ShapeDtypeStruct``s, ``{'params', 'batch_stats'}`` with a ``backbone``)
+  exactly: only params/ and batch_stats/, every leaf a model leaf of its shape,
+  and every backbone leaf of the model present except the non-local blocks'
+  (ImageNet ResNets have none: those keep their initialisation). A file that
+  matched nothing would otherwise train from random weights while saying it
+  loaded them.
 
   Raises:
-    PretrainedError naming the first key that is missing or has the wrong shape.
+    PretrainedError naming the key (or the count and the first keys missing).
   """
-  merged = {c: dict(v) for c, v in variables.items()}
+  fix = ('make the file with `python -m i2v_jax.models.convert` (torchvision ResNet-50) or '
+         '`python -m i2v_jax.models.export` (a run\'s backbone)')
+  outside = sorted(set(pretrained) - {'params', 'batch_stats'})
+  if outside:
+    raise PretrainedError(f'{source}: keys under {outside} are not params/ or batch_stats/ '
+                          f'of a backbone; {fix}')
+  missing, needed = [], 0
   for collection in ('params', 'batch_stats'):
-    model_flat = flatten(variables[collection]['backbone'])
-    for path, value in flatten(pretrained.get(collection, {})).items():
-      if path not in model_flat:
+    shapes = {p: tuple(v.shape) for p, v in _leaves(variables[collection]['backbone'])}
+    given = dict(_leaves(pretrained.get(collection, {})))
+    for path, value in given.items():
+      if path not in shapes:
         raise PretrainedError(
             f'{source}: {collection}/{path} has no counterpart in the model; '
             'check config.model.stage_sizes and width against the checkpoint '
             '(torchvision ResNet-50 is stage_sizes=(3, 4, 6, 3), width=64).')
-      if model_flat[path].shape != value.shape:
+      if shapes[path] != tuple(value.shape):
         raise PretrainedError(
-            f'{source}: {collection}/{path} has shape {value.shape}, the model '
-            f'expects {model_flat[path].shape}; check config.model.width.')
-      model_flat[path] = value
+            f'{source}: {collection}/{path} has shape {tuple(value.shape)}, the model '
+            f'expects {shapes[path]}; check config.model.width.')
+    wanted = [p for p in shapes if not p.split('/')[0].endswith('_nonlocal')]
+    needed += len(wanted)
+    missing += [f'{collection}/{p}' for p in wanted if p not in given]
+  if missing:
+    raise PretrainedError(
+        f'{source}: {len(missing)} of the {needed} backbone arrays the model needs are not '
+        f'in the file ({", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""}); every '
+        f'array must be there and is used; {fix}')
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = ''):
+  """(path, leaf) pairs of nested dicts, leaves as they are (arrays or shapes)."""
+  for name, value in tree.items():
+    if isinstance(value, Mapping):
+      yield from _leaves(value, f'{prefix}{name}/')
+    else:
+      yield f'{prefix}{name}', value
+
+
+def merge_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
+                   source: str = 'pretrained weights') -> Dict[str, Any]:
+  """Replaces every ``variables[c]['backbone']`` leaf by ``pretrained``'s, which
+  must fit exactly (`check_backbone`); non-local blocks keep their values."""
+  check_backbone(variables, pretrained, source)
+  merged = {c: dict(v) for c, v in variables.items()}
+  for collection in ('params', 'batch_stats'):
+    model_flat = flatten(variables[collection]['backbone'])
+    model_flat.update(flatten(pretrained.get(collection, {})))
     merged[collection] = dict(merged[collection])
     merged[collection]['backbone'] = unflatten(model_flat)
   return merged
