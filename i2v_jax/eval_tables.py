@@ -44,12 +44,15 @@ class Metric:
   """A per-query score in [0, 1], averaged over the queries that keep a true
   match after junk removal (the others are skipped and counted), reported in %.
 
-  ``per_query(ranked, ap_mode, xp)`` scores one block of b queries. ``ranked``
-  holds (b, G) arrays in distance order: ``good`` (a true match that is not
-  junk), ``rank`` (1-based rank among the kept entries: junk is removed before
-  ranking) and ``hits`` (true matches up to and including this entry), and ``n``
-  (b,), each query's true matches. ``xp`` is numpy or jax.numpy; the result is
-  (b,) floats (any value where n = 0: such queries are left out).
+  ``per_query(ranked, ap_mode, xp)`` scores one block of b queries from the
+  ranks of their true matches (all a ranking metric needs; the gallery is never
+  sorted). ``ranked`` holds (b, M) arrays, one column per true match, nearest
+  first: ``good`` (False on the padding after a query's last match), ``rank``
+  (the match's 1-based rank among the kept entries: junk is removed before
+  ranking) and ``hits`` (true matches up to and including this one), and ``n``
+  (b,), each query's true matches. Read ``rank``/``hits`` only where ``good``.
+  ``xp`` is numpy or jax.numpy; the result is (b,) floats (any value where
+  n = 0: such queries are left out).
   """
   name: str
   per_query: Callable[[Dict[str, Any], str, Any], Any]

@@ -27,6 +27,41 @@ def one_query(pattern, junk_at=()):
   return dist, [1], g_pids, [1], g_cams
 
 
+@pytest.mark.parametrize('rank_on', ['host', 'device'])
+def test_match_ranks_equal_a_stable_sort_to_1e9(rank_on):
+  """The ranks of the true matches, counted without sorting the gallery, are the
+  ranks a stable sort gives (ties by gallery index, -0.0 equal to 0.0, junk
+  removed first): every metric equals the sorting reference's in float64 (host)
+  and to float32 rounding (device)."""
+  rng = np.random.default_rng(7)
+  nq, ng = 41, 300
+  qp, gp = rng.integers(0, 5, nq), rng.integers(0, 5, ng)
+  qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+  coarse = rng.integers(-3, 4, (nq, ng)).astype(np.float32) * np.float32(0.5)  # many ties
+  coarse[coarse == 0] = np.where(rng.random(int((coarse == 0).sum())) < 0.5, -0.0, 0.0)
+  fine = rng.normal(size=(nq, ng)).astype(np.float32)
+  tol = 1e-9 if rank_on == 'host' else 1e-6
+  for dist in (coarse, fine):
+    for mode in ('trapezoid', 'standard'):
+      want = rank_metrics(dist.astype(np.float64), qp, gp, qc, gc, ap_mode=mode, max_rank=20)
+      for block in (1, 16, 64):
+        got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
+                             ap_mode=mode, max_rank=20, query_block=block, rank_on=rank_on)
+        assert abs(got['mAP'] - want['mAP']) < tol and abs(got['mINP'] - want['mINP']) < tol
+        np.testing.assert_allclose(got['cmc'], want['cmc'], atol=tol)
+        assert got['num_valid_queries'] == want['num_valid_queries']
+  # Per query, against the position in a stable argsort (the definition).
+  from i2v_jax.evaluation.metrics import host_match_ranks
+  ranked = host_match_ranks(coarse, qp, qc, gp, gc)
+  for q in range(nq):
+    order = np.argsort(coarse[q], kind='stable')
+    junk = (gp[order] == qp[q]) & (gc[order] == qc[q])
+    kept = order[~junk]
+    match = (gp[kept] == qp[q]) & (gc[kept] != qc[q])
+    expected = np.flatnonzero(match) + 1.0
+    assert list(ranked['rank'][q][ranked['good'][q]]) == list(expected)
+
+
 @pytest.mark.parametrize('pattern,standard,trapezoid', [
     ('1010', 0.8333, 0.7917), ('01001', 0.45, 0.2875), ('0001', 0.25, 0.125)])
 def test_hand_worked_ap(pattern, standard, trapezoid):
@@ -116,9 +151,9 @@ def assert_close(got, want, tol):
   assert got['num_valid_queries'] == want['num_valid_queries']
 
 
-@pytest.mark.parametrize('sort_on', ['device', 'host'])
+@pytest.mark.parametrize('rank_on', ['device', 'host'])
 @pytest.mark.parametrize('mode', ['trapezoid', 'standard'])
-def test_device_blocks_match_loop_with_ties_and_junk(mode, sort_on):
+def test_device_blocks_match_loop_with_ties_and_junk(mode, rank_on):
   rng = np.random.default_rng(1)
   nq, ng = 23, 57
   qp, gp = rng.integers(0, 6, nq), rng.integers(0, 6, ng)
@@ -127,7 +162,7 @@ def test_device_blocks_match_loop_with_ties_and_junk(mode, sort_on):
   want = hit_loop_metrics(dist, qp, gp, qc, gc, mode, 10)
   for block in (4, 23, 64):  # uneven last block, one block, block > queries
     got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
-                         ap_mode=mode, max_rank=10, query_block=block, sort_on=sort_on)
+                         ap_mode=mode, max_rank=10, query_block=block, rank_on=rank_on)
     assert_close(got, want, 1e-6)
     assert got['num_skipped_queries'] == nq - want['num_valid_queries']
   # The loop agrees with the other loop reference and with rank_metrics.
@@ -143,7 +178,7 @@ def test_device_hand_worked_ap(pattern, standard, trapezoid):
     dist, qp, gp, qc, gc = one_query(pattern, junk)
     for mode, want in (('standard', standard), ('trapezoid', trapezoid)):
       got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
-                           ap_mode=mode, max_rank=5, sort_on='device')
+                           ap_mode=mode, max_rank=5, rank_on='device')
       assert got['mAP'] == pytest.approx(want, abs=1e-4)
       assert got['ap'][0] == pytest.approx(want, abs=1e-4)
 
@@ -188,11 +223,11 @@ def test_real_mars_protocol_with_random_features():
   gf = centers[gp] + 1.0 * rng.normal(size=(len(gp), 64))
   norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
   dist = 1.0 - norm(qf) @ norm(gf).T
-  for mode, sort_on in (('trapezoid', 'device'), ('standard', 'host')):
+  for mode, rank_on in (('trapezoid', 'device'), ('standard', 'host')):
     want = hit_loop_metrics(dist, qp, gp, qc, gc, mode, 20)
     got = ranked_metrics(qf.astype(np.float32), gf.astype(np.float32), q_pids=qp, g_pids=gp,
                          q_camids=qc, g_camids=gc, ap_mode=mode, query_block=256,
-                         sort_on=sort_on)
+                         rank_on=rank_on)
     assert_close(got, want, 2e-4)  # float32 distances on the device vs float64 here
     assert 0.05 < want['mAP'] < 0.95
   # Every MARS query has a match in another camera.
@@ -219,11 +254,11 @@ def test_a_metric_added_to_the_table_reaches_every_report(tmp_path, monkeypatch)
   # Hand-worked, junk removed first: '01001' has n = 2 and one hit in the first 2
   # kept entries (RP 1/2); '1010' has 2 in the first 2 -> 1/2; '1100' -> 1.
   for pattern, want in (('01001', 0.5), ('1010', 0.5), ('1100', 1.0)):
-    for sort_on in ('host', 'device'):
+    for rank_on in ('host', 'device'):
       dist, qp, gp, qc, gc = one_query(pattern, (0, 2))
       got = ranked_metrics(distmat=dist, q_pids=qp, g_pids=gp, q_camids=qc, g_camids=gc,
-                           max_rank=5, sort_on=sort_on)
-      assert got['RP'] == pytest.approx(want), (pattern, sort_on)
+                           max_rank=5, rank_on=rank_on)
+      assert got['RP'] == pytest.approx(want), (pattern, rank_on)
   results = {'i2v': got}
   report.write_results(results, str(tmp_path), step=3)
   assert json.load(open(tmp_path / 'results.json'))['protocols']['i2v']['RP'] == 1.0
