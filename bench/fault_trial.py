@@ -37,7 +37,7 @@ import orbax.checkpoint as ocp  # noqa: E402
 ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
            JAX_PLATFORMS='cpu', PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
 SIGNALS = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
-TIMING = ('images_per_s', 'data_wait_s', 'seconds', 'time')
+TIMING = ('images_per_s', 'data_wait', 'seconds', 'time')
 
 
 def command(workdir, data_dir, steps):

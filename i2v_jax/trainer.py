@@ -182,7 +182,7 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   batch_size = config.input.num_ids * config.input.tracklets_per_id
   wait, t_last, logged_at = 0.0, time.perf_counter(), start
   it = input_pipeline.numpy_batches(ds)
-  warned = False  # TCL saturation, said once
+  warned = warned_input = False  # TCL saturation, input-bound steps: each said once
 
   encode = evaluation.encode_fns(config, num_classes)  # compiled at the first evaluation
 
@@ -246,10 +246,15 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
                 'one-hot, so TCL and its gradient are ~0 (distances too large for '
                 'loss.tcl.temperature); set --config.loss.tcl.distance_scale=mean or use '
                 'cosine distance', flush=True)
-        steps = done - logged_at  # since the last log line
-        metrics['images_per_s'] = (steps * batch_size * config.input.clip_len
-                                   / (time.perf_counter() - t_last))
+        steps, elapsed = done - logged_at, time.perf_counter() - t_last  # since the last line
+        metrics['images_per_s'] = steps * batch_size * config.input.clip_len / elapsed
         metrics['data_wait_s'] = wait / steps
+        metrics['data_wait_fraction'] = wait / elapsed
+        if metrics['data_wait_fraction'] > 0.1 and lead and not warned_input:
+          warned_input = True
+          print(f'warning: step {done}: {metrics["data_wait_fraction"]:.0%} of the step time '
+                'waits for input (over 10%): the host cannot decode and augment frames as '
+                'fast as the devices train; give the process more CPU cores', flush=True)
         wait, t_last, logged_at = 0.0, time.perf_counter(), done
         writer.write(done, metrics)
         bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
@@ -301,7 +306,8 @@ def log_line(step: int, metrics: dict) -> str:
   terms = ' '.join(f'{k[len("loss/"):]}={v:.4f}' for k, v in sorted(metrics.items())
                    if k.startswith('loss/') and k != 'loss/total')
   return (f'step {step}: loss {metrics["loss/total"]:.4f} ({terms}) lr {metrics["lr"]:.2e} '
-          f'{metrics["images_per_s"]:.0f} img/s, data wait {metrics["data_wait_s"]:.3f} s/step')
+          f'{metrics["images_per_s"]:.0f} img/s, data wait {metrics["data_wait_s"]:.3f} s/step '
+          f'({metrics.get("data_wait_fraction", 0.0):.0%} of the time)')
 
 
 def startup_block(config, dataset: Dataset, mesh, workdir, start, resumed_from) -> str:

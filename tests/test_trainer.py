@@ -470,3 +470,11 @@ def test_a_query_that_is_not_an_image_and_a_bad_checkpoint_name_are_one_line(tmp
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["error: checkpoint 'bets': choose latest, best or a step number"], err
   assert not out.exists()
+
+
+def test_the_log_line_labels_the_input_wait_as_a_share_of_the_step():
+  line = trainer.log_line(7, {'loss/total': 1.5, 'loss/id/student': 1.0, 'lr': 3e-4,
+                              'images_per_s': 120.0, 'data_wait_s': 0.05,
+                              'data_wait_fraction': 0.25})
+  assert line == ('step 7: loss 1.5000 (id/student=1.0000) lr 3.00e-04 120 img/s, '
+                  'data wait 0.050 s/step (25% of the time)')
