@@ -16,14 +16,13 @@ builders, for ``tfds build`` as well.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 
 from data_prep import objects, synthetic, tfds_builders
 from data_prep.writer import DataError, build_lock, write_dataset
-from i2v_jax import records
+from i2v_jax import command_line, records
 from i2v_jax.errors import UserError
 
 
@@ -68,42 +67,53 @@ def _build(dataset, out_dir, manual_dir, max_tracklets, workers, verify, show_pr
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--dataset', required=True, choices=sorted(tfds_builders.BUILDERS))
-  p.add_argument('--manual_dir', default='', help='the extracted dataset folder')
-  p.add_argument('--out_dir', required=True)
-  p.add_argument('--max_tracklets', type=int, default=0,
-                 help='keep the first N tracklets of each split (quick trials)')
-  p.add_argument('--workers', type=int, default=os.cpu_count() or 4)
-  p.add_argument('--overwrite', action='store_true',
-                 help='replace a different finished dataset in --out_dir (once the new '
-                 'build is complete)')
-  p.add_argument('--no_verify', action='store_true',
-                 help='skip decoding every JPEG once (faster): a file whose first bytes '
-                 'are not JPEG is still refused, but a truncated or corrupt JPEG is found '
-                 'only when training or evaluation decodes it')
-  p.add_argument('--objects_preset', default='generic', choices=sorted(objects.SPECS),
-                 help='--dataset objects: named settings (data_prep/objects.py SPECS)')
-  p.add_argument('--synthetic_preset', default='small', choices=sorted(synthetic.SPECS),
-                 help='named generator settings (data_prep/synthetic.py SPECS)')
-  for field in synthetic.SyntheticSpec.__dataclass_fields__.values():
-    p.add_argument(f'--synthetic_{field.name}', type=type(field.default), default=None,
-                   help=f'override one setting of the preset (small: {field.default})')
-  args = p.parse_args(argv)
-  spec = dataclasses.replace(synthetic.SPECS[args.synthetic_preset], **{
-      name: getattr(args, f'synthetic_{name}')
-      for name in synthetic.SyntheticSpec.__dataclass_fields__
-      if getattr(args, f'synthetic_{name}') is not None})
-  if args.dataset == 'objects':
-    spec = objects.SPECS[args.objects_preset]
+  """``argv``: the command line, the program name first (``sys.argv`` when None)."""
+  from absl import flags
+  fl = flags.FlagValues()
+  define = dict(flag_values=fl)
+  dataset = flags.DEFINE_enum('dataset', None, sorted(tfds_builders.BUILDERS),
+                              'the dataset to build', **define)
+  manual_dir = flags.DEFINE_string('manual_dir', '', 'the extracted dataset folder', **define)
+  out_dir = flags.DEFINE_string('out_dir', None, 'the dataset folder to write', **define)
+  max_tracklets = flags.DEFINE_integer(
+      'max_tracklets', 0, 'keep the first N tracklets of each split (quick trials)', **define)
+  workers = flags.DEFINE_integer('workers', os.cpu_count() or 4, 'shards written at once',
+                                 **define)
+  overwrite = flags.DEFINE_bool('overwrite', False, 'replace a different finished dataset in '
+                                '--out_dir (once the new build is complete)', **define)
+  no_verify = flags.DEFINE_bool(
+      'no_verify', False, 'skip decoding every JPEG once (faster): a file whose first bytes '
+      'are not JPEG is still refused, but a truncated or corrupt JPEG is found only when '
+      'training or evaluation decodes it', **define)
+  objects_preset = flags.DEFINE_enum('objects_preset', 'generic', sorted(objects.SPECS),
+                                     '--dataset=objects: named settings (data_prep/objects.py '
+                                     'SPECS)', **define)
+  synthetic_preset = flags.DEFINE_enum('synthetic_preset', 'small', sorted(synthetic.SPECS),
+                                       'named generator settings (data_prep/synthetic.py '
+                                       'SPECS)', **define)
+  fields = synthetic.SyntheticSpec.__dataclass_fields__.values()
+  overrides = {}
+  for field in fields:
+    kind = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
+            bool: flags.DEFINE_bool}[type(field.default)]
+    overrides[field.name] = kind(f'synthetic_{field.name}', None, 'override one setting of '
+                                 f'the preset (small: {field.default})', **define)
+  for name in ('dataset', 'out_dir'):
+    flags.mark_flag_as_required(name, flag_values=fl)
+  command_line.parse(fl, argv, __doc__, program='python -m data_prep.build')
+  spec = dataclasses.replace(synthetic.SPECS[synthetic_preset.value], **{
+      name: flag.value for name, flag in overrides.items() if flag.value is not None})
+  if dataset.value == 'objects':
+    spec = objects.SPECS[objects_preset.value]
   try:
-    meta = build(args.dataset, args.out_dir, args.manual_dir, args.max_tracklets,
-                 args.workers, not args.no_verify, spec=spec, overwrite=args.overwrite)
+    meta = build(dataset.value, out_dir.value, manual_dir.value, max_tracklets.value,
+                 workers.value, not no_verify.value, spec=spec, overwrite=overwrite.value,
+                 show_progress=sys.stderr.isatty())
   except UserError as e:  # DataError, or Locked: another build of this --out_dir
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(records.summary_table(meta))
-  print(f'wrote {args.out_dir}')
+  print(f'wrote {out_dir.value}')
   return 0
 
 

@@ -37,6 +37,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from i2v_jax import command_line
 from i2v_jax.datasets import DATASETS
 from i2v_jax.errors import UserError
 
@@ -335,8 +336,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                               flag_values=fl)
   dump = flags.DEFINE_string('dump_hlo', '', 'write the compiled step program here',
                              flag_values=fl)
+  command_line.parse(fl, argv, __doc__)
   try:
-    fl(argv or sys.argv)
     if not config_flag.value or not topology.value:
       raise AotError('--config and --topology are required (python -m i2v_jax.aot '
                      '--config=configs/base.py:preset=mdkt,dataset=mars --topology=v5e-8)')

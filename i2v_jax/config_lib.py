@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import ast
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -427,6 +428,7 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
                         'that holds a trained run (its config.json)')
     else:
       config_flags.DEFINE_config_file('config', None, help_text, flag_values=flag_values)
+  argv = [_list_value(a) for a in argv]
   try:
     rest = flag_values(argv)
     config = flag_values.config  # a config file that failed to load raises when first used:
@@ -440,6 +442,29 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
   except Exception as e:  # absl, ml_collections and the config file raise many kinds
     raise ConfigError(flag_error_line(e, argv)) from None
   return rest
+
+
+def _list_value(arg: str) -> str:
+  """``--config.<key>=a,b`` for a key whose value is a tuple -> the Python tuple
+  ml_collections parses (``('a', 'b')``); numbers stay numbers. A value already
+  written as a tuple or list is left as it is."""
+  key, eq, value = arg.partition('=')
+  if not key.startswith('--config.') or not eq or value.strip()[:1] in ('(', '['):
+    return arg
+  node = library_defaults.get_config()
+  for part in key[len('--config.'):].split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return arg  # not a key: the parser names it
+    node = node[part]
+  if not isinstance(node, tuple):
+    return arg
+
+  def item(text):
+    try:
+      return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      return text
+  return f'{key}={tuple(item(e.strip()) for e in value.split(",") if e.strip())!r}'
 
 
 def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:

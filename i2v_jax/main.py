@@ -20,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from jax.experimental import multihost_utils
 
-from i2v_jax import compile_cache, config_lib, records, trainer
+from i2v_jax import command_line, compile_cache, config_lib, records, trainer
 from i2v_jax.errors import UserError
 from i2v_jax.run_folder import RunFolder
 
@@ -31,7 +31,17 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process index')
 
 
-def parse_flags(argv):  # the --config flag and every flag error as one line
+FLAG_NAMES = ('workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id')
+
+
+def parse_flags(argv):  # --help, the --config flag and every flag error as one line
+  if command_line.help_requested(argv):
+    print(command_line.usage(flags.FLAGS, __doc__, 'python -m i2v_jax.main', FLAG_NAMES, more=(
+        "  --config: an experiment config file[:arguments] (configs/base.py:preset=mdkt,"
+        "dataset=mars); default: the workdir's config.json",
+        '  --config.<key>=<value>: one key of the config (lists as a,b; '
+        '--config.mode=print lists every key and its meaning)')))
+    sys.exit(0)
   try:
     return config_lib.parse_command_line(argv)
   except UserError as e:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from i2v_jax import atomic
+from i2v_jax import atomic, command_line
 from i2v_jax.errors import UserError
 from i2v_jax.run_folder import RunFolder
 
@@ -113,8 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   fl = flags.FlagValues()
   workdir = flags.DEFINE_string('workdir', None, 'a run (training or evaluate mode)',
                                 flag_values=fl)
+  command_line.parse(fl, argv, __doc__)
   try:
-    fl(argv or sys.argv)
     if not workdir.value or not os.path.isdir(workdir.value):
       raise UserError(f'--workdir={workdir.value}: not a folder; pass the workdir of a run '
                       '(python -m i2v_jax.plots --workdir=RUN)')

@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from i2v_jax import command_line
 from i2v_jax.errors import UserError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
@@ -164,8 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   export = flags.DEFINE_bool('export', False, 'also write features.npz', flag_values=fl)
   rerank = flags.DEFINE_bool('rerank', False, "k-reciprocal re-ranking (the run's eval.rerank_*)",
                              flag_values=fl)
+  command_line.parse(fl, argv, __doc__)
   try:
-    fl(argv or sys.argv)
     missing = [f'--{n}' for n, v in (('workdir', workdir), ('query', query),
                                       ('gallery', gallery)) if not v.value]
     if missing:

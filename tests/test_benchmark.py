@@ -69,7 +69,7 @@ def test_export_round_trips_into_model_pretrained(tmp_path):
   state = state.replace(params=jax.tree.map(lambda x: x * 1.5 + 0.01, state.params))
   save_state(str(tmp_path / 'run'), state)
   out = str(tmp_path / 'backbone.npz')
-  assert export.main([f'--workdir={tmp_path / "run"}', '--network=student', f'--out={out}']) == 0
+  assert export.main(['export', f'--workdir={tmp_path / "run"}', '--network=student', f'--out={out}']) == 0
   c2 = tiny('mdkt')
   c2.model.pretrained = out
   fresh = train_step.init_variables(c2, NUM_CLASSES, jax.random.key(99))
@@ -84,7 +84,7 @@ def test_export_round_trips_into_model_pretrained(tmp_path):
     if 'nonlocal' not in name:
       jax.tree.map(np.testing.assert_array_equal, sub,
                    state.params['student']['backbone'][name])
-  assert export.main([f'--workdir={tmp_path / "run"}', '--network=teacher',
+  assert export.main(['export', f'--workdir={tmp_path / "run"}', '--network=teacher',
                       f'--out={out}']) == 2  # a student_only run has no teacher
 
 

@@ -315,7 +315,7 @@ def test_every_reader_verifies_the_checkpoint(tmp_path, cli_data_dir, exported_r
   for which in ('best', 'latest'):
     with pytest.raises(checkpoint.DamagedCheckpoint, match=why):
       i2v_jax.load(workdir, checkpoint=which)
-    assert export.main([f'--workdir={workdir}', f'--checkpoint={which}',
+    assert export.main(['export', f'--workdir={workdir}', f'--checkpoint={which}',
                         f'--out={tmp_path}/b.npz']) == 2
     c.mode, c.eval.checkpoint = 'evaluate', which
     with pytest.raises(checkpoint.DamagedCheckpoint, match=why):
@@ -466,7 +466,7 @@ def test_a_query_that_is_not_an_image_and_a_bad_checkpoint_name_are_one_line(tmp
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'notes.jpg: not a readable image' in err[0], err
   out = tmp_path / 'backbone.npz'
-  assert export.main([f'--workdir={exported_run}', '--checkpoint=bets', f'--out={out}']) == 2
+  assert export.main(['export', f'--workdir={exported_run}', '--checkpoint=bets', f'--out={out}']) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["error: checkpoint 'bets': choose latest, best or a step number"], err
   assert not out.exists()

@@ -64,7 +64,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
-from i2v_jax import locks
+from i2v_jax import command_line, locks
 from i2v_jax.errors import DiskFull, UserError, free_space, is_disk_full
 from i2v_jax.experiments import report as sweep_report
 from i2v_jax.run_folder import RunFolder
@@ -608,5 +608,14 @@ def run(argv):
     sys.exit(2)
 
 
+FLAG_NAMES = ('config', 'workdir', 'seeds', 'jobs', 'devices', 'only', 'starts', 'results',
+              'report_only', 'mixed_processors')
+
+
+def parse_flags(argv):  # --help and every flag error as one line (i2v_jax.command_line)
+  return command_line.parse(flags.FLAGS, argv, __doc__, 'python -m i2v_jax.experiments.sweep',
+                            names=FLAG_NAMES)
+
+
 if __name__ == '__main__':
-  app.run(run)
+  app.run(run, flags_parser=parse_flags)

@@ -16,14 +16,14 @@ Renames (torchvision -> Flax): ``layer2.3.conv1.weight`` -> ``layer2_3/conv1/ker
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
+import sys
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
-from i2v_jax import atomic
+from i2v_jax import atomic, command_line
 from i2v_jax.errors import UserError
 
 _BN_FIELDS = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
@@ -220,21 +220,38 @@ def merge_backbone(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
   return merged
 
 
-def _main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--torchvision', required=True,
-                      help='torchvision ResNet-50 state dict (.pth)')
-  parser.add_argument('--out', required=True, help='output .npz')
-  args = parser.parse_args()
-  import torch
-  state = torch.load(args.torchvision, map_location='cpu', weights_only=True)
+def main(argv=None) -> int:
+  """``argv``: the command line, the program name first (``sys.argv`` when None)."""
+  from absl import flags
+  fl = flags.FlagValues()
+  source = flags.DEFINE_string('torchvision', None, 'torchvision ResNet-50 state dict (.pth)',
+                               flag_values=fl)
+  out = flags.DEFINE_string('out', None, 'output .npz', flag_values=fl)
+  for name in ('torchvision', 'out'):
+    flags.mark_flag_as_required(name, flag_values=fl)
+  command_line.parse(fl, argv, __doc__)
+  try:
+    import torch
+  except ImportError:
+    print('error: --torchvision needs torch, for this command only: pip install torch',
+          file=sys.stderr)
+    return 2
+  if not os.path.isfile(source.value):
+    print(f'error: --torchvision={source.value}: no such file', file=sys.stderr)
+    return 2
+  state = torch.load(source.value, map_location='cpu', weights_only=True)
   if isinstance(state, Mapping) and 'state_dict' in state:
     state = state['state_dict']
-  variables = from_torchvision({k: v.numpy() for k, v in state.items()})
-  save_npz(variables, args.out)
+  try:
+    variables = from_torchvision({k: v.numpy() for k, v in state.items()})
+  except (KeyError, ValueError) as e:
+    print(f'error: --torchvision={source.value}: {e}', file=sys.stderr)
+    return 2
+  save_npz(variables, out.value)
   n = sum(v.size for v in flatten(variables['params']).values())
-  print(f'wrote {args.out}: {n:,} backbone parameters')
+  print(f'wrote {out.value}: {n:,} backbone parameters')
+  return 0
 
 
 if __name__ == '__main__':
-  _main()
+  sys.exit(main())

@@ -13,11 +13,10 @@ Heads are not exported: their classes belong to the exporting run's dataset.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any, Dict
 
-from i2v_jax import checkpoint
+from i2v_jax import checkpoint, command_line
 from i2v_jax.errors import UserError
 from i2v_jax.models import convert
 
@@ -35,18 +34,23 @@ def export(workdir: str, network: str, out: str, which: str = 'latest') -> int:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--workdir', required=True, help='a training run')
-  p.add_argument('--network', default='student', choices=['student', 'teacher'])
-  p.add_argument('--checkpoint', default='latest', help='latest, best or a step')
-  p.add_argument('--out', required=True, help='output .npz')
-  args = p.parse_args(argv)
+  """``argv``: the command line, the program name first (``sys.argv`` when None)."""
+  from absl import flags
+  fl = flags.FlagValues()
+  workdir = flags.DEFINE_string('workdir', None, 'a training run', flag_values=fl)
+  network = flags.DEFINE_enum('network', 'student', ['student', 'teacher'],
+                              'the network whose backbone is written', flag_values=fl)
+  which = flags.DEFINE_string('checkpoint', 'latest', 'latest, best or a step', flag_values=fl)
+  out = flags.DEFINE_string('out', None, 'output .npz', flag_values=fl)
+  for name in ('workdir', 'out'):
+    flags.mark_flag_as_required(name, flag_values=fl)
+  command_line.parse(fl, argv, __doc__)
   try:
-    n = export(args.workdir, args.network, args.out, args.checkpoint)
+    n = export(workdir.value, network.value, out.value, which.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'wrote {args.out}: the {args.network} backbone of {args.workdir} '
+  print(f'wrote {out.value}: the {network.value} backbone of {workdir.value} '
         f'({n:,} parameters)')
   return 0
 
