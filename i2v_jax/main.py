@@ -102,9 +102,5 @@ def main(argv):
     os._exit(2)
 
 
-def run():  # the ``i2v-train`` script (pyproject.toml), the same as python -m i2v_jax.main
-  app.run(main, flags_parser=parse_flags)
-
-
 if __name__ == '__main__':
-  run()
+  app.run(main, flags_parser=parse_flags)
