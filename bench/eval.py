@@ -7,11 +7,12 @@ r"""Evaluation speed and memory: features -> CMC/mAP/mINP for a MARS-size I2V pr
 random 2048-d features with identity structure. Each implementation runs in its
 own child process, so peak memory is measured separately:
 
-  distances  the distance matrix alone, block by block on the JAX backend (the
-             floor: every implementation computes it)
+  distances  the distance matrix alone, block by block as `blocked_metrics`
+             computes it (numpy's float32 matrix product on the CPU backend,
+             XLA's on an accelerator): the floor every implementation pays
   ranks      `i2v_jax.evaluation.blocked_metrics` as evaluation runs it:
              distances, then each query's true matches' ranks, no sort
-  sort       the previous way: distances, then a stable argsort of every
+  sort       the previous way: distances (XLA), then a stable argsort of every
              block's rows and the metrics over the sorted rows
   numpy      the whole (Q, G) float64 matrix in numpy and `reference_metrics`
   torchreid  torchreid's python evaluation (`eval_market1501`'s loop as its
@@ -124,10 +125,15 @@ def child(impl: str, runs: int, dim: int, query_block: int) -> dict:
   idle_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
 
-  def distances():
-    gallery = jnp.asarray(gf)
+  def distances():  # as `blocked_metrics` computes them on this backend
+    from i2v_jax.distances import pairwise_distance
+    on_host = jax.default_backend() == 'cpu'
+    gallery = gf if on_host else jnp.asarray(gf)
     for s in range(0, len(qp), query_block):
       block = qf[s:s + query_block]
+      if on_host:
+        pairwise_distance(block, gallery, 'cosine', xp=np)
+        continue
       if len(block) < query_block:
         block = np.concatenate([block, np.repeat(block[-1:], query_block - len(block), 0)])
       np.asarray(metrics._block_distances(block, gallery, metric='cosine'))
