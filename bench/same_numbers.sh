@@ -20,7 +20,7 @@ py=${PYTHON:-.venv/bin/python}
 mkdir -p "$out/numbers"
 # Only the numbers: times, dates, paths and the commit are dropped from each record.
 strip='import json,sys
-drop={"images_per_s","data_wait_s","minutes","finished","commit","host","cpu","dir","workdir","source"}
+drop={"images_per_s","data_wait_s","data_wait_fraction","minutes","finished","commit","host","cpu","dir","workdir","source"}
 def clean(v):
   if isinstance(v, dict): return {k: clean(x) for k, x in sorted(v.items()) if k not in drop}
   return [clean(x) for x in v] if isinstance(v, list) else v

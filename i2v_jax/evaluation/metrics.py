@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from i2v_jax.distances import pairwise_distance
+from i2v_jax.distances import l2_normalize, pairwise_distance
 from i2v_jax.eval_tables import AP_MODES, METRICS
 
 
@@ -219,6 +219,8 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
     gallery = (np.asarray(gallery_features, np.float32) if rank_on == 'host' else
                jnp.asarray(gallery_features, jnp.float32))
     query_features = np.asarray(query_features, np.float32)
+    if rank_on == 'host' and distance == 'cosine':  # normalised once, not once a block
+      gallery = l2_normalize(gallery, xp=np)
   width = 1  # the device's match slots: a power of two >= every query's match count
   if rank_on == 'device':
     most = max((int(np.sum((np.asarray(g_pids) == p) & (np.asarray(g_camids) != c)))
@@ -231,7 +233,9 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
     pad = lambda x: np.concatenate(
         [x, np.repeat(x[-1:], query_block - len(x), axis=0)]) if len(x) < query_block else x
     n = len(q_pids[sl])
-    if distmat is None and rank_on == 'host':
+    if distmat is None and rank_on == 'host' and distance == 'cosine':  # = pairwise_distance
+      dist = pad(1.0 - l2_normalize(query_features[sl], xp=np) @ gallery.T)
+    elif distmat is None and rank_on == 'host':
       dist = pad(pairwise_distance(query_features[sl], gallery, distance, xp=np))
     elif distmat is None:
       dist = _block_distances(pad(query_features[sl]), gallery, metric=distance)
