@@ -5,7 +5,8 @@ r"""The defaults, as an experiment file: every preset on every dataset.
         --config.data.dir=/data/mars_tfrecords --workdir=/tmp/tkp_mars
 
 Arguments after the colon (comma-separated):
-  preset    mdkt (default) | tkp | vkd | vkd_teacher | teacher_only | student_only
+  preset    mdkt (default) | tkp | vkd | vkd_teacher | teacher_only | student_only,
+            or an ablation of one (i2v_jax.defaults.ABLATIONS: mdkt_no_tcl, mdkt_one_way, ...)
   dataset   synthetic (default) | objects | mars | duke | veri: input size and schedule
   runlocal  shrink everything (tiny ResNet, 64x32 input, 20 steps) for a smoke run
 

@@ -39,14 +39,13 @@ runs sharing the box (--jobs=2), one seed of the sweep about 45 minutes
 """
 
 from configs import base
+from i2v_jax import defaults
 
 PRESETS = base.PRESETS  # the same preset= argument
 STEPS = 150          # the quickstart run
 TOTAL = 300          # the benchmark's budget per method
 STAGE = TOTAL // 2   # each stage of a two-stage method
 DATA = 'benchmark'   # data_prep.synthetic.SPECS name the sweep builds
-NEIGHBOURS = 4 * 4 - 1  # neighbourhood TCL's k: K tracklets x M images - 1 (the anchor's
-                        # positives in a batch), so a perfect teacher's neighbours are them
 
 
 def get_config(arg=None):
@@ -103,9 +102,11 @@ def starts():
 
 def sweep():
   """The benchmark's variants: {'name', 'arg', 'overrides', 'steps', 'about'}."""
-  no_tcl = {'loss.tcl.weight': 0.0, 'loss.tcl.reverse': 0.0}
-  no_ml = {'loss.mutual.student_from_teacher': 0.0, 'loss.mutual.teacher_from_student': 0.0,
-           'loss.tcl.reverse': 0.0}
+  config = get_config()
+
+  def ablation(name):  # as the method plus its changes: the runs' recorded arguments
+    a = defaults.ABLATIONS[name]
+    return (name, f'preset={a.method}', a.changes(config), TOTAL, a.about)
   after_stage = {'teacher.checkpoint': '@teacher_stage'}
   runs = [
       # name, arg, overrides, steps, about
@@ -126,35 +127,8 @@ def sweep():
       ('mdkt_after_teacher', 'preset=mdkt', after_stage, STAGE,
        'mdkt whose teacher starts from teacher_stage and trains on (joint), half the budget: '
        'the equal-terms comparison with vkd'),
-      ('mdkt_no_tcl', 'preset=mdkt', no_tcl, TOTAL, 'mdkt without TCL and reverse TCL'),
-      ('mdkt_no_ml', 'preset=mdkt', no_ml, TOTAL, 'mdkt without mutual learning'),
-      ('mdkt_tcl_x0.3', 'preset=mdkt', {'loss.tcl.weight': 0.3}, TOTAL, 'TCL weight 0.3'),
-      ('mdkt_tcl_x3', 'preset=mdkt', {'loss.tcl.weight': 3.0}, TOTAL, 'TCL weight 3'),
-      ('mdkt_tcl_x10', 'preset=mdkt', {'loss.tcl.weight': 10.0}, TOTAL, 'TCL weight 10'),
-      ('mdkt_tcl_clip', 'preset=mdkt', {'loss.tcl.teacher_level': 'clip'}, TOTAL,
-       'TCL against the teacher clip features (candidates are tracklets)'),
-      ('mdkt_tcl_k4', 'preset=mdkt', {'loss.tcl.num_negatives': 4}, TOTAL,
-       'TCL with all positives and the 4 nearest negatives in one softmax'),
-      ('mdkt_shared_classifier', 'preset=mdkt', {'model.shared_classifier': True}, TOTAL,
-       'one ID classifier for both networks (TKP)'),
-      ('mdkt_cross_tcl', 'preset=mdkt', {'loss.tcl.cross_network': True}, TOTAL,
-       "cross-network TCL: the student's distances to the teacher's candidates"),
-      # Readings of the paper's text that the mdkt preset does not take;
-      # each value fixed by the reading, not tuned.
-      ('mdkt_one_way', 'preset=mdkt', {'loss.tcl.reverse': 0.0}, TOTAL,
-       'one-way TCL plus logit mutual learning ("Besides the TCL loss, we adopt '
-       'mutual learning"): no reverse TCL'),
-      ('mdkt_tcl_nbr', 'preset=mdkt', {'loss.tcl.neighbours': NEIGHBOURS}, TOTAL,
-       'neighbourhood TCL ("the local structure consisting of nearest neighbors for '
-       f'each example"): the teacher\'s softmax over the anchor\'s {NEIGHBOURS} nearest '
-       'frames whatever their identity (K*M - 1: as many as its positives)'),
-      ('mdkt_tcl_sharp', 'preset=mdkt', {'loss.tcl.teacher_temperature': 0.05}, TOTAL,
-       'sharper teacher target (the "contrast" reading): teacher temperature 0.05, '
-       'half the student\'s 0.1'),
-      ('mdkt_tcl_bnneck', 'preset=mdkt', {'loss.tcl.feature': 'bn_features',
-                                          'loss.tcl.teacher_level': 'clip'}, TOTAL,
-       'TCL on the BN-neck features (the space the ID loss shapes), at clip level '
-       '(compare mdkt_tcl_clip)'),
+      # The ablations: one table with preset=<name> (i2v_jax.defaults.ABLATIONS).
+      *(ablation(name) for name in defaults.ABLATIONS),
   ]
   # Every KD method with the other gallery encoder (evaluate mode, no training).
   other = {'tkp': 'student', 'mdkt': 'teacher', 'mdkt_after_teacher': 'teacher',

@@ -13,7 +13,7 @@ import math
 import ast
 import os
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import ml_collections
 
@@ -274,6 +274,43 @@ def nearest(word: str, choices: Sequence[str]) -> str:
   return (difflib.get_close_matches(word, choices, n=1, cutoff=0.0) or [''])[0]
 
 
+# Keys that say where a run is, not what it trains: never listed as overrides.
+_WHERE = ('data.dir', 'mode', 'teacher.checkpoint', 'eval.from_workdir')
+
+
+def overrides(config) -> Dict[str, object]:
+  """The keys on which ``config`` differs from its preset's library defaults on its
+  dataset (``preset=<p>,dataset=<d>``): what makes one ablation folder differ from
+  another. A value of runlocal or a config file counts, as it should."""
+  try:
+    base = flatten(library_defaults.get_config(config.preset, config.data.name).to_dict())
+  except ValueError:  # an unknown preset or dataset: validation names it
+    return {}
+  mine = flatten(config.to_dict())
+  return {k: v for k, v in mine.items() if k not in _WHERE and base.get(k, object()) != v}
+
+
+def describe_overrides(config, limit: int = 12) -> str:
+  """``key=value, ...`` of `overrides` (at most ``limit``, then how many more), or
+  'none' — for the start-up block, results.md and the sweep's report."""
+  diff = overrides(config)
+  shown = [f'{k}={v}' for k, v in list(diff.items())[:limit]]
+  more = f', and {len(diff) - limit} more' if len(diff) > limit else ''
+  return ', '.join(shown) + more if diff else 'none'
+
+
+def warnings(config) -> List[str]:
+  """Lines for settings that do not mean what they may look like they mean."""
+  out = []
+  tcl = config.loss.tcl
+  if (tcl.weight == 0 and tcl.reverse > 0 and
+      {'teacher', 'student'} <= set(config.networks)):
+    out.append(f'loss.tcl.weight=0 turns TCL teacher -> student off, but reverse TCL is still '
+               f'on (loss.tcl.reverse={tcl.reverse}); add --config.loss.tcl.reverse=0 for no '
+               'TCL at all')
+  return out
+
+
 def flatten(d: dict, prefix: str = '') -> dict:
   out = {}
   for key, value in d.items():
@@ -384,6 +421,7 @@ def describe(config) -> str:
   return '\n'.join(lines + [
       '',
       f'presets: {" | ".join(library_defaults.PRESETS)} (--config=<file>:preset=<name>)',
+      f'ablations (also preset=<name>): {" | ".join(library_defaults.ABLATIONS)}',
       f'datasets: {" | ".join(datasets.DATASETS)} (--config=<file>:dataset=<name>)'])
 
 

@@ -21,6 +21,9 @@ Presets (docs/method.md §4; weights are the terms' multipliers, 0 turns a term 
   student_only  the image network alone: the baseline every transfer must beat.
 """
 
+import dataclasses
+from typing import Any, Callable, Dict
+
 import ml_collections
 
 from i2v_jax.datasets import DATASETS
@@ -29,8 +32,9 @@ from i2v_jax.datasets import DATASETS
 def get_config(preset: str = 'mdkt', dataset: str = 'synthetic', runlocal: bool = False
                ) -> ml_collections.ConfigDict:
   """The locked config of ``preset`` on ``dataset`` (``runlocal``: shrunk for a smoke run)."""
-  if preset not in PRESETS:
-    raise ValueError(f'config argument preset={preset!r}: choose one of {tuple(PRESETS)}')
+  if preset not in PRESETS and preset not in ABLATIONS:
+    raise ValueError(f'config argument preset={preset!r}: choose one of {tuple(PRESETS)} '
+                     f'or an ablation of one: {tuple(ABLATIONS)}')
   if dataset not in DATASETS:
     raise ValueError(f'config argument dataset={dataset!r}: choose one of {tuple(DATASETS)}')
   c = ml_collections.ConfigDict()
@@ -188,9 +192,17 @@ def get_config(preset: str = 'mdkt', dataset: str = 'synthetic', runlocal: bool 
   c.eval.visualize_queries = ()     # query tracklet names to draw instead of the worst
 
   _apply_dataset(c, dataset)
-  PRESETS[preset](c)
+  ablation = ABLATIONS.get(preset)
+  PRESETS[ablation.method if ablation else preset](c)
   if runlocal:
     _apply_runlocal(c)
+  if ablation:  # last: an ablation's keys are the method's, whatever the size
+    for key, value in ablation.changes(c).items():
+      *groups, leaf = key.split('.')
+      node = c
+      for g in groups:
+        node = node[g]
+      node[leaf] = value
   c.lock()
   return c
 
@@ -312,6 +324,63 @@ PRESETS = {
     'student_only': lambda c: _one_network(c, 'student'),
 }
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+  """A method with some of its keys changed: ``preset=<name>`` on the command
+  line, and a variant of the benchmark sweep (configs/synthetic_cpu.py), one
+  table for both. ``changes(config)`` -> {dotted key: value}."""
+  method: str
+  changes: Callable[[Any], Dict[str, Any]]
+  about: str
+
+
+def _fixed(**changes):
+  keys = {k.replace('__', '.'): v for k, v in changes.items()}
+  return lambda c: dict(keys)
+
+
+# The ablations of a method. Each value is fixed by what it tests, not tuned.
+ABLATIONS = {a_name: a for a_name, a in (
+    ('mdkt_no_tcl', Ablation('mdkt', _fixed(loss__tcl__weight=0.0, loss__tcl__reverse=0.0),
+                             'mdkt without TCL and reverse TCL')),
+    ('mdkt_no_ml', Ablation('mdkt', _fixed(loss__mutual__student_from_teacher=0.0,
+                                           loss__mutual__teacher_from_student=0.0,
+                                           loss__tcl__reverse=0.0),
+                            'mdkt without mutual learning')),
+    ('mdkt_tcl_x0.3', Ablation('mdkt', _fixed(loss__tcl__weight=0.3), 'TCL weight 0.3')),
+    ('mdkt_tcl_x3', Ablation('mdkt', _fixed(loss__tcl__weight=3.0), 'TCL weight 3')),
+    ('mdkt_tcl_x10', Ablation('mdkt', _fixed(loss__tcl__weight=10.0), 'TCL weight 10')),
+    ('mdkt_tcl_clip', Ablation('mdkt', _fixed(loss__tcl__teacher_level='clip'),
+                               'TCL against the teacher clip features (candidates are '
+                               'tracklets)')),
+    ('mdkt_tcl_k4', Ablation('mdkt', _fixed(loss__tcl__num_negatives=4),
+                             'TCL with all positives and the 4 nearest negatives in one '
+                             'softmax')),
+    ('mdkt_shared_classifier', Ablation('mdkt', _fixed(model__shared_classifier=True),
+                                        'one ID classifier for both networks (TKP)')),
+    ('mdkt_cross_tcl', Ablation('mdkt', _fixed(loss__tcl__cross_network=True),
+                                "cross-network TCL: the student's distances to the "
+                                "teacher's candidates")),
+    # Readings of the paper's text that the mdkt preset does not take.
+    ('mdkt_one_way', Ablation('mdkt', _fixed(loss__tcl__reverse=0.0),
+                              'one-way TCL plus logit mutual learning ("Besides the TCL loss, '
+                              'we adopt mutual learning"): no reverse TCL')),
+    ('mdkt_tcl_nbr', Ablation(
+        'mdkt', lambda c: {'loss.tcl.neighbours':
+                           c.input.tracklets_per_id * c.input.student_frames - 1},
+        'neighbourhood TCL ("the local structure consisting of nearest neighbors for each '
+        'example"): the teacher\'s softmax over the anchor\'s K*M - 1 nearest frames '
+        'whatever their identity (as many as its positives)')),
+    ('mdkt_tcl_sharp', Ablation('mdkt', _fixed(loss__tcl__teacher_temperature=0.05),
+                                'sharper teacher target (the "contrast" reading): teacher '
+                                'temperature 0.05, half the student\'s 0.1')),
+    ('mdkt_tcl_bnneck', Ablation('mdkt', _fixed(loss__tcl__feature='bn_features',
+                                                loss__tcl__teacher_level='clip'),
+                                 'TCL on the BN-neck features (the space the ID loss shapes), '
+                                 'at clip level (compare mdkt_tcl_clip)')),
+)}
 
 
 def _apply_runlocal(c):

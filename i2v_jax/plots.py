@@ -59,7 +59,7 @@ def training_figure(workdir: str) -> Optional[str]:
   if not losses:
     return None
   protocols = sorted({k.split('/')[0] for line in lines for k in line if k.endswith('/mAP')})
-  plt, fig, (left, right) = _figure(12, 4.5, 2)
+  plt, fig, (left, right) = _figure(14, 4.5, 2)
   for key in losses:
     steps, values = series(lines, key)
     positive = [(s, v) for s, v in zip(steps, values) if v > 0]  # log scale
@@ -67,7 +67,8 @@ def training_figure(workdir: str) -> Optional[str]:
       left.plot(*zip(*positive), label=key[len('loss/'):],
                 **({'color': 'black', 'linewidth': 2} if key == 'loss/total' else {}))
   left.set(xlabel='step', ylabel='loss (log scale)', yscale='log', title='loss terms')
-  left.legend(fontsize=7, ncol=2)
+  # Beside the axes, not over the curves (the total's most of all).
+  left.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
   for i, p in enumerate(protocols):  # one colour per protocol: mAP solid, Rank-1 dashed
     for metric, style in (('mAP', '-o'), ('rank1', '--x')):
       steps, values = series(lines, f'{p}/{metric}')

@@ -139,11 +139,14 @@ def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', 
       title=f'search: {len(names)} gallery entries, top {top} by {how}',
       query={'names': query_names}, gallery={'names': names})
   paths = [picture]
+  path = os.path.join(output_dir, 'features.npz')
   if export:
-    path = os.path.join(output_dir, 'features.npz')
     atomic.write_npz(path, query_names=np.array(query_names), query_features=q,
                      gallery_names=np.array(names), gallery_features=g, distances=distances)
     paths.append(path)
+  elif os.path.exists(path):  # an earlier search's: it would sit beside this picture
+    os.remove(path)
+    log(f'removed {path} (an earlier search\'s; --export writes this one\'s)')
   for p in paths:
     log(f'wrote {p}')
   return {'query_names': query_names, 'gallery_names': names, 'gallery_kind': kind,

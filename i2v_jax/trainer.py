@@ -154,6 +154,8 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
       atomic.write_json(dataset_record(dataset), run.dataset_record)
     print(startup_block(config, dataset, mesh, workdir, start,
                         ckpt.directory if start else None), flush=True)
+    for line in config_lib.warnings(config):
+      print(f'warning: {line}', flush=True)
   step_fn = train_step.make_train_step(config, mesh)
   total = config.train.num_steps
   ds = input_pipeline.train_dataset(
@@ -302,10 +304,12 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
 
 
 def log_line(step: int, metrics: dict) -> str:
-  """The console line of a logged step: every loss term, the learning rate, speed."""
+  """The console line of a logged step: the weighted total, every loss term as
+  computed (before its weight), the learning rate, speed and the input wait."""
   terms = ' '.join(f'{k[len("loss/"):]}={v:.4f}' for k, v in sorted(metrics.items())
                    if k.startswith('loss/') and k != 'loss/total')
-  return (f'step {step}: loss {metrics["loss/total"]:.4f} ({terms}) lr {metrics["lr"]:.2e} '
+  return (f'step {step}: loss {metrics["loss/total"]:.4f} weighted (terms unweighted: {terms}) '
+          f'lr {metrics["lr"]:.2e} '
           f'{metrics["images_per_s"]:.0f} img/s, data wait {metrics["data_wait_s"]:.3f} s/step '
           f'({metrics.get("data_wait_fraction", 0.0):.0%} of the time)')
 
@@ -316,6 +320,7 @@ def startup_block(config, dataset: Dataset, mesh, workdir, start, resumed_from) 
   clips = c.num_ids * c.tracklets_per_id
   return '\n'.join([
       f'preset     {config.preset} (networks: {", ".join(config.networks)}), seed {config.seed}',
+      f'overrides  {config_lib.describe_overrides(config)}',
       f'dataset    {dataset.name} in {dataset.dir}: {dataset.num_classes} training ids, '
       + ', '.join(f'{s} {v["tracklets"]}' for s, v in meta['splits'].items()) + ' tracklets',
       f'devices    {mesh.size} {jax.devices()[0].platform} device(s), '
@@ -347,7 +352,8 @@ def heading(config, dataset: Dataset, step: int, which: str) -> str:
   encoders = evaluation.encoders(config)
   return (f'{dataset.name}, {config.preset}, step {step} ({which}); images: '
           f'{encoders["image"]}, videos: {encoders["video"]}; {ev.distance} distance, '
-          f'{ev.ap_mode} AP' + (', with re-ranking' if ev.rerank else ''))
+          f'{ev.ap_mode} AP' + (', with re-ranking' if ev.rerank else '')
+          + f'; overrides of the preset: {config_lib.describe_overrides(config)}')
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:

@@ -294,3 +294,30 @@ def test_every_config_key_the_docs_name_exists():
         bad.append(f'{os.path.relpath(page, REPO)}: {key}')
   assert named > 50, named
   assert not bad, bad
+
+
+def test_every_ablation_is_a_preset_and_the_sweeps_variant():
+  """preset=<ablation> is its method with the ablation's keys changed, and the
+  benchmark sweep runs exactly that (one table: i2v_jax.defaults.ABLATIONS)."""
+  from configs import synthetic_cpu
+  from i2v_jax import config_lib, defaults
+  variants = {v['name']: v for v in synthetic_cpu.sweep()}
+  for name, ablation in defaults.ABLATIONS.items():
+    config = base.get_config(f'preset={name}')
+    method = base.get_config(f'preset={ablation.method}')
+    changed = ablation.changes(method)
+    assert changed, name
+    flat, flat_method = config_lib.flatten(config.to_dict()), config_lib.flatten(method.to_dict())
+    assert {k for k in flat if flat[k] != flat_method[k]} == set(changed) | {'preset'}, name
+    assert all(flat[k] == (list(v) if isinstance(v, tuple) else v) for k, v in changed.items())
+    assert variants[name]['arg'] == f'preset={ablation.method}'
+    assert all(variants[name]['overrides'][k] == v for k, v in changed.items())
+    assert config_lib.describe_overrides(config) == 'none'
+  # Neighbourhood TCL's k follows the batch: K x M - 1.
+  assert base.get_config('preset=mdkt_tcl_nbr').loss.tcl.neighbours == 4 * 4 - 1
+  # The TCL weight alone at 0 leaves reverse TCL on: said, not silent.
+  c = base.get_config('preset=mdkt')
+  c.loss.tcl.weight = 0.0
+  assert config_lib.warnings(c) and 'reverse TCL is still on' in config_lib.warnings(c)[0]
+  assert not config_lib.warnings(base.get_config('preset=mdkt_no_tcl'))
+  assert config_lib.describe_overrides(c) == 'loss.tcl.weight=0.0'

@@ -476,5 +476,6 @@ def test_the_log_line_labels_the_input_wait_as_a_share_of_the_step():
   line = trainer.log_line(7, {'loss/total': 1.5, 'loss/id/student': 1.0, 'lr': 3e-4,
                               'images_per_s': 120.0, 'data_wait_s': 0.05,
                               'data_wait_fraction': 0.25})
-  assert line == ('step 7: loss 1.5000 (id/student=1.0000) lr 3.00e-04 120 img/s, '
+  assert line == ('step 7: loss 1.5000 weighted (terms unweighted: id/student=1.0000) '
+                  'lr 3.00e-04 120 img/s, '
                   'data wait 0.050 s/step (25% of the time)')

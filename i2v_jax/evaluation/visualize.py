@@ -86,7 +86,22 @@ def render(lists, query_reader, query_frame: Sequence[int], gallery_reader, path
   """
   font = ImageFont.load_default()
   labelled = query is not None and gallery is not None
-  cell_w, cell_h = size[0] + 8, size[1] + 8
+  query_lines, entry_lines = {}, {}
+  if labelled:  # every label first: a cell is as wide as its longest label
+    for q, ranked in lists:
+      lines = [str(query['names'][q])]
+      if 'pids' in query:
+        lines.append(f'pid {query["pids"][q]} c{query["camids"][q]}')
+      if ap is not None:
+        lines.append(f'AP {100 * ap[q]:.1f}%')
+      query_lines[q] = lines
+      for g, _, distance in ranked:
+        who = (f'pid {gallery["pids"][g]} c{gallery["camids"][g]}' if 'pids' in gallery
+               else str(gallery['names'][g]))
+        entry_lines[(q, g)] = [who, f'd {distance:.3f}']
+  longest = max((len(t) for ls in [*query_lines.values(), *entry_lines.values()] for t in ls),
+                default=0)
+  cell_w, cell_h = max(size[0] + 8, _CHAR * longest + 6), size[1] + 8
   text_h = 3 * _LINE if labelled else 0
   row_h = cell_h + text_h + 4
   top = max((len(g) for _, g in lists), default=0)
@@ -101,29 +116,22 @@ def render(lists, query_reader, query_frame: Sequence[int], gallery_reader, path
     top_y = title_h + 4 + y * row_h
     canvas.paste(_thumbnail(query_reader.frames(q)[query_frame[q]], size, BLUE), (0, top_y))
     if labelled:
-      lines = [str(query['names'][q])]
-      if 'pids' in query:
-        lines.append(f'pid {query["pids"][q]} c{query["camids"][q]}')
-      if ap is not None:
-        lines.append(f'AP {100 * ap[q]:.1f}%')
-      _write(draw, font, lines, (0, top_y + cell_h), cell_w)
-    for x, (g, match, distance) in enumerate(ranked, start=1):
+      _write(draw, font, query_lines[q], (0, top_y + cell_h))
+    for x, (g, match, _) in enumerate(ranked, start=1):
       frames = gallery_reader.frames(g)
       left = 8 + x * (cell_w + 4)
       color = GREY if match is None else GREEN if match else RED
       canvas.paste(_thumbnail(frames[len(frames) // 2], size, color), (left, top_y))
       if labelled:
-        who = (f'pid {gallery["pids"][g]} c{gallery["camids"][g]}' if 'pids' in gallery
-               else str(gallery['names'][g]))
-        _write(draw, font, [who, f'd {distance:.3f}'], (left, top_y + cell_h), cell_w)
+        _write(draw, font, entry_lines[(q, g)], (left, top_y + cell_h))
   atomic.write_with(lambda tmp: canvas.save(tmp, format='PNG'), path)
 
 
 _LINE = 12  # pixels per text line (PIL's default bitmap font)
+_CHAR = 6   # pixels per character of that font
 
 
-def _write(draw, font, lines: Sequence[str], corner: Tuple[int, int], width: int) -> None:
-  """Lines of text under a thumbnail, each cut to the cell's width."""
-  chars = max(1, width // 6)
+def _write(draw, font, lines: Sequence[str], corner: Tuple[int, int]) -> None:
+  """Lines of text under a thumbnail (the cell is as wide as the longest)."""
   for i, line in enumerate(lines):
-    draw.text((corner[0] + 2, corner[1] + i * _LINE), line[:chars], fill=(0, 0, 0), font=font)
+    draw.text((corner[0] + 2, corner[1] + i * _LINE), line, fill=(0, 0, 0), font=font)
