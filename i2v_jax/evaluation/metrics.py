@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from i2v_jax.distances import l2_normalize, pairwise_distance
+from i2v_jax.distances import pairwise_distance
 from i2v_jax.eval_tables import AP_MODES, METRICS
 
 
@@ -197,9 +197,9 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
                    query_block: int = 256, rank_on: str = 'auto') -> Dict[str, object]:
   """`reference_metrics` computed ``query_block`` queries at a time (the one used).
 
-  Give features ((Q, D), (G, D); a block's distances are computed where it is
-  ranked, in float32: numpy's matrix product on the host, XLA's on the device) or
-  a precomputed ``distmat`` (Q, G) (e.g. after re-ranking), sent a block at a time.
+  Give features ((Q, D), (G, D); each block's distances by XLA on the default
+  backend, float32) or a precomputed ``distmat`` (Q, G) (e.g. after re-ranking),
+  sent a block at a time.
   At most ``query_block`` × G distances (and their keys) exist at once, so the
   gallery can be as large as the device holds G features. ``rank_on``: where
   each block's match ranks are counted and scored: ``device`` (GPU/TPU),
@@ -215,12 +215,9 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
   block_stats = {'device': _device_block_stats, 'host': _host_block_stats}[rank_on]
   q_pids, q_camids = np.asarray(q_pids, np.int32), np.asarray(q_camids, np.int32)
   g_pids, g_camids = jnp.asarray(g_pids, jnp.int32), jnp.asarray(g_camids, jnp.int32)
-  if distmat is None:  # on the host, numpy's matrix product (about 3x XLA:CPU's here)
-    gallery = (np.asarray(gallery_features, np.float32) if rank_on == 'host' else
-               jnp.asarray(gallery_features, jnp.float32))
+  if distmat is None:
+    gallery = jnp.asarray(gallery_features, jnp.float32)
     query_features = np.asarray(query_features, np.float32)
-    if rank_on == 'host' and distance == 'cosine':  # normalised once, not once a block
-      gallery = l2_normalize(gallery, xp=np)
   width = 1  # the device's match slots: a power of two >= every query's match count
   if rank_on == 'device':
     most = max((int(np.sum((np.asarray(g_pids) == p) & (np.asarray(g_camids) != c)))
@@ -233,11 +230,9 @@ def blocked_metrics(query_features=None, gallery_features=None, *, q_pids, g_pid
     pad = lambda x: np.concatenate(
         [x, np.repeat(x[-1:], query_block - len(x), axis=0)]) if len(x) < query_block else x
     n = len(q_pids[sl])
-    if distmat is None and rank_on == 'host' and distance == 'cosine':  # = pairwise_distance
-      dist = pad(1.0 - l2_normalize(query_features[sl], xp=np) @ gallery.T)
-    elif distmat is None and rank_on == 'host':
-      dist = pad(pairwise_distance(query_features[sl], gallery, distance, xp=np))
-    elif distmat is None:
+    if distmat is None:
+      # XLA's product on every backend: numpy's (3x faster on the 2-core EPYC) rounds
+      # differently, which moves near-tied ranks (bench/RESULTS.md, Evaluation).
       dist = _block_distances(pad(query_features[sl]), gallery, metric=distance)
     else:
       dist = pad(np.asarray(distmat[sl], np.float32))

@@ -1,0 +1,211 @@
+r"""A trained network as a portable model file: StableHLO, run with JAX alone.
+
+    python -m i2v_jax.export_model --workdir=runs/mdkt_mars --network=student \
+        --out=exported/ [--checkpoint=best] [--input_size=256x128]
+
+writes ``<network>.stablehlo`` (`jax.export`, serialised, weights inside, batch
+dimension symbolic) and ``<network>.json`` beside it (the run, the checkpoint step
+and its sha256 record, the file's sha256, the input contract, the output and
+the distance to rank it with). Anyone with ``jax`` (CPU, GPU or TPU; no
+i2v-jax, no flax) runs it::
+
+    import jax, numpy as np
+    model = jax.export.deserialize(open('student.stablehlo', 'rb').read())
+    embeddings = np.asarray(model.call(crops))   # crops: (N, 256, 128, 3) uint8 RGB
+
+Input: uint8 RGB, ``(N, H, W, 3)`` crops for the image network, ``(N, T, H, W, 3)``
+clips for the video network, ``H x W`` = ``--input_size`` (default the run's
+``input.height x input.width``; another size is resized inside, bilinear with
+antialiasing). Output: ``(N, D)`` float32, the feature evaluation ranks with
+(``eval.feature``), L2-normalised when ``eval.distance`` is cosine (so a dot
+product ranks as evaluation does) and as it is for euclidean. The backbone's
+``.npz`` for initialising another run stays ``python -m i2v_jax.models.export``.
+Other formats (TF SavedModel, ONNX) are not written by this command yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from i2v_jax import atomic, checkpoint, command_line, config_lib, input_pipeline
+from i2v_jax.errors import UserError
+from i2v_jax.evaluation import features as features_lib
+from i2v_jax.run_folder import RunFolder
+
+FORMATS = ('stablehlo',)
+
+
+class ExportError(UserError):
+  """Bad input to the exporter: the message names the flag and the fix."""
+
+
+def serving_fn(config, num_classes: int, network: str, variables,
+               input_size: Tuple[int, int], clips: bool):
+  """The exported computation, exactly as evaluation encodes
+  (`features.make_encode_fn`), with `input_pipeline.prepare_image`'s scaling and
+  normalisation (and, for another crop size, a resize) inside:
+
+    images: uint8 (N, h, w, 3) -> (N, D) float32
+    clips:  uint8 (N, T, h, w, 3), valid (N, T) bool -> (N, D) float32, the clip's
+            feature over its valid frames (the teacher's masked clip feature, or
+            the student's frame features averaged), as evaluation's chunks.
+  """
+  import jax
+  import jax.numpy as jnp
+  from i2v_jax.distances import l2_normalize
+  encode = features_lib.make_encode_fn(config, num_classes, network)
+  inp = config.input
+  mean = jnp.asarray(input_pipeline.IMAGENET_MEAN, jnp.float32)
+  std = jnp.asarray(input_pipeline.IMAGENET_STD, jnp.float32)
+
+  def embed(frames, valid):
+    x = frames.astype(jnp.float32)
+    if tuple(input_size) != (inp.height, inp.width):
+      x = jax.image.resize(x, x.shape[:2] + (inp.height, inp.width, 3), 'bilinear',
+                           antialias=True)
+    x = x / 255.0
+    if inp.normalize:
+      x = (x - mean) / std
+    features, _ = encode(variables, x, valid)
+    return l2_normalize(features) if config.eval.distance == 'cosine' else features
+
+  if clips:
+    return embed
+  return lambda images: embed(images[:, None], jnp.ones(images.shape[:1] + (1,), bool))
+
+
+def export(workdir: str, network: str, out_dir: str, which: str = 'best',
+           input_size: Optional[Tuple[int, int]] = None, fmt: str = 'stablehlo',
+           inputs: str = '', clip_len: Optional[int] = None) -> Dict[str, object]:
+  """Writes ``<out_dir>/<name>.stablehlo`` and its ``.json`` (name: the network, with
+  ``_clips`` for the student on clips); returns the metadata. ``inputs``:
+  ``images`` or ``clips`` (default: images for the student, clips for the teacher).
+
+  Raises:
+    ExportError (or the checkpoint's own one-line errors) before anything is written.
+  """
+  import jax
+  if fmt not in FORMATS:
+    raise ExportError(f'--format={fmt}: choose one of {", ".join(FORMATS)} (TF SavedModel '
+                      'and ONNX are not written yet)')
+  if network not in ('student', 'teacher'):
+    raise ExportError(f'--network={network}: choose student or teacher')
+  run = RunFolder(workdir)
+  if not os.path.isfile(run.config):
+    raise ExportError(f'--workdir={workdir}: no trained run there (no config.json)')
+  config = config_lib.load_saved(workdir)
+  if network not in config.networks:
+    raise ExportError(f'--network={network}: the run has no {network} (networks: '
+                      f'{", ".join(config.networks)})')
+  variables = checkpoint.load_network(workdir, network, which)  # verified, one line if not
+  step = _step_of(workdir, which)
+  num_classes = int(variables['params']['head']['classifier']['kernel'].shape[-1])
+  inp = config.input
+  size = tuple(input_size or (inp.height, inp.width))
+  inputs = inputs or ('clips' if network == 'teacher' else 'images')
+  if inputs not in ('images', 'clips'):
+    raise ExportError(f'--inputs={inputs}: choose images or clips')
+  clips = inputs == 'clips'
+  t = clip_len or config.eval.clip_len
+  batch = jax.export.symbolic_shape('batch')[0]
+  args = ([jax.ShapeDtypeStruct((batch, t) + size + (3,), np.uint8),
+           jax.ShapeDtypeStruct((batch, t), np.bool_)] if clips else
+          [jax.ShapeDtypeStruct((batch,) + size + (3,), np.uint8)])
+  fn = serving_fn(config, num_classes, network, variables, size, clips)
+  exported = jax.export.export(jax.jit(fn), platforms=('cpu', 'cuda', 'tpu'))(*args)
+  data = bytes(exported.serialize())
+  os.makedirs(out_dir, exist_ok=True)
+  name = network + ('_clips' if clips and network == 'student' else '')
+  path = os.path.join(out_dir, f'{name}.stablehlo')
+  meta = {
+      'format': 'stablehlo (jax.export, serialisation version '
+                f'{exported.calling_convention_version})',
+      'run': os.path.abspath(workdir), 'network': network, 'checkpoint': which,
+      'checkpoint_step': step, 'checkpoint_sha256_record': _record_of(workdir, which, step),
+      'file_sha256': hashlib.sha256(data).hexdigest(),
+      'input': {'dtype': 'uint8', 'layout': 'RGB', 'shape': (
+          ['N', t, size[0], size[1], 3] if clips else ['N', size[0], size[1], 3]),
+          'valid': ['N', t] if clips else None,
+          'resized_inside_to': [inp.height, inp.width] if size != (inp.height, inp.width)
+          else None, 'normalisation': 'x / 255, then ImageNet mean/std' if inp.normalize
+          else 'x / 255'},
+      'output': {'shape': ['N', int(exported.out_avals[0].shape[-1])], 'dtype': 'float32',
+                 'feature': config.eval.feature,
+                 'l2_normalised': config.eval.distance == 'cosine'},
+      'distance': config.eval.distance,
+      'platforms': list(exported.platforms),
+  }
+  def write(tmp):
+    with open(tmp, 'wb') as f:
+      f.write(data)
+  atomic.write_with(write, path)
+  atomic.write_json(meta, os.path.join(out_dir, f'{name}.json'))
+  return meta | {'path': path}
+
+
+def _step_of(workdir: str, which: str) -> int:
+  """The step ``which`` names (`checkpoint.load_network` has checked it exists)."""
+  directory = RunFolder(workdir).checkpoint_dir(which)
+  if which == 'best':
+    return checkpoint.best_step(directory)
+  if which == 'latest':
+    return checkpoint.newest_step(directory, checkpoint.step_folders(directory))
+  return int(which)
+
+
+def _record_of(workdir: str, which: str, step: int) -> Optional[str]:
+  """sha256 of the checkpoint's checksum record (which holds every file's sha256)."""
+  path = checkpoint.manifest_path(RunFolder(workdir).checkpoint_dir(which), step)
+  if not os.path.isfile(path):
+    return None
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _size(text: str) -> Optional[Tuple[int, int]]:
+  if not text:
+    return None
+  h, sep, w = text.lower().partition('x')
+  if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
+    raise ExportError(f'--input_size={text}: give HEIGHTxWIDTH, e.g. 256x128')
+  return int(h), int(w)
+
+
+def main(argv=None) -> int:
+  """``argv``: the command line, the program name first (``sys.argv`` when None)."""
+  from absl import flags
+  fl = flags.FlagValues()
+  workdir = flags.DEFINE_string('workdir', None, 'a trained run', flag_values=fl)
+  network = flags.DEFINE_string('network', 'student', 'student (images) or teacher (clips)',
+                                flag_values=fl)
+  fmt = flags.DEFINE_string('format', 'stablehlo', f'one of {", ".join(FORMATS)}',
+                            flag_values=fl)
+  out = flags.DEFINE_string('out', None, 'output folder', flag_values=fl)
+  which = flags.DEFINE_string('checkpoint', 'best', 'best, latest or a step', flag_values=fl)
+  input_size = flags.DEFINE_string('input_size', '', 'HEIGHTxWIDTH of the crops the model '
+                                   'takes (default: the run\'s input size)', flag_values=fl)
+  inputs = flags.DEFINE_string('inputs', '', 'images or clips (default: images for the '
+                               'student, clips for the teacher)', flag_values=fl)
+  for name in ('workdir', 'out'):
+    flags.mark_flag_as_required(name, flag_values=fl)
+  command_line.parse(fl, argv, __doc__)
+  try:
+    meta = export(workdir.value, network.value, out.value, which.value,
+                  _size(input_size.value), fmt.value, inputs.value)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'wrote {meta["path"]} and its .json: '
+        f'{meta["input"]["shape"]} uint8 -> {meta["output"]["shape"]} float32 '
+        f'({meta["distance"]} distance; checkpoint {which.value}, step '
+        f'{meta["checkpoint_step"]})')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

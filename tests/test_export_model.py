@@ -1,0 +1,163 @@
+"""Portable model files: a trained tiny run exported as StableHLO and run in a
+fresh virtual environment that holds jax and numpy only (no i2v_jax, no flax, no
+TensorFlow), on real frames of the synthetic dataset: the embeddings are the
+run's, and so is its I2V mAP. Bad input to the exporter is one line, exit 2,
+nothing written."""
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from i2v_jax import export_model, input_pipeline
+from i2v_jax.dataset_folder import Dataset
+from i2v_jax.evaluation.metrics import reference_metrics
+from tests.test_trainer import tiny_config
+
+pytestmark = pytest.mark.slow
+
+JAX_ONLY = ('jax', 'jaxlib', 'numpy', 'flatbuffers', 'ml_dtypes', 'opt_einsum', 'scipy')
+
+RUN_EXPORTED = r'''
+import json, sys
+import jax, numpy as np
+for banned in ('i2v_jax', 'flax', 'tensorflow'):
+  try:
+    __import__(banned)
+    raise SystemExit(f'{banned} is importable here')
+  except ImportError:
+    pass
+folder = sys.argv[1]
+data = np.load(f'{folder}/inputs.npz')
+out = {}
+for name, args in (('student', [data['images']]),
+                   ('student_clips', [data['clips'], data['valid']])):
+  with open(f'{folder}/exported/{name}.stablehlo', 'rb') as f:
+    model = jax.export.deserialize(f.read())
+  out[name] = np.asarray(model.call(*args))
+  out[name + '_one'] = np.asarray(model.call(*[a[:1] for a in args]))  # any batch size
+np.savez(f'{folder}/outputs.npz', **out)
+print(json.dumps({k: list(v.shape) for k, v in out.items()}))
+'''
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory, cli_data_dir):
+  from i2v_jax import trainer
+  workdir = str(tmp_path_factory.mktemp('export') / 'run')
+  c = tiny_config(cli_data_dir, steps=2)
+  c.eval.export = True  # features-<split>-<kind>.npz: what evaluation ranked
+  trainer.train_and_log(c, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def jax_only_python(tmp_path_factory):
+  """A virtual environment with the pinned jax and its dependencies, nothing else."""
+  venv = str(tmp_path_factory.mktemp('jax_only') / 'venv')
+  subprocess.run([sys.executable, '-m', 'venv', venv], check=True)
+  pins = [f'{p}=={importlib.metadata.version(p)}' for p in JAX_ONLY]
+  install = subprocess.run([os.path.join(venv, 'bin', 'pip'), 'install', '-q', *pins],
+                           capture_output=True, text=True, timeout=600)
+  if install.returncode:
+    pytest.skip(f'cannot install {pins} into a fresh venv: {install.stderr[-300:]}')
+  return os.path.join(venv, 'bin', 'python')
+
+
+def test_exported_student_runs_without_i2v_jax_and_reproduces_the_run(
+    tmp_path, run, cli_data_dir, jax_only_python):
+  out = tmp_path / 'exported'
+  meta = export_model.export(run, 'student', str(out), 'latest')
+  clips_meta = export_model.export(run, 'student', str(out), 'latest', inputs='clips')
+  assert sorted(os.listdir(out)) == ['student.json', 'student.stablehlo',
+                                     'student_clips.json', 'student_clips.stablehlo']
+  assert meta['distance'] == 'cosine' and meta['output']['l2_normalised']
+  assert meta['checkpoint_step'] == 2 and len(meta['checkpoint_sha256_record']) == 64
+  assert json.load(open(out / 'student.json'))['input']['shape'] == ['N', 64, 32, 3]
+  # Real frames: each query's evaluation frame (the first), each gallery tracklet
+  # whole (at most eval.clip_len frames here: one chunk, padded and masked).
+  dataset = Dataset.open(cli_data_dir)
+  query = input_pipeline.TrackletReader(dataset, 'query')
+  gallery = input_pipeline.TrackletReader(dataset, 'gallery')
+  decode = lambda jpeg: np.asarray(input_pipeline.decode_jpeg(jpeg))
+  images = np.stack([decode(query.frames(i)[0]) for i in range(len(query.rows))])
+  t = clips_meta['input']['shape'][1]
+  lengths = [int(r['num_frames']) for r in gallery.rows]
+  assert max(lengths) <= t
+  clips = np.zeros((len(lengths), t, 64, 32, 3), np.uint8)
+  valid = np.zeros((len(lengths), t), bool)
+  for g, n in enumerate(lengths):
+    clips[g, :n] = [decode(f) for f in gallery.frames(g)]
+    valid[g, :n] = True
+  np.savez(tmp_path / 'inputs.npz', images=images, clips=clips, valid=valid)
+  ran = subprocess.run([jax_only_python, '-c', RUN_EXPORTED, str(tmp_path)], cwd=tmp_path,
+                       env={'PATH': os.environ['PATH'], 'JAX_PLATFORMS': 'cpu'},
+                       capture_output=True, text=True, timeout=600)
+  assert ran.returncode == 0, ran.stderr[-2000:]
+  got = np.load(tmp_path / 'outputs.npz')
+  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  features = {k: np.load(os.path.join(run, f'features-{k}.npz'))
+              for k in ('query-image', 'gallery-video')}
+  np.testing.assert_allclose(got['student'], norm(features['query-image']['features']),
+                             atol=1e-5)
+  np.testing.assert_allclose(got['student_clips'], norm(features['gallery-video']['features']),
+                             atol=1e-5)
+  np.testing.assert_allclose(got['student_one'], got['student'][:1], atol=1e-6)
+  # The exported files' I2V mAP is the run's.
+  q, g = features['query-image'], features['gallery-video']
+  mine = reference_metrics(1.0 - got['student'] @ got['student_clips'].T, q['pids'], g['pids'],
+                           q['camids'], g['camids'])
+  results = json.load(open(os.path.join(run, 'results.json')))
+  reported = results['protocols']['i2v']['mAP']
+  assert abs(100 * mine['mAP'] - 100 * reported) < 0.01, (mine['mAP'], reported)
+
+
+def test_the_teacher_exports_on_clips(tmp_path, run):
+  meta = export_model.export(run, 'teacher', str(tmp_path), 'latest')
+  assert meta['input']['shape'][0] == 'N' and len(meta['input']['shape']) == 5
+  assert meta['input']['valid'] == ['N', meta['input']['shape'][1]]
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--workdir={tmp}/none', '--out={tmp}/o'], 'no trained run there'),
+    (['--workdir={run}', '--out={tmp}/o', '--format=onnx'], '--format=onnx: choose one of'),
+    (['--workdir={run}', '--out={tmp}/o', '--network=tacher'], '--network=tacher: choose'),
+    (['--workdir={run}', '--out={tmp}/o', '--checkpoint=bets'], "checkpoint 'bets'"),
+    (['--workdir={run}', '--out={tmp}/o', '--input_size=256'], '--input_size=256: give'),
+    (['--workdir={run}'], '--out is required'),
+])
+def test_bad_input_to_the_exporter_is_one_line(tmp_path, run, args, expected, capsys):
+  args = [a.format(tmp=tmp_path, run=run) for a in args]
+  with pytest.raises(SystemExit) if expected.endswith('required') else _no_exit():
+    assert export_model.main(['export_model', *args]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and expected in err[0], err
+  assert not os.path.exists(tmp_path / 'o')
+
+
+def test_a_damaged_checkpoint_is_refused(tmp_path, run, capsys):
+  import shutil
+  copy = str(tmp_path / 'run')
+  shutil.copytree(run, copy)
+  step = os.path.join(copy, 'checkpoints', '2')
+  victim = next(os.path.join(r, f) for r, _, fs in os.walk(step) for f in fs
+                if os.path.getsize(os.path.join(r, f)) > 100)
+  with open(victim, 'r+b') as f:
+    f.write(b'\0' * 64)
+  assert export_model.main(['export_model', f'--workdir={copy}', '--checkpoint=latest',
+                            f'--out={tmp_path / "o"}']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'error: ' in err[0], err
+  assert not os.path.exists(tmp_path / 'o')
+
+
+class _no_exit:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
