@@ -1,0 +1,146 @@
+"""An encoded gallery kept as a file, searched exactly or through an approximate index.
+
+    gallery = Gallery.build(features, names, cameras, model_id)   # or Gallery.load(path)
+    gallery.save('city.gallery.npz')
+    top = gallery.search(queries, k=10, model_id=model_id)        # exact, blocked
+    index = gallery.index('ivf', nlist=1024)                      # FAISS (optional package)
+    top = index.search(queries, k=10, model_id=model_id, nprobe=16)
+
+Embeddings are L2-normalised (what `i2v_jax.export_model` and evaluation rank by
+cosine), so nearest = largest inner product; ``distances`` are returned as
+1 - cosine. ``model_id`` names the model the features came from (an exported
+file's sha256, or a run and checkpoint): a search with another model's queries is
+refused, since its embeddings live in another space.
+
+Exact search holds ``block`` gallery rows x the query batch of scores at once and
+keeps each query's best k per block (`np.argpartition`), so its memory is the
+gallery plus one block, whatever the gallery's size. The approximate index is
+FAISS's inverted file (``IndexIVFFlat``, inner product), an optional dependency
+(``pip install faiss-cpu``), refused in one line when it is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+
+from i2v_jax import atomic
+from i2v_jax.errors import UserError
+
+
+class GalleryError(UserError):
+  """A gallery file, query batch or index request that cannot be used as given."""
+
+
+@dataclasses.dataclass
+class Gallery:
+  features: np.ndarray   # (G, D) float32, L2-normalised rows
+  names: np.ndarray      # (G,) tracklet names
+  cameras: np.ndarray    # (G,) camera ids
+  model_id: str
+
+  @classmethod
+  def build(cls, features, names: Sequence[str], cameras: Sequence[int],
+            model_id: str) -> 'Gallery':
+    features = np.asarray(features, np.float32)
+    if features.ndim != 2 or len(features) != len(names) or len(names) != len(cameras):
+      raise GalleryError(f'a gallery needs (G, D) features and G names and cameras; got '
+                         f'{features.shape}, {len(names)} names, {len(cameras)} cameras')
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return cls(features / np.maximum(norms, 1e-12), np.asarray(names), np.asarray(cameras),
+               str(model_id))
+
+  def save(self, path: str) -> None:
+    """One ``.npz`` (written whole, then renamed)."""
+    atomic.write_npz(path, features=self.features, names=self.names, cameras=self.cameras,
+                     model_id=np.asarray(self.model_id))
+
+  @classmethod
+  def load(cls, path: str) -> 'Gallery':
+    if not os.path.isfile(path):
+      raise GalleryError(f'{path}: no gallery file there; make one with Gallery.build(...).save')
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        return cls(f['features'], f['names'], f['cameras'], str(f['model_id']))
+    except (OSError, ValueError, KeyError) as e:
+      raise GalleryError(f'{path}: not a gallery file ({type(e).__name__}: '
+                         f'{" ".join(str(e).split())[:100]}); build it again') from None
+
+  def _check(self, queries, model_id: str) -> np.ndarray:
+    if model_id != self.model_id:
+      raise GalleryError(f'queries from model {model_id!r} against a gallery encoded by '
+                         f'{self.model_id!r}: their embeddings are not comparable; encode '
+                         'both with one model')
+    queries = np.asarray(queries, np.float32)
+    if queries.ndim != 2 or queries.shape[1] != self.features.shape[1]:
+      raise GalleryError(f'queries of shape {queries.shape}: expected (N, '
+                         f'{self.features.shape[1]}) embeddings')
+    return queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+
+  def search(self, queries, k: int, model_id: str, block: int = 65536) -> Dict[str, np.ndarray]:
+    """Exact top-``k``: {'index' (N, k) gallery rows, 'distance' (N, k) 1 - cosine,
+    nearest first; ties by gallery order}."""
+    q = self._check(queries, model_id)
+    g = len(self.features)
+    k = min(k, g)
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for start in range(0, g, block):
+      scores = q @ self.features[start:start + block].T
+      keep = min(k, scores.shape[1])
+      part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+      best_s = np.concatenate([best_s, np.take_along_axis(scores, part, axis=1)], axis=1)
+      best_i = np.concatenate([best_i, part + start], axis=1)
+      order = np.lexsort((best_i, -best_s), axis=1)[:, :k]  # by score, then gallery row
+      best_s = np.take_along_axis(best_s, order, axis=1)
+      best_i = np.take_along_axis(best_i, order, axis=1)
+    return {'index': best_i, 'distance': 1.0 - best_s}
+
+  def index(self, kind: str = 'ivf', nlist: int = 1024, train_size: int = 100_000,
+            seed: int = 0) -> 'ApproximateIndex':
+    """An approximate index over the gallery (FAISS inverted file, inner product)."""
+    if kind != 'ivf':
+      raise GalleryError(f'index kind {kind!r}: choose ivf')
+    try:
+      import faiss
+    except ImportError:
+      raise GalleryError('an approximate index needs FAISS: pip install faiss-cpu (exact '
+                         'search needs nothing)') from None
+    d = self.features.shape[1]
+    nlist = max(1, min(nlist, len(self.features) // 39))  # FAISS wants >= 39 points a list
+    quantizer = faiss.IndexFlatIP(d)
+    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = self.features[rng.choice(len(self.features), min(train_size, len(self.features)),
+                                      replace=False)]
+    ivf.train(sample)
+    ivf.add(self.features)
+    return ApproximateIndex(ivf, self.model_id, d)
+
+
+@dataclasses.dataclass
+class ApproximateIndex:
+  faiss_index: object
+  model_id: str
+  dim: int
+
+  def search(self, queries, k: int, model_id: str, nprobe: int = 16) -> Dict[str, np.ndarray]:
+    """Approximate top-``k``, as `Gallery.search` returns it."""
+    if model_id != self.model_id:
+      raise GalleryError(f'queries from model {model_id!r} against an index of '
+                         f'{self.model_id!r}: encode both with one model')
+    q = np.asarray(queries, np.float32)
+    q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
+    self.faiss_index.nprobe = nprobe
+    scores, index = self.faiss_index.search(q, k)
+    return {'index': index.astype(np.int64), 'distance': 1.0 - scores}
+
+
+def recall_at(approximate: np.ndarray, exact: np.ndarray) -> float:
+  """Mean share of each query's exact top-k found in its approximate top-k."""
+  k = exact.shape[1]
+  return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approximate, exact)]))
+
