@@ -1,7 +1,8 @@
 r"""Gallery search at scale: exact (blocked) and approximate (FAISS IVF) against plain numpy.
 
     python bench/gallery_search.py [--sizes 10000,100000,1000000] [--dim 2048]
-        [--queries 1000] [--batch 256] [--nlist 1024] [--nprobe 16] [--runs 3]
+        [--queries 1000] [--batch 256] [--nlist 1024] [--nprobe 16] [--train_size 100000]
+        [--runs 3]
 
 Galleries of L2-normalised 2048-d embeddings with identity structure (10
 tracklets an identity: a centre plus noise), queries drawn the same way from
@@ -62,6 +63,7 @@ def main():
   p.add_argument('--batch', type=int, default=256)
   p.add_argument('--nlist', type=int, default=1024)
   p.add_argument('--nprobe', type=int, default=16)
+  p.add_argument('--train_size', type=int, default=100_000, help='k-means sample for the IVF')
   p.add_argument('--runs', type=int, default=3)
   p.add_argument('--k', type=int, default=10)
   args = p.parse_args()
@@ -97,7 +99,7 @@ def bench_size(size: int, args, have_faiss: bool) -> str:
     return line + '; FAISS not installed: no index'
   rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   t = time.perf_counter()
-  index = g.index('ivf', nlist=args.nlist)
+  index = g.index('ivf', nlist=args.nlist, train_size=args.train_size)
   build = time.perf_counter() - t
   memory = index.faiss_index.ntotal * args.dim * 4 / 2 ** 20
   t_ivf, _ = timed(lambda: index.search(one, args.k, 'bench', nprobe=args.nprobe), args.runs)
