@@ -90,6 +90,8 @@ def main(argv):
       jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     elif _DISTRIBUTED.value:
       jax.distributed.initialize()
+    if config.mode == 'train':  # a missing pretrained or teacher file: before any build
+      trainer.check_files(config, _WORKDIR.value)
     build_synthetic_on_demand(config, _WORKDIR.value)
     run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)

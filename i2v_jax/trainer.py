@@ -28,6 +28,7 @@ from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_p
 from i2v_jax.dataset_folder import Dataset
 from i2v_jax.run_folder import RunFolder
 from i2v_jax.logging_utils import MetricWriter
+from i2v_jax.models import convert
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -82,6 +83,17 @@ def workdir_lock(path: str, what: str):
   return locks.hold(path, what)
 
 
+def check_files(config, workdir: str) -> None:
+  """The files the config names, before anything is built: the pretrained file
+  reads (its fit to the networks is checked with the dataset, `preflight`) and a
+  teacher checkpoint is a run (only when the run starts: a resumed run holds it)."""
+  if config.model.pretrained:
+    convert.load_npz(config.model.pretrained)
+  starting = not os.path.isdir(RunFolder(workdir).checkpoints)
+  if config.teacher.checkpoint and 'teacher' in config.networks and starting:
+    checkpoint.check_run(config.teacher.checkpoint, 'config teacher.checkpoint')
+
+
 def preflight(config, workdir: str) -> Dataset:
   """Every check of the user's input that needs no JAX backend, before one starts:
   the config, the workdir, the dataset (opened once: metadata, indexes, shard
@@ -90,12 +102,10 @@ def preflight(config, workdir: str) -> Dataset:
   starts: a resumed run holds its teacher). Returns the dataset."""
   config_lib.validate(config)
   check_workdir(workdir)
+  check_files(config, workdir)
   dataset = open_dataset(config, workdir)
   if config.model.pretrained:
     train_step.check_pretrained(config, dataset.num_classes)
-  starting = not os.path.isdir(RunFolder(workdir).checkpoints)
-  if config.teacher.checkpoint and 'teacher' in config.networks and starting:
-    checkpoint.check_run(config.teacher.checkpoint, 'config teacher.checkpoint')
   return dataset
 
 

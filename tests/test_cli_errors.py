@@ -270,7 +270,12 @@ def test_a_workdir_that_is_a_file_and_overrides_without_a_config(tmp_path):
       ([f'--config={BASE}', f'--workdir={file}'], f'--workdir={file} is a file'),
       ([f'--workdir={tmp_path / "new"}', '--config.mode=evaluate'],
        f'--workdir={tmp_path / "new"}: no such folder; --config.<key> overrides need'),
-      (['--config.mode=evaluate'], '--config.<key> overrides need --config=<config file>')):
+      (['--config.mode=evaluate'], '--config.<key> overrides need --config=<config file>'),
+      # The synthetic set is built on demand (about 40 s): a missing file is named first.
+      ([f'--config={BASE}', f'--workdir={tmp_path / "new"}',
+        f'--config.model.pretrained={tmp_path / "none.npz"}'], 'none.npz: no such file'),
+      ([f'--config={BASE}', f'--workdir={tmp_path / "new"}',
+        f'--config.teacher.checkpoint={tmp_path / "no_run"}'], 'no_run: no checkpoints/')):
     run = subprocess.run([sys.executable, '-m', 'i2v_jax.main', *args], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     lines = run.stderr.strip().splitlines()
