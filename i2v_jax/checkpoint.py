@@ -300,6 +300,48 @@ def prune_manifests(directory: str, kept: Iterable[int]) -> None:
       os.remove(os.path.join(folder, name))
 
 
+class _DropOrbaxErrors:
+  """A logging filter: orbax's own error records (each a traceback of the one
+  failure the main thread then raises, and reports)."""
+
+  def filter(self, record) -> bool:
+    return not (record.levelno >= 40 and '/orbax/' in (record.pathname or ''))
+
+
+@contextlib.contextmanager
+def _quiet_while_saving():
+  """During a save: orbax's error log records are dropped (the failure reaches
+  the caller as an exception, named in one line or raised whole), and so are the
+  'Event loop is closed' tracebacks tensorstore's callback threads print once a
+  failed save has shut its event loop."""
+  import sys
+  import threading
+  handler_filter = _DropOrbaxErrors()
+  logger = absl_logging.get_absl_logger()
+  logger.addFilter(handler_filter)
+  previous = sys.excepthook
+
+  def excepthook(kind, value, tb):
+    if (threading.current_thread() is not threading.main_thread()
+        and kind is RuntimeError and str(value) == 'Event loop is closed'):
+      return
+    previous(kind, value, tb)
+  previous_unraisable = sys.unraisablehook
+
+  def unraisablehook(unraisable):  # how tensorstore's threads report them
+    if (unraisable.exc_type is RuntimeError
+        and str(unraisable.exc_value) == 'Event loop is closed'):
+      return
+    previous_unraisable(unraisable)
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+  yield  # a failed save keeps them in place: its threads go on printing while it unwinds
+  logger.removeFilter(handler_filter)
+  if sys.excepthook is excepthook:
+    sys.excepthook = previous
+  if sys.unraisablehook is unraisablehook:
+    sys.unraisablehook = previous_unraisable
+
+
 class Checkpoints:
   """The workdir's checkpoint managers: the last ``keep`` and the best by ``best_metric``."""
 
@@ -365,9 +407,12 @@ class Checkpoints:
   def _disk_full_is_one_line(self, manager, step: int):
     """A save that fills the disk: its partial folder is removed (orbax writes a
     step under a temporary name and renames it when complete, so the kept
-    checkpoints are whole) and the error is one line (`DiskFull`)."""
+    checkpoints are whole) and the error is one line (`DiskFull`), without the
+    ~2,500 lines orbax's and tensorstore's threads print on the way
+    (`_quiet_while_saving`)."""
     try:
-      yield
+      with _quiet_while_saving():
+        yield
     except Exception as e:  # orbax wraps the OSError
       if not is_disk_full(e):
         raise

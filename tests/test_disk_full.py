@@ -240,3 +240,29 @@ def test_a_lock_or_a_sweep_figure_that_fills_the_disk_is_one_line(tmp_path, monk
   with pytest.raises(DiskFull, match='sweep.png: no space left on the device'):
     report.figure(runs, [{'name': 'student_only'}, {'name': 'mdkt'}], figure)
   assert sorted(os.listdir(tmp_path)) == ['eval']
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_during_a_checkpoint_save_is_one_line(tmp_path, cli_data_dir):
+  """On a 3 MB filesystem the first checkpoint save fills it: one line, exit 2 (it
+  was ~2,500 lines of orbax and tensorstore thread tracebacks first). Needs root
+  to mount a tmpfs; skipped elsewhere."""
+  import subprocess
+  from tests.cli import ENV, REPO, command
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(disk)],
+                           capture_output=True)
+  if mounted.returncode:
+    pytest.skip('cannot mount a small tmpfs here (needs root)')
+  try:
+    run = subprocess.run(command(str(disk / 'run'), cli_data_dir, '--config.model.width=8',
+                                 steps=4), env=ENV, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    tf_startup = ('WARNING: All log messages before absl::InitializeLog()', 'I0000 ')
+    lines = [ln for ln in run.stderr.strip().splitlines() if not ln.startswith(tf_startup)]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert 'no space left on the device while saving checkpoint 3' in lines[0], lines
+    assert not [n for n in os.listdir(disk / 'run' / 'checkpoints') if 'tmp' in n]
+  finally:
+    subprocess.run(['umount', str(disk)], capture_output=True)
