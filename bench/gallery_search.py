@@ -9,8 +9,8 @@ tracklets an identity: a centre plus noise), queries drawn the same way from
 the gallery's identities. Per size, in one process: plain numpy (the whole
 query-batch x gallery score matrix, then a full argsort of each row), the exact
 blocked search of `i2v_jax.gallery.Gallery.search`, and FAISS's IndexIVFFlat
-(inner product; build time, its memory, search latency at --nprobe, recall@10
-against the exact result). Latency per query is the batch's time / its queries
+(inner product; build time, its memory, then per --nprobe the search latency and
+recall@10 against the exact result). Latency per query is the batch's time / its queries
 (batched); queries/s is the inverse. Median of --runs.
 """
 
@@ -62,7 +62,7 @@ def main():
   p.add_argument('--queries', type=int, default=1000)
   p.add_argument('--batch', type=int, default=256)
   p.add_argument('--nlist', type=int, default=1024)
-  p.add_argument('--nprobe', type=int, default=16)
+  p.add_argument('--nprobe', default='16,64,256', help='lists visited, comma-separated')
   p.add_argument('--train_size', type=int, default=100_000, help='k-means sample for the IVF')
   p.add_argument('--runs', type=int, default=3)
   p.add_argument('--k', type=int, default=10)
@@ -102,14 +102,18 @@ def bench_size(size: int, args, have_faiss: bool) -> str:
   index = g.index('ivf', nlist=args.nlist, train_size=args.train_size)
   build = time.perf_counter() - t
   memory = index.faiss_index.ntotal * args.dim * 4 / 2 ** 20
-  t_ivf, _ = timed(lambda: index.search(one, args.k, 'bench', nprobe=args.nprobe), args.runs)
-  approx = np.concatenate([index.search(b, args.k, 'bench', nprobe=args.nprobe)['index']
-                           for b in batches])
   rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-  return line + (f'; IVF{min(args.nlist, size // 39)} nprobe={args.nprobe}: build '
-                 f'{build:.1f} s, vectors {memory:,.0f} MiB (peak RSS +{rss:,.0f} MiB), '
-                 f'{1e3 * t_ivf / len(one):6.3f} ms/query ({len(one) / t_ivf:8.1f} q/s), '
-                 f'recall@{args.k} {recall_at(approx, exact_all):.3f}')
+  line += (f'; IVF{min(args.nlist, size // 39)}: build {build:.1f} s, vectors '
+           f'{memory:,.0f} MiB (peak RSS +{rss:,.0f} MiB)')
+  for nprobe in (int(v) for v in args.nprobe.split(',')):
+    t_ivf, _ = timed(lambda nprobe=nprobe: index.search(one, args.k, 'bench', nprobe=nprobe),
+                     args.runs)
+    approx = np.concatenate([index.search(b, args.k, 'bench', nprobe=nprobe)['index']
+                             for b in batches])
+    line += (f'\n    nprobe={nprobe:4d}: {1e3 * t_ivf / len(one):7.3f} ms/query '
+             f'({len(one) / t_ivf:8.1f} q/s), recall@{args.k} {recall_at(approx, exact_all):.3f}')
+  return line
+
 
 if __name__ == '__main__':
   main()
