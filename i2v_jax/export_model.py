@@ -95,6 +95,9 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
                       'and ONNX are not written yet)')
   if network not in ('student', 'teacher'):
     raise ExportError(f'--network={network}: choose student or teacher')
+  inputs = inputs or ('clips' if network == 'teacher' else 'images')
+  if inputs not in ('images', 'clips'):
+    raise ExportError(f'--inputs={inputs}: choose images or clips')
   run = RunFolder(workdir)
   if not os.path.isfile(run.config):
     raise ExportError(f'--workdir={workdir}: no trained run there (no config.json)')
@@ -107,9 +110,6 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
   num_classes = int(variables['params']['head']['classifier']['kernel'].shape[-1])
   inp = config.input
   size = tuple(input_size or (inp.height, inp.width))
-  inputs = inputs or ('clips' if network == 'teacher' else 'images')
-  if inputs not in ('images', 'clips'):
-    raise ExportError(f'--inputs={inputs}: choose images or clips')
   clips = inputs == 'clips'
   t = clip_len or config.eval.clip_len
   batch = jax.export.symbolic_shape('batch')[0]
@@ -140,6 +140,7 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
       'distance': config.eval.distance,
       'platforms': list(exported.platforms),
   }
+
   def write(tmp):
     with open(tmp, 'wb') as f:
       f.write(data)
