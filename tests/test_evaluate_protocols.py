@@ -183,6 +183,9 @@ def test_labelled_picture_has_a_title_labels_and_the_input_aspect_ratio(data_dir
                    ap=np.array([0.5, 1.0]))
   a = np.asarray(Image.open(plain).convert('RGB'))
   b = np.asarray(Image.open(labelled).convert('RGB'))
-  assert a.shape[1] == b.shape[1] and b.shape[0] == a.shape[0] + 18 + 36  # title + 3 lines
+  assert b.shape[0] == a.shape[0] + 18 + 36  # title + 3 lines
+  # A labelled cell is as wide as its longest label ('pid 1 c1', 'AP 50.0%': 8
+  # characters of 6 px, + 6), not cut: 3 cells (query + top 2) of 54 + 4, + 8.
+  assert a.shape[1] == 3 * (32 + 8 + 4) + 8 and b.shape[1] == 3 * (6 * 8 + 6 + 4) + 8
   title_band, label_band = b[:18], b[18 + 4 + 40:18 + 4 + 40 + 36, :40]
   assert (title_band < 128).any() and (label_band < 128).any()  # dark text drawn there
