@@ -62,18 +62,26 @@ def error_line(error: BaseException, flag_values,
   """One line for a flag error: the flag, the problem and, for an unknown flag,
   the nearest known one and the list of flags."""
   text = ' '.join(str(error).split())
-  unknown = re.match(r"Unknown command line flag '([^']+)'(?:\. Did you mean: ([\w, ]+) \?)?",
-                     text)
+  unknown = unknown_flag_line(text, [f'--{n}' for n in _names(flag_values, names)])
   if unknown:
-    near = unknown.group(2) and unknown.group(2).split(',')[0].strip()
-    known = ', '.join(f'--{n}' for n in _names(flag_values, names))
-    return (f'--{unknown.group(1)}: no such flag' + (f'; did you mean --{near}?' if near else '')
-            + f' (the flags: {known})')
+    return unknown
   required = re.match(r'flag --(\w+)=None: Flag --\w+ must have a value other than None', text)
   if required:
     flag = flag_values[required.group(1)]
     return f'--{flag.name} is required: {flag.help}'
   return text
+
+
+def unknown_flag_line(text: str, known: Sequence[str]) -> Optional[str]:
+  """absl's "Unknown command line flag" error as one line: the flag, absl's nearest
+  known one as "did you mean", and the ``known`` flags; None for other errors."""
+  unknown = re.match(r"Unknown command line flag '([^']+)'(?:\. Did you mean: ([\w, ]+) \?)?",
+                     text)
+  if not unknown:
+    return None
+  near = unknown.group(2) and unknown.group(2).split(',')[0].strip()
+  return (f'--{unknown.group(1)}: no such flag' + (f'; did you mean --{near}?' if near else '')
+          + f' (the flags: {", ".join(known)})')
 
 
 def parse(flag_values, argv: Optional[Sequence[str]], doc: str,

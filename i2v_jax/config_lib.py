@@ -8,9 +8,9 @@ declares, so ``runlocal`` alone means True and ``seed=3`` is an int.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
-import ast
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence
@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import ml_collections
 
 from i2v_jax import defaults as library_defaults
-from i2v_jax import datasets, eval_tables
+from i2v_jax import command_line, datasets, eval_tables
 from i2v_jax.errors import UserError
 from i2v_jax.run_folder import RunFolder, tag_problem
 
@@ -466,7 +466,8 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
                         'that holds a trained run (its config.json)')
     else:
       config_flags.DEFINE_config_file('config', None, help_text, flag_values=flag_values)
-  argv = [_list_value(a) for a in argv]
+  defaults = library_defaults.get_config()
+  argv = [_list_value(a, defaults) for a in argv]
   try:
     rest = flag_values(argv)
     config = flag_values.config  # a config file that failed to load raises when first used:
@@ -482,14 +483,14 @@ def parse_command_line(argv: Sequence[str], flag_values=None) -> list:
   return rest
 
 
-def _list_value(arg: str) -> str:
-  """``--config.<key>=a,b`` for a key whose value is a tuple -> the Python tuple
-  ml_collections parses (``('a', 'b')``); numbers stay numbers. A value already
-  written as a tuple or list is left as it is."""
+def _list_value(arg: str, defaults) -> str:
+  """``--config.<key>=a,b`` for a key whose value in ``defaults`` is a tuple -> the
+  Python tuple ml_collections parses (``('a', 'b')``); numbers stay numbers. A
+  value already written as a tuple or list is left as it is."""
   key, eq, value = arg.partition('=')
   if not key.startswith('--config.') or not eq or value.strip()[:1] in ('(', '['):
     return arg
-  node = library_defaults.get_config()
+  node = defaults
   for part in key[len('--config.'):].split('.'):
     if not hasattr(node, 'keys') or part not in node:
       return arg  # not a key: the parser names it
@@ -511,11 +512,10 @@ def flag_error_line(error: BaseException, argv: Sequence[str]) -> str:
   out of its choices, an unknown flag, or an error inside the config file (its
   last line, naming the file)."""
   text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
-  unknown = re.match(r"Unknown command line flag '([^']+)'(?:\. Did you mean: ([\w, ]+) \?)?", text)
-  if unknown:  # absl's: a flag of the command, not a config key
-    near = unknown.group(2) and unknown.group(2).split(',')[0].strip()
-    return (f'--{unknown.group(1)}: no such flag' + (f'; did you mean --{near}?' if near else '')
-            + ' (the flags: --config, --workdir, --config.<key>=<value>, --distributed)')
+  unknown = command_line.unknown_flag_line(  # absl's: a flag of the command, not a key
+      text, ('--config', '--workdir', '--config.<key>=<value>', '--distributed'))
+  if unknown:
+    return unknown
   if isinstance(error, AttributeError) or 'Did you mean' in text:
     return _misspelt_key(text, argv)
   group = re.match(r"flag (--config\.([\w.]+))=.*Failed to parse .* as a ConfigDict", text)

@@ -31,7 +31,7 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'this process index')
 
 
-FLAG_NAMES = ('workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id')
+FLAG_NAMES = [f.name for f in flags.FLAGS.get_flags_for_module(__name__)]  # the ones above
 
 
 def parse_flags(argv):  # --help, the --config flag and every flag error as one line
@@ -56,7 +56,10 @@ def build_synthetic_on_demand(config, workdir: str) -> None:
   if config.data.dir or config.data.name != 'synthetic' or config.mode != 'train':
     return
   data_dir = RunFolder(workdir).data
-  if jax.process_index() == 0 and not os.path.exists(os.path.join(data_dir, 'metadata.json')):
+  built = os.path.exists(os.path.join(data_dir, 'metadata.json'))
+  if not built:  # a missing pretrained or teacher file: named before the build (and JAX)
+    trainer.check_files(config, workdir)
+  if jax.process_index() == 0 and not built:
     trainer.check_workdir(workdir)
     print(f'building the synthetic dataset in {data_dir}', flush=True)
     rc = subprocess.run([sys.executable, '-m', 'data_prep.build', '--dataset', 'synthetic',
@@ -90,8 +93,6 @@ def main(argv):
       jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     elif _DISTRIBUTED.value:
       jax.distributed.initialize()
-    if config.mode == 'train':  # a missing pretrained or teacher file: before any build
-      trainer.check_files(config, _WORKDIR.value)
     build_synthetic_on_demand(config, _WORKDIR.value)
     run = trainer.train_and_log if config.mode == 'train' else trainer.evaluate_checkpoint
     run(config, _WORKDIR.value)

@@ -130,10 +130,10 @@ def build_networks(config, num_classes: int):
   return build_models(config.model, num_classes, bn_axis_name=axis)
 
 
-def check_pretrained(config, num_classes: int) -> None:
-  """``model.pretrained`` fits every configured network exactly
-  (`convert.check_backbone`), from abstract shapes: no backend, no compilation."""
-  pretrained = convert.load_npz(config.model.pretrained)
+def check_pretrained(config, num_classes: int, pretrained) -> None:
+  """``pretrained`` (``model.pretrained``'s arrays, `convert.load_npz`) fits every
+  configured network exactly (`convert.check_backbone`), from abstract shapes: no
+  backend, no compilation."""
   teacher, student = build_networks(config, num_classes)
   inp = config.input
   clips = jax.ShapeDtypeStruct((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)

@@ -83,15 +83,16 @@ def workdir_lock(path: str, what: str):
   return locks.hold(path, what)
 
 
-def check_files(config, workdir: str) -> None:
+def check_files(config, workdir: str):
   """The files the config names, before anything is built: the pretrained file
   reads (its fit to the networks is checked with the dataset, `preflight`) and a
-  teacher checkpoint is a run (only when the run starts: a resumed run holds it)."""
-  if config.model.pretrained:
-    convert.load_npz(config.model.pretrained)
+  teacher checkpoint is a run (only when the run starts: a resumed run holds it).
+  Returns the pretrained arrays (None without a file)."""
+  pretrained = convert.load_npz(config.model.pretrained) if config.model.pretrained else None
   starting = not os.path.isdir(RunFolder(workdir).checkpoints)
   if config.teacher.checkpoint and 'teacher' in config.networks and starting:
     checkpoint.check_run(config.teacher.checkpoint, 'config teacher.checkpoint')
+  return pretrained
 
 
 def preflight(config, workdir: str) -> Dataset:
@@ -102,10 +103,10 @@ def preflight(config, workdir: str) -> Dataset:
   starts: a resumed run holds its teacher). Returns the dataset."""
   config_lib.validate(config)
   check_workdir(workdir)
-  check_files(config, workdir)
+  pretrained = check_files(config, workdir)
   dataset = open_dataset(config, workdir)
-  if config.model.pretrained:
-    train_step.check_pretrained(config, dataset.num_classes)
+  if pretrained is not None:
+    train_step.check_pretrained(config, dataset.num_classes, pretrained)
   return dataset
 
 

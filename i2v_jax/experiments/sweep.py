@@ -608,8 +608,7 @@ def run(argv):
     sys.exit(2)
 
 
-FLAG_NAMES = ('config', 'workdir', 'seeds', 'jobs', 'devices', 'only', 'starts', 'results',
-              'report_only', 'mixed_processors')
+FLAG_NAMES = [f.name for f in flags.FLAGS.get_flags_for_module(__name__)]  # this module's
 
 
 def parse_flags(argv):  # --help and every flag error as one line (i2v_jax.command_line)
