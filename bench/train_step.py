@@ -143,17 +143,17 @@ def breakdown(args, c, num_classes, state, batch):
   import jax
   import jax.numpy as jnp
   import optax
+  from i2v_jax import networks
   from i2v_jax.losses.objective import objective
   device = jax.devices()[0]
   local = lambda tree: jax.device_put(jax.device_get(tree), device)
   params, stats = local(state.params), local(state.batch_stats)
   clips, labels = local(batch['clips']), local(batch['labels'])
-  m = c.input.student_frames
-  images = clips[:, :m].reshape((-1,) + clips.shape[2:])
-  teacher, student = state.teacher_net, state.student_net
+  views = networks.views(clips, c.input.student_frames)
   parts = {}
   outputs = {}
-  for name, model, x in (('teacher', teacher, clips), ('student', student, images)):
+  for net in state.networks:
+    name, model, x = net.name, net.module, views[net.view]
     variables = {'params': params[name], 'batch_stats': stats[name]}
     forward = lambda v, x, model=model: model.apply(v, x, train=True, mutable=['batch_stats'])
     parts[f'{name} forward'] = _timed(forward, variables, x, runs=args.runs)
@@ -166,7 +166,7 @@ def breakdown(args, c, num_classes, state, batch):
         return sum(jnp.sum(v.astype(jnp.float32)) for v in jax.tree.leaves(out))
       return jax.grad(loss)(p)
     parts[f'{name} forward+backward'] = _timed(fwd_bwd, params[name], x, runs=args.runs)
-  losses = jax.grad(lambda o: objective(o['teacher'], o['student'], labels, c.loss)[0])
+  losses = jax.grad(lambda o: objective(o, labels, c.loss)[0])
   parts['loss terms (+ their gradient)'] = _timed(losses, outputs, runs=args.runs)
   tx = state.tx
   opt_state = local(state.opt_state)

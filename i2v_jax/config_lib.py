@@ -112,10 +112,11 @@ def validate(config) -> None:
   if checkpoint not in ('latest', 'best') and not checkpoint.isdigit():
     raise ConfigError(f'config eval.checkpoint={checkpoint!r}: choose latest | best | '
                      'a step number')
-  from i2v_jax.train_step import NETWORK_KEYS  # the step's networks
-  networks, known = tuple(config.networks), tuple(NETWORK_KEYS)
-  if not networks or set(networks) - set(known) or len(set(networks)) != len(networks):
-    raise ConfigError(f'config networks={networks!r}: a non-empty subset of {known}')
+  from i2v_jax import networks  # the networks table
+  try:
+    networks.table(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   unknown = set(config.eval.protocols) - set(PROTOCOLS)
   if unknown:
     raise ConfigError(f'config eval.protocols={tuple(config.eval.protocols)!r}: '

@@ -19,6 +19,10 @@ Presets (docs/method.md §4; weights are the terms' multipliers, 0 turns a term 
   vkd_teacher   VKD's first stage: teacher_only with VKD's network and triplet.
   teacher_only  the video network alone.
   student_only  the image network alone: the baseline every transfer must beat.
+  mean_teacher  mdkt plus an EMA copy of the student (a third network, ``student_ema``)
+                that the student learns from by logit KL and TCL (Tarvainen & Valpola,
+                NeurIPS 2017): the worked example of a method with another network
+                (docs/extending.md).
 """
 
 import dataclasses
@@ -130,6 +134,14 @@ def get_config(preset: str = 'mdkt', dataset: str = 'synthetic', runlocal: bool 
   c.loss.vkd.logits = 0.0       # VKD: tau^2 KL(s(z_T/tau) || s(z_S/tau))
   c.loss.vkd.temperature = 10.0  # VKD's tau
   c.loss.vkd.distance = 0.0     # VKD: pairwise squared-distance MSE (x 1/2)
+  c.loss.mean_teacher = ml_collections.ConfigDict()
+  c.loss.mean_teacher.logits = 0.0  # tau^2 KL(sg(s(z_EMA/tau)) || s(z_S/tau)), networks student_ema
+  c.loss.mean_teacher.tcl = 0.0     # TCL with the EMA student's features as the teacher side
+  c.loss.mean_teacher.temperature = 1.0  # tau of the logit term
+
+  # An exponential moving average network (networks entry student_ema).
+  c.ema = ml_collections.ConfigDict()
+  c.ema.decay = 0.99  # e <- d e + (1 - d) theta after every step (params and running averages)
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.mode = 'joint'    # joint | frozen
@@ -312,6 +324,16 @@ def _vkd(c):
   c.optim.decay_at = (0.75, 0.875)
 
 
+def _mean_teacher(c):
+  """mdkt plus a mean teacher: ``student_ema``, the student's weights averaged
+  over steps (decay ``ema.decay``), a third network the student learns from by
+  logit KL and TCL beside the video teacher. Evaluated with the student."""
+  _mdkt(c)
+  c.networks = ('teacher', 'student', 'student_ema')
+  c.loss.mean_teacher.logits = 1.0
+  c.loss.mean_teacher.tcl = 1.0
+
+
 # The one table of methods: preset name -> the function that turns the defaults
 # into that method. A new method is one function and one entry here (and its
 # docs entry); the command line, validation and docs/config.md follow from it.
@@ -322,6 +344,7 @@ PRESETS = {
     'vkd_teacher': _vkd_teacher,
     'teacher_only': lambda c: _one_network(c, 'teacher'),
     'student_only': lambda c: _one_network(c, 'student'),
+    'mean_teacher': _mean_teacher,
 }
 
 

@@ -18,6 +18,7 @@ Each device holds P/n whole identities x K tracklets.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -28,44 +29,44 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from i2v_jax import checkpoint
+from i2v_jax import checkpoint, networks as networks_lib
 from i2v_jax.losses import objective
-from i2v_jax.models import build_models
 from i2v_jax.models import convert
 
 AXIS = 'data'
-NETWORK_KEYS = {'teacher': 0, 'student': 1}  # rng fold-in per network (init_variables)
 
 
 @flax.struct.dataclass
 class TrainState:
   """Everything a step changes, as one pytree, and what built it.
 
-  ``params``/``batch_stats``/``opt_state`` cover the trained networks, keyed
-  'teacher'/'student'. ``frozen`` holds the variables of a frozen teacher
-  (``{'teacher': {'params', 'batch_stats'}}``) or is empty. The networks, the
-  optimizer and its schedule travel with the arrays as static fields (not saved
-  in checkpoints), as flax's ``train_state`` carries ``apply_fn`` and ``tx``: the
-  step uses the optimizer that made ``opt_state``, and nobody rebuilds either.
+  ``params``/``batch_stats``/``opt_state`` cover the trained networks, keyed by
+  name ('teacher', 'student'). ``frozen`` holds the variables
+  (``{'params', 'batch_stats'}``) of every network the optimizer does not
+  update: a frozen teacher (never changed) and an EMA network (replaced by its
+  average after each step); empty when there is none. The networks table
+  (`i2v_jax.networks`, with each entry's module), the optimizer and its schedule
+  travel with the arrays as static fields (not saved in checkpoints), as flax's
+  ``train_state`` carries ``apply_fn`` and ``tx``: the step uses the optimizer
+  that made ``opt_state``, and nobody rebuilds either.
   """
   step: jnp.ndarray
   params: Dict[str, Any]
   batch_stats: Dict[str, Any]
   opt_state: Any
   frozen: Dict[str, Any]
-  teacher_net: Any = flax.struct.field(pytree_node=False, default=None)  # TeacherNet
-  student_net: Any = flax.struct.field(pytree_node=False, default=None)  # StudentNet
+  networks: Tuple[networks_lib.Network, ...] = flax.struct.field(pytree_node=False, default=())
   tx: Any = flax.struct.field(pytree_node=False, default=None)  # optax.GradientTransformation
   schedule: Any = flax.struct.field(pytree_node=False, default=None)  # step -> lr
 
   def network(self, name: str):
-    """The flax module of network ``name`` ('teacher' or 'student')."""
-    return {'teacher': self.teacher_net, 'student': self.student_net}[name]
+    """The flax module of network ``name``."""
+    return {net.name: net.module for net in self.networks}[name]
 
 
 def trained_networks(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
-  frozen = config.teacher.mode == 'frozen'
-  return tuple(n for n in config.networks if not (n == 'teacher' and frozen))
+  """The networks the optimizer updates (`i2v_jax.networks.trained`)."""
+  return networks_lib.trained(config)
 
 
 def learning_rate(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
@@ -103,10 +104,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
       return optax.adamw(lr, weight_decay=o.weight_decay)
     raise ValueError(f'config optim.name={o.name!r}: adam or adamw')
 
-  networks = trained_networks(config)
-  scales = {'teacher': o.teacher_lr_scale, 'student': o.student_lr_scale}
-  tx = optax.multi_transform({n: network_tx(scales[n]) for n in networks},
-                             {n: n for n in networks})
+  table = networks_lib.table(config)
+  names = trained_networks(config)
+  tx = optax.multi_transform({n: network_tx(table[n].lr_scale) for n in names},
+                             {n: n for n in names})
   if o.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
   return tx
@@ -123,44 +124,46 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
                        devices=devices)
 
 
-def build_networks(config, num_classes: int):
-  """(teacher, student) flax modules of ``config`` for ``num_classes`` identities,
-  BatchNorm moments averaged over the mesh axis with ``parallel.bn_scope=global``."""
+def build_networks(config, num_classes: int) -> Dict[str, networks_lib.Network]:
+  """The run's networks table with each entry's flax module for ``num_classes``
+  identities, BatchNorm moments averaged over the mesh axis with
+  ``parallel.bn_scope=global``."""
   axis = AXIS if config.parallel.bn_scope == 'global' else None
-  return build_models(config.model, num_classes, bn_axis_name=axis)
+  return {net.name: net for net in networks_lib.build(config, num_classes, axis)}
 
 
 def check_pretrained(config, num_classes: int, pretrained) -> None:
   """``pretrained`` (``model.pretrained``'s arrays, `convert.load_npz`) fits every
   configured network exactly (`convert.check_backbone`), from abstract shapes: no
-  backend, no compilation."""
-  teacher, student = build_networks(config, num_classes)
+  backend, no compilation. An EMA network is a copy, so it is not checked."""
   inp = config.input
-  clips = jax.ShapeDtypeStruct((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
-  images = jax.ShapeDtypeStruct((1, inp.height, inp.width, 3), jnp.float32)
-  models = {'teacher': (teacher, clips), 'student': (student, images)}
-  for name in config.networks:
-    model, x = models[name]
-    shapes = jax.eval_shape(lambda x, model=model: model.init(jax.random.key(0), x,
-                                                              train=False), x)
+  views = networks_lib.views(
+      jax.ShapeDtypeStruct((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32), 1)
+  for net in build_networks(config, num_classes).values():
+    if net.role == 'ema':
+      continue
+    shapes = jax.eval_shape(lambda x, model=net.module: model.init(
+        jax.random.key(0), x, train=False), views[net.view])
     convert.check_backbone(shapes, pretrained, source=f'config model.pretrained='
-                           f'{config.model.pretrained} ({name})')
+                           f'{config.model.pretrained} ({net.name})')
 
 
 def init_variables(config, num_classes: int, rng) -> Dict[str, Dict[str, Any]]:
-  """{'teacher': {'params', 'batch_stats'}, 'student': ...} for config.networks."""
-  teacher, student = build_networks(config, num_classes)
+  """{name: {'params', 'batch_stats'}} for every network of config.networks but
+  the EMA ones (copies of their network, made by `create_train_state`)."""
   inp = config.input
-  clips = jnp.zeros((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32)
-  models = {'teacher': (teacher, clips), 'student': (student, clips[:, 0])}
+  views = networks_lib.views(
+      jnp.zeros((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32), 1)
   out = {}
-  for name in config.networks:
-    model, x = models[name]
+  for net in build_networks(config, num_classes).values():
+    if net.role == 'ema':
+      continue
+    name, model, x = net.name, net.module, views[net.view]
     # Init with running averages so no BatchNorm axis needs to be bound. The key
     # depends on the network's name, not its position in config.networks, so one
     # seed gives the student the same weights in student_only as in mdkt (paired seeds).
     variables = jax.jit(lambda r, x, model=model: model.init(r, x, train=False))(
-        jax.random.fold_in(rng, NETWORK_KEYS[name]), x)
+        jax.random.fold_in(rng, net.init_key), x)
     variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
     if config.model.pretrained:
       variables = convert.merge_backbone(variables, convert.load_npz(config.model.pretrained),
@@ -240,7 +243,7 @@ def create_train_state(config, num_classes: int, rng,
     raise ValueError(f'config teacher.mode={t.mode!r}: choose one of {TEACHER_MODES}')
   if t.bn_mode not in BN_MODES:
     raise ValueError(f'config teacher.bn_mode={t.bn_mode!r}: choose one of {BN_MODES}')
-  if config.model.shared_classifier and (t.mode != 'joint' or len(networks) != 2):
+  if config.model.shared_classifier and {'teacher', 'student'} - set(networks):
     raise ValueError('config model.shared_classifier=True needs both networks trained '
                      f'jointly (teacher.mode=joint, networks=(teacher, student)); got '
                      f'teacher.mode={t.mode!r}, networks={tuple(config.networks)}')
@@ -272,13 +275,16 @@ def create_train_state(config, num_classes: int, rng,
       if t.reinit_student_layer4:
         student = _reinit_student_layer4(student, variables['student'])
       variables['student'] = student
+  table = build_networks(config, num_classes)
+  for net in table.values():
+    if net.role == 'ema':  # starts as a copy of the network it averages
+      frozen[net.name] = jax.tree.map(jnp.array, variables[net.ema_of])
   params = {n: variables[n]['params'] for n in networks}
-  teacher_net, student_net = build_networks(config, num_classes)
   tx = make_optimizer(config)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats={n: variables[n]['batch_stats'] for n in networks},
-                    opt_state=tx.init(params), frozen=frozen, teacher_net=teacher_net,
-                    student_net=student_net, tx=tx, schedule=learning_rate(config))
+                    opt_state=tx.init(params), frozen=frozen,
+                    networks=tuple(table.values()), tx=tx, schedule=learning_rate(config))
 
 
 def initial_state(config, num_classes: int, mesh, *, restore_target: bool = False
@@ -307,10 +313,96 @@ def network_params(params: Dict[str, Any], name: str, shared_classifier: bool):
   return dict(params['student'], head=head)
 
 
-def _device_loss_and_grads(config):
-  """Per-device code: (state, batch) -> (mean loss, metrics, grads, batch_stats),
-  with the state's own networks."""
-  networks = tuple(config.networks)
+def forward(state: TrainState, params, views: Dict[str, jnp.ndarray],
+            shared_classifier: bool = False):
+  """Every network of the state's table on its view of the batch.
+
+  A trained network runs in training mode with ``params`` (what is
+  differentiated) and its running averages; a frozen or EMA network with its own
+  variables, its BatchNorm as its ``bn_mode`` says, and no gradient through it.
+
+  Returns:
+    (outputs, batch_stats): {name: the module's output dict}, and the updated
+    running averages of the trained networks.
+  """
+  outputs, stats = {}, {}
+  for net in state.networks:
+    x = views[net.view]
+    if net.role == 'trained':
+      own = network_params(params, net.name, shared_classifier)
+      out, updates = net.module.apply(
+          {'params': own, 'batch_stats': state.batch_stats[net.name]},
+          x, train=True, mutable=['batch_stats'])
+      outputs[net.name], stats[net.name] = out, updates['batch_stats']
+      continue
+    variables = state.frozen[net.name]
+    if net.bn_mode == 'batch':  # VKD's teacher_mode(): batch moments, running ones kept
+      out, _ = net.module.apply(variables, x, train=True, mutable=['batch_stats'])
+    else:
+      out = net.module.apply(variables, x, train=False)
+    outputs[net.name] = jax.lax.stop_gradient(out)
+  return outputs, stats
+
+
+def device_loss_and_grads(state: TrainState, batch, *, config):
+  """Per-device code: (state, batch) -> (mean loss, metrics, grads, batch_stats).
+
+  Every network of the table sees its view (`forward`); the configured loss
+  terms read them by name (`objective`); the loss is the mean over devices.
+  """
+  clips, labels = batch['clips'], batch['labels']
+  b = labels.shape[0]
+  views = networks_lib.views(clips, config.input.student_frames)
+  if config.parallel.mining_scope == 'global':
+    gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True)
+    offset = jax.lax.axis_index(AXIS) * b
+  else:
+    gather, offset = (lambda x: x), 0
+  names = tuple(net.name for net in state.networks)
+
+  def loss_fn(params):
+    outputs, stats = forward(state, params, views, config.model.shared_classifier)
+    total, metrics = objective(outputs, labels, config.loss, names, gather=gather,
+                               offset=offset)
+    return jax.lax.pmean(total, AXIS), (metrics, stats)
+
+  (loss, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics = jax.lax.pmean(metrics, AXIS)
+  stats = jax.lax.pmean(stats, AXIS)  # keep replicas' running averages identical
+  return loss, metrics, grads, stats
+
+
+def ema_update(state: TrainState, params, batch_stats) -> Dict[str, Any]:
+  """``state.frozen`` with every EMA network moved towards the network it
+  averages: e ← d·e + (1 − d)·θ for its params and running averages, with θ the
+  network's values after this step and d its ``ema_decay``."""
+  frozen = dict(state.frozen)
+  for net in state.networks:
+    if net.role == 'ema':
+      new = {'params': params[net.ema_of], 'batch_stats': batch_stats[net.ema_of]}
+      d = net.ema_decay
+      frozen[net.name] = jax.tree.map(lambda e, x, d=d: d * e + (1.0 - d) * x,
+                                      state.frozen[net.name], new)
+  return frozen
+
+
+def device_step(state: TrainState, batch, *, config):
+  """The step, per device: (state, batch) -> (new state, metrics). Pure: the
+  networks and the optimizer come from the state; ``config`` gives the loss."""
+  loss, metrics, grads, stats = device_loss_and_grads(state, batch, config=config)
+  # The optimizer that made the state's opt_state (it travels with the state).
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics)
+  metrics['loss/total'] = loss
+  metrics['lr'] = state.schedule(state.step)
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  metrics['param_norm'] = optax.tree.norm(params)
+  return state.replace(step=state.step + 1, params=params, batch_stats=stats,
+                       opt_state=opt_state, frozen=ema_update(state, params, stats)), metrics
+
+
+def _check_step_config(config) -> None:
   m = config.input.student_frames
   if m > config.input.clip_len:
     raise ValueError(f'config input.student_frames={m} exceeds input.clip_len='
@@ -319,46 +411,6 @@ def _device_loss_and_grads(config):
   if scope not in MINING_SCOPES:
     raise ValueError(f'config parallel.mining_scope={scope!r}: choose one of {MINING_SCOPES}')
 
-  def fn(state: TrainState, batch):
-    clips, labels = batch['clips'], batch['labels']
-    b = labels.shape[0]
-    images = clips[:, :m].reshape((b * m,) + clips.shape[2:])
-    if scope == 'global':
-      gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True)
-      offset = jax.lax.axis_index(AXIS) * b
-    else:
-      gather, offset = (lambda x: x), 0
-
-    def loss_fn(params):
-      outputs, stats = {'teacher': None, 'student': None}, {}
-      for name, x in (('teacher', clips), ('student', images)):
-        if name not in networks:
-          continue
-        model = state.network(name)
-        if name in state.frozen:
-          if config.teacher.bn_mode == 'batch':  # VKD's teacher_mode(): batch moments,
-            out, _ = model.apply(state.frozen[name], x, train=True,  # running ones kept
-                                 mutable=['batch_stats'])
-          else:
-            out = model.apply(state.frozen[name], x, train=False)
-          outputs[name] = jax.lax.stop_gradient(out)
-          continue
-        own = network_params(params, name, config.model.shared_classifier)
-        out, updates = model.apply(
-            {'params': own, 'batch_stats': state.batch_stats[name]},
-            x, train=True, mutable=['batch_stats'])
-        outputs[name], stats[name] = out, updates['batch_stats']
-      total, metrics = objective(outputs['teacher'], outputs['student'], labels,
-                                 config.loss, networks, gather=gather, offset=offset)
-      return jax.lax.pmean(total, AXIS), (metrics, stats)
-
-    (loss, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    metrics = jax.lax.pmean(metrics, AXIS)
-    stats = jax.lax.pmean(stats, AXIS)  # keep replicas' running averages identical
-    return loss, metrics, grads, stats
-
-  return fn
-
 
 def _specs(state_shape):
   return jax.tree.map(lambda _: P(), state_shape)
@@ -366,13 +418,14 @@ def _specs(state_shape):
 
 def make_loss_and_grads(config, mesh):
   """jit(shard_map) of (state, batch) -> (loss, metrics, grads, batch_stats); for tests."""
-  fn = _device_loss_and_grads(config)
+  _check_step_config(config)
+  fn = functools.partial(device_loss_and_grads, config=config)
   return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)),
                                out_specs=(P(), P(), P(), P())))
 
 
 def make_train_step(config, mesh):
-  """jit(shard_map) of (state, batch) -> (new state, metrics); state donated.
+  """jit(shard_map(`device_step`)): (state, batch) -> (new state, metrics); state donated.
 
   ``batch``: {'clips': (B, T, H, W, 3), 'labels': (B,)} sharded over ``data``
   with B = P x K, identities consecutive; B/n must hold whole identities.
@@ -381,20 +434,8 @@ def make_train_step(config, mesh):
   if config.input.num_ids % n:
     raise ValueError(f'config input.num_ids={config.input.num_ids} must be a multiple '
                      f'of the {n} devices: each device holds whole identities')
-  loss_and_grads = _device_loss_and_grads(config)
-
-  def step(state: TrainState, batch):
-    loss, metrics, grads, stats = loss_and_grads(state, batch)
-    # The optimizer that made the state's opt_state (it travels with the state).
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics)
-    metrics['loss/total'] = loss
-    metrics['lr'] = state.schedule(state.step)
-    metrics['grad_norm'] = optax.tree.norm(grads)
-    metrics['param_norm'] = optax.tree.norm(params)
-    return state.replace(step=state.step + 1, params=params, batch_stats=stats,
-                         opt_state=opt_state), metrics
+  _check_step_config(config)
+  step = functools.partial(device_step, config=config)
 
   def compiled(state, batch):
     specs = _specs(state)

@@ -47,7 +47,7 @@ def test_student_video_feature_is_the_mean_over_every_frame(data_dir, setup):
   variables = evaluation.network_variables(state, 'student')
   got = evaluation.extract_features(c, Dataset.open(data_dir), 'gallery', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
-  student = train_step.build_networks(c, DATA.num_train_ids)[1]
+  student = train_step.build_networks(c, DATA.num_train_ids)['student'].module
   rows = ip.TrackletReader(Dataset.open(data_dir), 'gallery').rows
   assert got.shape[0] == len(rows) and got.std(axis=0).max() > 0
   for r in range(len(rows)):
@@ -62,7 +62,7 @@ def test_teacher_chunks_are_masked_and_weighted_by_valid_frames(data_dir, setup)
   variables = jax.device_get(evaluation.network_variables(state, 'teacher'))
   got = evaluation.extract_features(c, Dataset.open(data_dir), 'query', mode='video', encode_fn=fn,
                                   variables=variables, mesh=mesh)
-  teacher = train_step.build_networks(c, DATA.num_train_ids)[0]
+  teacher = train_step.build_networks(c, DATA.num_train_ids)['teacher'].module
   for r in range(len(ip.TrackletReader(Dataset.open(data_dir), 'query').rows)):
     frames = frames_of(data_dir, 'query', r, c)
     chunks = [frames[s:s + 4] for s in range(0, len(frames), 4)]
@@ -77,7 +77,7 @@ def test_image_mode_uses_the_chosen_frame(data_dir, setup):
   c, mesh, state = setup
   fn = evaluation.make_encode_fn(c, DATA.num_train_ids, 'student')
   variables = jax.device_get(evaluation.network_variables(state, 'student'))
-  student = train_step.build_networks(c, DATA.num_train_ids)[1]
+  student = train_step.build_networks(c, DATA.num_train_ids)['student'].module
   for which in ('first', 'middle'):
     c.eval.query_frame = which
     got = evaluation.extract_features(c, Dataset.open(data_dir), 'query', mode='image', encode_fn=fn,

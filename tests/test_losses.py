@@ -304,8 +304,10 @@ def test_objective_is_weighted_sum_of_its_terms():
   teacher, student = fake_outputs(0, m=2)
   labels = jnp.asarray([0, 0, 1, 1, 2, 2])
   cfg = all_terms_config()
-  total, metrics = losses.objective(teacher, student, labels, cfg)
-  weights = losses.term_weights(cfg)
+  total, metrics = losses.objective({'teacher': teacher, 'student': student}, labels, cfg)
+  weights = {k: w for k, w in losses.term_weights(cfg).items() if w}
+  # Every term of the two networks (the mean teacher's have their own test).
+  assert set(weights) == {k for k in losses.term_weights(cfg) if not k.startswith('mean_teacher')}
   assert {k[5:] for k in metrics if k.startswith('loss/')} == set(weights)
   np.testing.assert_allclose(
       total, sum(w * metrics[f'loss/{k}'] for k, w in weights.items()), rtol=1e-6)
@@ -324,7 +326,7 @@ def test_objective_with_single_sample_identity_is_finite():
   teacher, student = fake_outputs(2, b=5, m=1)
   labels = jnp.asarray([0, 0, 1, 2, 2])
   cfg = all_terms_config()
-  fn = lambda t, s: losses.objective(t, s, labels, cfg)[0]
+  fn = lambda t, s: losses.objective({'teacher': t, 'student': s}, labels, cfg)[0]
   value, (gt, gs) = jax.value_and_grad(fn, argnums=(0, 1))(teacher, student)
   assert np.isfinite(value)
   for g in jax.tree.leaves((gt, gs)):
@@ -335,12 +337,12 @@ def test_objective_names_missing_network():
   cfg = base.get_config('preset=student_only').loss
   _, student = fake_outputs(3)
   labels = jnp.asarray([0, 0, 1, 1, 2, 2])
-  total, metrics = losses.objective(None, student, labels, cfg, ('student',))
+  total, metrics = losses.objective({'student': student}, labels, cfg, ('student',))
   assert set(metrics) >= {'loss/id/student', 'loss/triplet/student'}
   assert not any('teacher' in k for k in metrics)
   cfg = base.get_config('preset=mdkt').loss
   with pytest.raises(ValueError, match="'id/teacher'.*no teacher network"):
-    losses.objective(None, student, labels, cfg, ('student',))
+    losses.objective({'student': student}, labels, cfg, ('student',))
 
 
 # ----------------------------------------- issue 10: VKD set level, TCL traps
@@ -400,7 +402,7 @@ def test_clip_level_tcl_mines_distinct_tracklets(num_negatives):
   teacher, student = fake_outputs(1, b=b, m=m)
   labels = np.array([0, 0, 1, 1, 2, 2])
   cfg = clip_level_config(num_negatives)
-  _, metrics = losses.objective(teacher, student, jnp.asarray(labels), cfg)
+  _, metrics = losses.objective({'teacher': teacher, 'student': student}, jnp.asarray(labels), cfg)
   s = np.asarray(student['features'], np.float64)
   v = np.asarray(teacher['features'], np.float64)
   s_sets = s.reshape(b, m, -1).mean(1)
@@ -420,7 +422,7 @@ def test_clip_level_tcl_mines_distinct_tracklets(num_negatives):
   t2 = jax.tree.map(lambda x: x[perm], teacher)
   s2 = jax.tree.map(lambda x: x.reshape((b, m) + x.shape[1:])[perm][:, frames]
                     .reshape((b * m,) + x.shape[1:]), student)
-  _, metrics2 = losses.objective(t2, s2, jnp.asarray(labels[perm]), cfg)
+  _, metrics2 = losses.objective({'teacher': t2, 'student': s2}, jnp.asarray(labels[perm]), cfg)
   np.testing.assert_allclose(metrics2['loss/tcl'], metrics['loss/tcl'], rtol=1e-5)
 
 
@@ -428,7 +430,7 @@ def test_frame_level_tcl_depends_on_nothing_but_rows():
   """The frame-level objective equals the loop on the student rows (alignment)."""
   teacher, student = fake_outputs(4, m=2)
   labels = jnp.asarray([0, 0, 1, 1, 2, 2])
-  _, metrics = losses.objective(teacher, student, labels, base.get_config('preset=mdkt').loss)
+  _, metrics = losses.objective({'teacher': teacher, 'student': student}, labels, base.get_config('preset=mdkt').loss)
   s = np.asarray(student['features'])
   tf = np.asarray(teacher['frame_features'])[:, :2].reshape(12, -1)
   idx = list(range(12))
@@ -562,7 +564,7 @@ def test_vkd_preset_at_m2_is_vkds_set_level_loss():
   assert cfg.student_level == 'set' and cfg.triplet.soft_margin
   teacher, student = fake_outputs(7, b=6, m=2)
   labels = [0, 0, 1, 1, 2, 2]
-  total, metrics = losses.objective(teacher, student, jnp.asarray(labels), cfg,
+  total, metrics = losses.objective({'teacher': teacher, 'student': student}, jnp.asarray(labels), cfg,
                                     ('teacher', 'student'))
   want = ref_vkd_stage2(np.asarray(student['features']).tolist(),
                         np.asarray(teacher['features']).tolist(),
@@ -586,11 +588,11 @@ def test_vkd_distance_term_hand_worked_at_m2():
              'frame_features': jnp.zeros((2, 2, 1)), 'logits': jnp.zeros((2, 3))}
   student = {'features': jnp.asarray([[0.0], [2.0], [4.0], [6.0]]),
              'logits': jnp.zeros((4, 3))}
-  _, metrics = losses.objective(teacher, student, jnp.asarray([0, 1]), cfg)
+  _, metrics = losses.objective({'teacher': teacher, 'student': student}, jnp.asarray([0, 1]), cfg)
   np.testing.assert_allclose(metrics['loss/vkd/distance'], 12.25, rtol=1e-6)
   cfg.unlock()
   cfg.student_level = 'frame'
-  _, frame = losses.objective(teacher, student, jnp.asarray([0, 1]), cfg)
+  _, frame = losses.objective({'teacher': teacher, 'student': student}, jnp.asarray([0, 1]), cfg)
   # rows 0,2,4,6 vs teacher 0,0,3,3: squared distances (student − teacher):
   # pairs (0,1): 4−0, (0,2): 16−9, (0,3): 36−9, (1,2): 4−9, (1,3): 16−9, (2,3): 4−0
   want = 0.5 * 2 * (16 + 49 + 729 + 25 + 49 + 16) / 16
@@ -601,9 +603,9 @@ def test_set_and_frame_level_agree_at_m1():
   teacher, student = fake_outputs(8, m=1)
   labels = jnp.asarray([0, 0, 1, 1, 2, 2])
   cfg = all_terms_config()
-  _, frame = losses.objective(teacher, student, labels, cfg)
+  _, frame = losses.objective({'teacher': teacher, 'student': student}, labels, cfg)
   cfg.student_level = 'set'
-  _, set_ = losses.objective(teacher, student, labels, cfg)
+  _, set_ = losses.objective({'teacher': teacher, 'student': student}, labels, cfg)
   for k in frame:
     np.testing.assert_allclose(set_[k], frame[k], rtol=1e-6, err_msg=k)
 
@@ -706,7 +708,7 @@ def test_bn_neck_tcl_reads_the_bn_features_at_clip_level():
   labels = np.array([0, 0, 1, 1, 2, 2])
   cfg = clip_level_config(1)
   cfg.tcl.feature = 'bn_features'
-  _, metrics = losses.objective(teacher, student, jnp.asarray(labels), cfg)
+  _, metrics = losses.objective({'teacher': teacher, 'student': student}, jnp.asarray(labels), cfg)
   s = np.asarray(student['bn_features'], np.float64)
   v = np.asarray(teacher['bn_features'], np.float64)
   track = np.repeat(np.arange(b), m)
@@ -717,7 +719,7 @@ def test_bn_neck_tcl_reads_the_bn_features_at_clip_level():
   np.testing.assert_allclose(metrics['loss/tcl'], want, rtol=1e-4)
   cfg.tcl.teacher_level = 'frame'
   with pytest.raises(ValueError, match='teacher_level'):
-    losses.objective(teacher, student, jnp.asarray(labels), cfg)
+    losses.objective({'teacher': teacher, 'student': student}, jnp.asarray(labels), cfg)
 
 
 def test_one_way_tcl_drops_only_the_reverse_term():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from i2v_jax import train_step
+from i2v_jax import networks, train_step
 
 NUM_CLASSES = 16
 
@@ -254,8 +254,10 @@ def test_every_preset_in_the_table_takes_a_step(preset):
     teacher = train_step.init_variables(c, NUM_CLASSES, jax.random.key(9))['teacher']
   state = train_step.create_train_state(c, NUM_CLASSES, jax.random.key(0), teacher)
   trained = train_step.trained_networks(c)
-  assert set(state.params) == set(trained) and set(state.frozen) == (
-      {'teacher'} if c.teacher.mode == 'frozen' else set())
+  outside = {n for n, net in networks.table(c).items() if net.role != 'trained'}
+  assert set(state.params) == set(trained) and set(state.frozen) == outside
+  assert outside == ({'teacher'} if c.teacher.mode == 'frozen' else set()) | (
+      {'student_ema'} if 'student_ema' in c.networks else set())
   before = jax.tree.map(np.array, state.params)
   mesh = train_step.make_mesh()
   step = train_step.make_train_step(c, mesh)

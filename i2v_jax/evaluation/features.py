@@ -16,8 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from i2v_jax import input_pipeline
-from i2v_jax.models import build_models
+from i2v_jax import input_pipeline, networks
 
 FEATURES = ('features', 'bn_features')  # retrieve with the embedding or after the BN-neck
 GALLERY_ENCODERS = ('teacher', 'student')  # which network encodes gallery videos
@@ -60,8 +59,9 @@ def encoders(config) -> Dict[str, str]:
 def make_encode_fn(config, num_classes: int, network: str):
   """jit of (variables, frames (N, C, H, W, 3), mask (N, C)) -> (features (N, D), weight (N,)).
 
-  Features of each chunk: the teacher's masked clip feature (non-local blocks
-  see only valid frames), or the student's features averaged over valid frames.
+  Features of each chunk: a video network's (the teacher's) masked clip feature
+  (non-local blocks see only valid frames), or an image network's features
+  averaged over valid frames.
   ``weight`` is the number of valid frames, for averaging chunks per tracklet.
   Each call builds and jits anew: a run makes its encoders once (`encode_fns`)
   and hands them to every evaluation, so they compile once.
@@ -69,15 +69,16 @@ def make_encode_fn(config, num_classes: int, network: str):
   key = config.eval.feature
   if key not in FEATURES:
     raise ValueError(f'config eval.feature={key!r}: choose one of {FEATURES}')
-  teacher, student = build_models(config.model, num_classes)
+  net = {n.name: n for n in networks.build(config, num_classes)}[network]
+  model = net.module
 
   def encode(variables, frames, mask):
     weight = mask.sum(axis=1).astype(jnp.float32)
-    if network == 'teacher':
-      features = teacher.apply(variables, frames, train=False, frame_mask=mask)[key]
+    if net.view == 'clip':
+      features = model.apply(variables, frames, train=False, frame_mask=mask)[key]
     else:
       n, c = frames.shape[:2]
-      out = student.apply(variables, frames.reshape((n * c,) + frames.shape[2:]), train=False)
+      out = model.apply(variables, frames.reshape((n * c,) + frames.shape[2:]), train=False)
       per_frame = out[key].reshape(n, c, -1) * mask[..., None]
       features = per_frame.sum(axis=1) / jnp.maximum(weight, 1.0)[:, None]
     return features.astype(jnp.float32), weight

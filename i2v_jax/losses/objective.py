@@ -23,6 +23,12 @@ candidates are one per tracklet (teacher: clip feature v_j; student: the mean
 of its M image features), and the anchor's own tracklet is excluded, so no two
 candidates are copies of one clip feature (copies tie in the mining).
 
+Other networks. Every network's outputs arrive by name (the run's networks
+table, `i2v_jax.networks`); the fields above read 'teacher' and 'student'. Any
+other image network (an EMA "mean teacher" of the student) is aligned like the
+student, row for row (``others[name]``: ``features``, ``logits``,
+``bn_features``), so a term can read it beside them.
+
 Mining scope. Anchors are always this device's rows; candidates are
 ``gather(rows)``: the identity for ``mining_scope='local'``, an all-gather over
 the mesh axis for ``'global'`` (then ``offset`` is this device's first global
@@ -62,7 +68,8 @@ def set_outputs(student: Dict[str, jnp.ndarray], b: int) -> Dict[str, jnp.ndarra
 class Aligned:
   """The batch's quantities, aligned row for row as the module docstring says.
 
-  Teacher fields are None without a teacher, student fields without a student.
+  Teacher fields are None without a teacher, student fields without a student;
+  ``others`` holds every other image network's rows, by name.
   """
   labels: jnp.ndarray                 # (B,) tracklet labels
   labels_s: jnp.ndarray               # (B·m,) labels of the student rows
@@ -83,6 +90,7 @@ class Aligned:
   t_bn_rep: Optional[jnp.ndarray] = None     # (B·m, D) the same per row
   s_bn: Optional[jnp.ndarray] = None         # (B·m, D) student rows after the BN-neck
   s_bn_images: Optional[jnp.ndarray] = None  # (B·M, D) per image after the BN-neck
+  others: Dict[str, Dict[str, jnp.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 Compute = Callable[[Aligned, ml_collections.ConfigDict], Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]
@@ -139,8 +147,23 @@ def _tcl(direction: str):
   return compute
 
 
+def _tcl_from(network: str):
+  """TCL from another image network's rows (its features as the teacher side),
+  at the student's rows, with the ``loss.tcl`` settings but teacher level."""
+  def compute(a: Aligned, loss):
+    tcl, t = loss.tcl, a.others[network]['features']
+    return triplet_contrast(
+        a.s_feat, a.gather(a.s_feat), t, a.gather(t), a.labels_s, a.gather(a.labels_s),
+        direction='teacher_to_student', temperature=tcl.temperature,
+        teacher_temperature=tcl.teacher_temperature, num_negatives=tcl.num_negatives,
+        neighbours=tcl.neighbours, mine_on=tcl.mine_on, distance=tcl.distance,
+        distance_scale=tcl.distance_scale, anchor_index=a.index_s,
+        cand_index=a.gather(a.index_s))
+  return compute
+
+
 # The one table of loss terms: name (the logged key) -> Term. A new term is one
-# entry here and its weight in configs/base.py.
+# entry here and its weight in the library defaults (`i2v_jax.defaults`).
 TERMS: Dict[str, Term] = {
     'id/teacher': Term('id.teacher', ('teacher',), lambda a, l: cross_entropy(
         a.t_logits, a.labels, l.id.label_smoothing)),
@@ -179,6 +202,13 @@ TERMS: Dict[str, Term] = {
                              a.s_feat, a.gather(a.s_feat), a.t_clip_rep,
                              a.gather(a.t_clip_rep), anchor_index=a.index_s,
                              cand_index=a.gather(a.index_s))),
+    # Mean teacher: the student learns from its own exponential moving average.
+    'mean_teacher/logits': Term(
+        'mean_teacher.logits', ('student', 'student_ema'),
+        lambda a, l: logit_kl(a.others['student_ema']['logits'], a.s_logits,
+                              l.mean_teacher.temperature)),
+    'mean_teacher/tcl': Term('mean_teacher.tcl', ('student', 'student_ema'),
+                             _tcl_from('student_ema')),
 }
 
 
@@ -211,10 +241,10 @@ def active_terms(loss: ml_collections.ConfigDict, networks) -> Dict[str, float]:
   return weights
 
 
-def align(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
+def align(outputs: Dict[str, Dict[str, jnp.ndarray]], labels: jnp.ndarray,
           loss: ml_collections.ConfigDict, *, gather: Gather = lambda x: x,
           offset: Any = 0) -> Aligned:
-  """The networks' outputs as the rows every term reads (module docstring)."""
+  """The networks' outputs (by name) as the rows every term reads (module docstring)."""
   level = loss.student_level
   if level not in STUDENT_LEVELS:
     raise ValueError(f'config loss.student_level={level!r}: choose one of {STUDENT_LEVELS}')
@@ -224,6 +254,7 @@ def align(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
   if loss.tcl.feature == 'bn_features' and loss.tcl.teacher_level != 'clip':
     raise ValueError("config loss.tcl.feature='bn_features' needs loss.tcl.teacher_level="
                      "'clip' (the teacher's BN-neck normalises clip features only)")
+  teacher, student = outputs.get('teacher'), outputs.get('student')
   b = labels.shape[0]
   m_images = student['features'].shape[0] // b if student is not None else 1
   m = 1 if level == 'set' else m_images   # student rows per tracklet
@@ -246,23 +277,32 @@ def align(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
         t_frames=t_seen.mean(axis=1) if level == 'set' else t_seen.reshape(b * m, -1),
         t_clip_rep=jnp.repeat(teacher['features'], m, axis=0),
         t_logits_rep=jnp.repeat(teacher['logits'], m, axis=0))
-  return Aligned(**fields)
+  others = {}
+  for name, out in outputs.items():
+    if name in ('teacher', 'student'):
+      continue
+    if 'frame_features' in out:
+      raise ValueError(f'network {name}: a video network other than the teacher has no '
+                       'row alignment yet (losses/objective.py align)')
+    rows = set_outputs(out, b) if level == 'set' else out
+    others[name] = {k: rows.get(k) for k in ('features', 'logits', 'bn_features')}
+  return Aligned(**fields, others=others)
 
 
-def objective(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
-              loss: ml_collections.ConfigDict, networks=('teacher', 'student'), *,
+def objective(outputs: Dict[str, Dict[str, jnp.ndarray]], labels: jnp.ndarray,
+              loss: ml_collections.ConfigDict, networks=None, *,
               gather: Gather = lambda x: x, offset: Any = 0
               ) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
   """Weighted training loss and every term, unweighted, for logging.
 
   Args:
-    teacher: TeacherNet outputs for B clips (``features`` (B, D),
-      ``frame_features`` (B, T, D), ``logits`` (B, C)), or None.
-    student: StudentNet outputs for B·M images (row b·M + m = frame m of clip
-      b), or None.
+    outputs: each network's outputs by name: 'teacher' (TeacherNet for B clips:
+      ``features`` (B, D), ``frame_features`` (B, T, D), ``logits`` (B, C)),
+      'student' (StudentNet for B·M images, row b·M + m = frame m of clip b) and
+      any other image network (as the student). A run without one omits it.
     labels: (B,) int identity labels of the tracklets.
     loss: ``config.loss``.
-    networks: which networks the run has (``config.networks``).
+    networks: which networks the run has (default: the names in ``outputs``).
     gather: local rows -> candidate rows (identity or all-gather over devices).
     offset: global index of this device's first tracklet (0 for local mining).
 
@@ -270,8 +310,8 @@ def objective(teacher: Outputs, student: Outputs, labels: jnp.ndarray,
     (total, metrics) with ``loss/<term>`` for every active term and
     ``diag/<term>/<name>`` diagnostics.
   """
-  weights = active_terms(loss, networks)
-  aligned = align(teacher, student, labels, loss, gather=gather, offset=offset)
+  weights = active_terms(loss, tuple(outputs) if networks is None else networks)
+  aligned = align(outputs, labels, loss, gather=gather, offset=offset)
   terms = {name: TERMS[name].compute(aligned, loss) for name in weights}
   total = sum(weights[name] * value for name, (value, _) in terms.items())
   metrics = {f'loss/{name}': value for name, (value, _) in terms.items()}

@@ -119,13 +119,23 @@ def nonlocal_placement(model_config: ml_collections.ConfigDict) -> tuple:
   return placement
 
 
+def build(model_config: ml_collections.ConfigDict, arch: str, num_classes: int,
+          bn_axis_name: Optional[str] = None) -> _ReIDNet:
+  """The ``arch`` module ('video': `TeacherNet`, 'image': `StudentNet`) from
+  ``config.model`` (`i2v_jax.networks` names each network's arch)."""
+  common = dict(stage_sizes=tuple(model_config.stage_sizes),
+                width=model_config.width, last_stride=model_config.last_stride,
+                num_classes=num_classes, bn_axis_name=bn_axis_name,
+                dtype=DTYPES[model_config.dtype])
+  if arch == 'video':
+    return TeacherNet(nonlocal_after=nonlocal_placement(model_config), **common)
+  if arch == 'image':
+    return StudentNet(**common)
+  raise ValueError(f'network arch {arch!r}: video or image')
+
+
 def build_models(model_config: ml_collections.ConfigDict, num_classes: int,
                  bn_axis_name: Optional[str] = None):
   """Teacher and student modules from ``config.model``."""
-  dtype = DTYPES[model_config.dtype]
-  common = dict(stage_sizes=tuple(model_config.stage_sizes),
-                width=model_config.width, last_stride=model_config.last_stride,
-                num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype)
-  teacher = TeacherNet(nonlocal_after=nonlocal_placement(model_config), **common)
-  student = StudentNet(**common)
-  return teacher, student
+  return (build(model_config, 'video', num_classes, bn_axis_name),
+          build(model_config, 'image', num_classes, bn_axis_name))
