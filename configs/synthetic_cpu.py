@@ -141,5 +141,8 @@ def sweep():
                   dict(overrides, **{'mode': 'evaluate', 'eval.from_workdir': f'@{name}',
                                      'eval.gallery_encoder': encoder}), steps,
                   f'the {name} runs evaluated with the {encoder} encoding gallery videos'))
-  return [dict(name=n, arg=a, overrides=dict(_steps(s), **o), about=t, steps=s)
+  # Every run also measures how far the two networks agree (linear CKA, distance
+  # rank correlation; i2v_jax.evaluation.evaluators): nothing in one-network runs.
+  return [dict(name=n, arg=a, overrides=dict(_steps(s), **{'eval.agreement': True}, **o),
+               about=t, steps=s)
           for n, a, o, s, t in runs + evals]

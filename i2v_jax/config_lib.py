@@ -193,10 +193,20 @@ def _check_ranges(config) -> None:
   bad value is one line before anything is built."""
   tcl, ev, model, optim = config.loss.tcl, config.eval, config.model, config.optim
   for key in ('networks', 'model.stage_sizes', 'optim.decay_at', 'eval.protocols',
-              'eval.visualize_queries'):
+              'eval.visualize_queries', 'eval.final_only', 'eval.agreement_networks'):
     if not isinstance(get(config, key), (tuple, list)):
       raise ConfigError(f'config {key}={get(config, key)!r}: a list is expected; write it as '
                         f"--config.{key}=\"({get(config, key)!r},)\" (Python tuple syntax)")
+  from i2v_jax.evaluation.evaluators import EVALUATORS  # the evaluators table
+  unknown = sorted(set(ev.final_only) - set(EVALUATORS))
+  if unknown:
+    raise ConfigError(f'config eval.final_only={tuple(ev.final_only)!r}: {unknown} unknown; '
+                      f'choose from {" | ".join(EVALUATORS)}')
+  from i2v_jax.networks import NETWORKS
+  pair = tuple(ev.agreement_networks)
+  if len(pair) != 2 or len(set(pair)) != 2 or set(pair) - set(NETWORKS):
+    raise ConfigError(f'config eval.agreement_networks={pair!r}: two distinct networks '
+                      f'from {" | ".join(NETWORKS)}')
   if not math.isfinite(optim.lr):
     raise ConfigError(f'config optim.lr={optim.lr!r}: must be a finite number greater than 0')
   if not 0 < optim.decay_factor <= 1:
@@ -261,12 +271,16 @@ def check_devices(config, num_devices: int) -> None:
 
 
 def metric_names(config) -> list:
-  """The evaluation metrics ``train.best_metric`` may name (``<protocol>/mAP``...)."""
+  """The evaluation metrics ``train.best_metric`` may name: ``<protocol>/mAP``...
+  and ``<evaluator>/<metric>`` of every other evaluator the config turns on."""
   protocols = list(config.eval.protocols)
   if config.eval.rerank:
     protocols += [f'{p}+rerank' for p in config.eval.protocols]
   ranks = [f'rank{k}' for k in (1, 5, 10, 20) if k <= config.eval.max_rank]
-  return [f'{p}/{m}' for p in protocols for m in ranks + list(eval_tables.METRICS)]
+  from i2v_jax.evaluation import evaluators  # the others: <evaluator>/<metric>
+  others = [f'{e.name}/{m}' for e in evaluators.EVALUATORS.values()
+            if evaluators.wanted(config, e, final=True) for m in e.metrics]
+  return [f'{p}/{m}' for p in protocols for m in ranks + list(eval_tables.METRICS)] + others
 
 
 def nearest(word: str, choices: Sequence[str]) -> str:

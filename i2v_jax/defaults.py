@@ -202,6 +202,10 @@ def get_config(preset: str = 'mdkt', dataset: str = 'synthetic', runlocal: bool 
   c.eval.visualize = 0              # N > 0: ranked_<protocol>.png of the N worst-AP queries
   c.eval.visualize_top = 10         # gallery entries shown per query
   c.eval.visualize_queries = ()     # query tracklet names to draw instead of the worst
+  c.eval.agreement = False          # agreement/*: linear CKA and distance Spearman of two networks
+  c.eval.agreement_networks = ('teacher', 'student')  # the two networks agreement compares
+  c.eval.heldout = False            # heldout/*: classifier accuracy on held-out training-class images
+  c.eval.final_only = ()            # evaluators (evaluation.EVALUATORS) run at the final step only
 
   _apply_dataset(c, dataset)
   ablation = ABLATIONS.get(preset)

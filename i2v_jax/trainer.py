@@ -203,13 +203,13 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
     t = time.perf_counter()
     if lead:
       bar.write(f'evaluating step {done}…')
-    results = evaluation.run(config, dataset, state, num_classes, mesh, workdir=workdir,
-                             step=done, verbose=lead, encode=encode,
-                             title=heading(config, dataset, done, 'final' if done == total
-                                           else 'during training'))
+    result = evaluation.run(config, dataset, state, num_classes, mesh, workdir=workdir,
+                            step=done, verbose=lead, encode=encode, final=done == total,
+                            title=heading(config, dataset, done, 'final' if done == total
+                                          else 'during training'))
     if lead:
       bar.write(f'evaluated in {time.perf_counter() - t:.1f} s')
-    scalars = evaluation.scalar_metrics(results)
+    scalars = result.scalars
     writer.write(done, scalars)
     if ckpt.save_best(done, state, scalars) and lead:
       print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
@@ -378,6 +378,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   ``eval/<step>-<checkpoint>[-<tag>]`` (written under a staging name, renamed
   when complete; an existing one is never overwritten), listed in
   ``<workdir>/eval/index.jsonl``; the training run's ``results.*`` are never touched.
+  Returns the `evaluation.Evaluation`.
   """
   config_lib.validate(config)
   check_workdir(workdir)
@@ -416,8 +417,8 @@ def _evaluate_checkpoint(config, run: RunFolder, source: RunFolder) -> dict:
     print(f'evaluating {source.root} ({config.preset}, {which} checkpoint: step {step}) on '
           f'{dataset.dir} into {out.root}', flush=True)
   t = time.perf_counter()
-  results = evaluation.run(config, dataset, state, num_classes, mesh, workdir=staging.root,
-                           step=step, title=heading(config, dataset, step, which))
+  result = evaluation.run(config, dataset, state, num_classes, mesh, workdir=staging.root,
+                          step=step, title=heading(config, dataset, step, which))
   if lead:
     plots.cmc_figure(staging.root)
     os.rename(staging.root, out.root)
@@ -426,7 +427,7 @@ def _evaluate_checkpoint(config, run: RunFolder, source: RunFolder) -> dict:
             'step': step, 'checkpoint': which, 'tag': config.eval.tag,
             'dataset': dataset.name, 'data_dir': os.path.abspath(dataset.dir),
             'eval': json.loads(config.eval.to_json_best_effort()),
-            'scalars': evaluation.scalar_metrics(results),
+            'scalars': result.scalars,
             'finished': time.strftime('%Y-%m-%dT%H:%M:%S')}
     atomic.append_line(run.eval_index, json.dumps(line, sort_keys=True))
-  return results
+  return result

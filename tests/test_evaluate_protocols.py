@@ -97,12 +97,14 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   c.eval.visualize_top = 3
   c.eval.rerank = True
   try:
-    results = evaluation.run(c, Dataset.open(data_dir), state, DATA.num_train_ids, mesh,
-                           workdir=str(tmp_path), step=7, verbose=False)
+    result = evaluation.run(c, Dataset.open(data_dir), state, DATA.num_train_ids, mesh,
+                            workdir=str(tmp_path), step=7, verbose=False)
   finally:
     c.eval.export, c.eval.visualize, c.eval.rerank = False, 0, False
   assert 'ranked_v2v+rerank.png' in os.listdir(tmp_path)  # the re-ranked lists too
-  results = {p: r for p, r in results.items() if '+rerank' not in p}
+  # Each protocol, then its re-ranked variant.
+  assert list(result.ranking)[:2] == ['i2v', 'i2v+rerank']
+  results = {p: r for p, r in result.ranking.items() if '+rerank' not in p}
   assert list(results) == ['i2v', 'v2v', 'i2i', 'v2i']
   for r in results.values():
     assert r['num_valid_queries'] == DATA.num_test_ids  # each has another camera
@@ -115,8 +117,9 @@ def test_protocol_runner_writes_table_json_and_exports(data_dir, setup, tmp_path
   npz = np.load(tmp_path / 'features-gallery-video.npz')
   assert npz['features'].shape[0] == len(npz['pids']) == len(npz['names'])
   assert set(os.listdir(tmp_path)) >= {'ranked_i2v.png', 'features-query-image.npz'}
-  scalars = evaluation.scalar_metrics(results)
-  assert scalars['i2v/mAP'] == pytest.approx(100 * results['i2v']['mAP'])
+  assert result.scalars['i2v/mAP'] == pytest.approx(100 * results['i2v']['mAP'])
+  assert result.scalars == evaluation.scalar_metrics(result.ranking)  # nothing else was on
+  assert 'evaluators' not in summary
 
 
 def test_video_queries_of_an_image_only_query_split():

@@ -45,7 +45,7 @@ def test_train_then_evaluate_in_process(tmp_path, cli_data_dir):
   c.mode, c.eval.checkpoint, c.eval.from_workdir = 'evaluate', 'best', workdir
   again = trainer.evaluate_checkpoint(c, str(tmp_path / 'eval'))
   for protocol in ('i2v', 'v2v'):
-    assert again[protocol]['mAP'] == results['protocols'][protocol]['mAP']
+    assert again.ranking[protocol]['mAP'] == results['protocols'][protocol]['mAP']
 
 
 @pytest.fixture(scope='session')
@@ -387,7 +387,7 @@ def test_a_run_evaluates_on_another_dataset_with_its_own_classifier(tmp_path, sy
     e.eval.checkpoint = which
     out = str(tmp_path / which)
     results = trainer.evaluate_checkpoint(e, out)
-    assert 0 < results['i2v']['mAP'] <= 1
+    assert 0 < results.ranking['i2v']['mAP'] <= 1
     index = [json.loads(line) for line in open(os.path.join(out, 'eval', 'index.jsonl'))]
     assert [(i['checkpoint'], i['data_dir']) for i in index] == [(which, os.path.abspath(other))]
     assert os.path.isfile(os.path.join(out, index[0]['dir'], 'results.json'))
@@ -422,7 +422,7 @@ def test_a_vkd_student_evaluates_and_resumes_without_its_teachers_folder(tmp_pat
   evaluate.teacher.checkpoint = teacher_dir
   evaluate.mode = 'evaluate'
   results = trainer.evaluate_checkpoint(evaluate, student_dir)
-  assert results['i2v']['mAP'] == pytest.approx(trained['i2v/mAP'] / 100, abs=1e-6)
+  assert results.ranking['i2v']['mAP'] == pytest.approx(trained['i2v/mAP'] / 100, abs=1e-6)
   longer = config('vkd', 4)
   longer.teacher.checkpoint = teacher_dir
   trainer.train_and_log(longer, student_dir)

@@ -1,24 +1,26 @@
 """The protocols (docs/method.md §1): I2V, V2V, I2I, V2I from one set of features.
 
-The protocols and metrics are the tables of `i2v_jax.eval_tables`; `run` extracts
-the features the configured protocols need, ranks and scores each, optionally re-ranks
-(`rerank`), writes the results (`report`) and the ranked-list pictures
-(`visualize`).
+The protocols and metrics are the tables of `i2v_jax.eval_tables`; `run` runs the
+configured evaluators (`evaluators.EVALUATORS`): the ranking one extracts the
+features the configured protocols need and ranks and scores each; re-ranking
+(`rerank`), export, ranked-list pictures (`visualize`) and the others follow; the
+results are written by `report`.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+import dataclasses
+from typing import Dict, List
 
 import jax
 import numpy as np
 
 from i2v_jax import input_pipeline
 from i2v_jax.distances import pairwise_distance
-from i2v_jax.evaluation import rerank, visualize
+from i2v_jax.evaluation import evaluators, rerank, visualize
 from i2v_jax.evaluation.features import encode_fns, encoders, extract_features, network_variables
 from i2v_jax.evaluation.metrics import blocked_metrics
-from i2v_jax.evaluation.report import export_features, results_table, write_results
+from i2v_jax.evaluation.report import results_table, scalar_metrics, write_results
 from i2v_jax.eval_tables import PROTOCOLS
 from i2v_jax.run_folder import RunFolder
 
@@ -84,22 +86,33 @@ def compute_features(config, dataset, state, num_classes: int, mesh, encode=None
 
 def protocol_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
                      ) -> Dict[str, Dict[str, object]]:
-  """{protocol: blocked_metrics(...)}; with ``eval.rerank`` also '<protocol>+rerank'."""
+  """{protocol: blocked_metrics(...)} for every configured protocol."""
+  ev = config.eval
+  return {p: blocked_metrics(features[f'query/{PROTOCOLS[p].query}']['features'],
+                             features[f'gallery/{PROTOCOLS[p].gallery}']['features'],
+                             distance=ev.distance, **_labels(ev, features, p))
+          for p in ev.protocols}
+
+
+def reranked_metrics(config, features: Dict[str, Dict[str, np.ndarray]]
+                     ) -> Dict[str, Dict[str, object]]:
+  """{'<protocol>+rerank': blocked_metrics(...) of the re-ranked distances, with
+  those distances as 'distmat'} for every configured protocol."""
   ev = config.eval
   results = {}
   for p in ev.protocols:
-    q_kind, g_kind = PROTOCOLS[p].query, PROTOCOLS[p].gallery
-    q, g = features[f'query/{q_kind}'], features[f'gallery/{g_kind}']
-    labels = dict(q_pids=q['pids'], g_pids=g['pids'], q_camids=q['camids'],
-                  g_camids=g['camids'], ap_mode=ev.ap_mode, max_rank=ev.max_rank,
-                  query_block=ev.query_block)
-    results[p] = blocked_metrics(q['features'], g['features'], distance=ev.distance, **labels)
-    if ev.rerank:
-      distmat = reranked_distances(ev, q['features'], g['features'])
-      results[f'{p}+rerank'] = blocked_metrics(distmat=distmat, **labels)
-      if ev.visualize or ev.visualize_queries:  # the pictures of re-ranked lists need it
-        results[f'{p}+rerank']['distmat'] = distmat
+    q = features[f'query/{PROTOCOLS[p].query}']
+    g = features[f'gallery/{PROTOCOLS[p].gallery}']
+    distmat = reranked_distances(ev, q['features'], g['features'])
+    results[f'{p}+rerank'] = dict(blocked_metrics(distmat=distmat, **_labels(ev, features, p)),
+                                  distmat=distmat)
   return results
+
+
+def _labels(ev, features, p: str) -> dict:
+  q, g = features[f'query/{PROTOCOLS[p].query}'], features[f'gallery/{PROTOCOLS[p].gallery}']
+  return dict(q_pids=q['pids'], g_pids=g['pids'], q_camids=q['camids'], g_camids=g['camids'],
+              ap_mode=ev.ap_mode, max_rank=ev.max_rank, query_block=ev.query_block)
 
 
 def reranked_distances(ev, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -111,31 +124,57 @@ def reranked_distances(ev, queries: np.ndarray, gallery: np.ndarray) -> np.ndarr
                              k2=ev.rerank_k2, lambda_value=ev.rerank_lambda)
 
 
-def run(config, dataset, state, num_classes: int, mesh, *, workdir: str,
-        step: int, verbose: bool = True, title: str = '', encode=None
-        ) -> Dict[str, Dict[str, object]]:
-  """Features -> every protocol -> table printed and written; export and PNGs if asked.
+@dataclasses.dataclass
+class Evaluation:
+  """What one evaluation measured: ``ranking`` ({protocol: results}, re-ranked
+  ones as '<protocol>+rerank' after theirs), ``values`` ({evaluator: {metric:
+  value}} of the other evaluators), ``scalars`` (all of it flat, in % for the
+  ranking metrics: 'i2v/mAP', 'agreement/cka_gallery': logs, TensorBoard,
+  ``train.best_metric``) and ``artifacts`` (files written)."""
+  ranking: Dict[str, Dict[str, object]]
+  values: Dict[str, Dict[str, float]]
+  scalars: Dict[str, float]
+  artifacts: List[str]
 
-  Every process computes the same results; only process 0 prints and writes
-  (``results.{json,md}``, exports, pictures) into ``workdir``.
+
+def run(config, dataset, state, num_classes: int, mesh, *, workdir: str,
+        step: int, verbose: bool = True, title: str = '', encode=None,
+        final: bool = True) -> Evaluation:
+  """Every configured evaluator (`evaluators.EVALUATORS`: ranking per protocol,
+  re-ranking, agreement, held-out accuracy, export, pictures) -> the results
+  printed and written (``results.{json,md}``) into ``workdir``.
+
+  ``final``: the run's last evaluation (evaluators in ``eval.final_only`` run
+  only then). ``encode``: the run's encoders (`encode_fns`; more are added for
+  the networks an evaluator needs). Every process computes the same results;
+  only process 0 prints and writes.
   """
-  features = compute_features(config, dataset, state, num_classes, mesh, encode)
-  results = protocol_metrics(config, features)
-  if jax.process_index() != 0:
-    return results
+  lead = jax.process_index() == 0
+  ctx = evaluators.Context(config, dataset, state, num_classes, mesh, workdir, step, final,
+                           encode if encode is not None else encode_fns(config, num_classes),
+                           lead=lead)
+  for name, evaluator in evaluators.EVALUATORS.items():
+    if evaluators.wanted(config, evaluator, final) and (lead or not evaluator.lead_only):
+      ctx.outputs[name] = evaluator.run(ctx)
+  ranking = {}
+  for p in config.eval.protocols:  # each protocol, then its re-ranked variant
+    for out in ctx.outputs.values():
+      ranking.update({k: v for k, v in out.ranking.items() if k in (p, f'{p}+rerank')})
+  values = {name: out.scalars for name, out in ctx.outputs.items() if out.scalars}
+  scalars = dict(scalar_metrics(ranking))
+  for name, named in values.items():
+    scalars.update({f'{name}/{k}': float(v) for k, v in named.items()})
+  artifacts = [path for out in ctx.outputs.values() for path in out.artifacts]
+  result = Evaluation(ranking, values, scalars, artifacts)
+  if not lead:
+    return result
   title = title or f'{dataset.name}, step {step}'
-  write_results(results, workdir, step=step, title=title)
+  write_results(ranking, workdir, step=step, title=title, values=values)
   if verbose:
-    print(results_table(results, title), flush=True)
-  if config.eval.export:
-    paths = export_features(features, workdir)
-    if verbose:
-      print('wrote ' + ', '.join(paths), flush=True)
-  if config.eval.visualize or config.eval.visualize_queries:
-    for path in draw_ranked_lists(config, dataset, features, results, workdir):
-      if verbose:
-        print(f'wrote {path}', flush=True)
-  return results
+    print(results_table(ranking, title, values), flush=True)
+    for path in artifacts:
+      print(f'wrote {path}', flush=True)
+  return result
 
 
 def draw_ranked_lists(config, dataset, features, results, workdir: str) -> list:

@@ -145,6 +145,30 @@ def table(runs: List[dict], variants: Sequence[dict],
   return '\n'.join(lines + notes) + '\n'
 
 
+def measurements_table(runs: List[dict], variants: Sequence[dict]) -> str:
+  """Markdown: per variant, mean ± 95% t-half-width over seeds of every value the
+  non-ranking evaluators returned (``<evaluator>/<metric>``, e.g. agreement's
+  CKA); empty when no run has any."""
+  keys = sorted({f'{e}/{k}' for r in runs for e, named in (r.get('evaluators') or {}).items()
+                 for k in named})
+  if not keys:
+    return ''
+  value = lambda r, key: (r.get('evaluators') or {}).get(key.split('/')[0], {}).get(
+      key.split('/', 1)[1])
+  lines = ['| variant | ' + ' | '.join(keys) + ' | seeds |', '|' + ' --- |' * (len(keys) + 2)]
+  for v in variants:
+    mine = [r for r in runs if r['variant'] == v['name']]
+    cells = []
+    for key in keys:
+      xs = [value(r, key) for r in mine if value(r, key) is not None]
+      mean, half = t_interval(xs) if xs else (math.nan, None)
+      cells.append('—' if not xs else f'{mean:.3f}' if half is None
+                   else f'{mean:.3f} ± {half:.3f}')
+    if any(c != '—' for c in cells):
+      lines.append(f'| {v["name"]} | ' + ' | '.join(cells) + f' | {len(mine)} |')
+  return '\n'.join(lines) + '\n'
+
+
 def interval_colour(mean: float, half: Optional[float]) -> str:
   """The figure's colour of a paired difference: green / red where its 95%
   interval lies above / below 0, grey where it includes 0 or there is no
@@ -263,6 +287,9 @@ def write_report(results_path: str, variants: Sequence[dict], out_dir: str,
     if len(groups) > 1 or st != default_start:  # a file of one other start names it
       sections.append(f'## Start: {st}\n\nFigure: `{os.path.basename(path)}`\n')
     sections.append(table(runs, here))
+    measured = measurements_table(runs, here)
+    if measured:
+      sections.append('Other evaluators (mean ± 95% t-interval over seeds):\n\n' + measured)
   tcl_png = os.path.join(out_dir, f'{stem}-tcl.png')
   if tcl_figure(groups, tcl_png):
     figures.append(tcl_png)

@@ -304,6 +304,8 @@ def result_line(run: Dict[str, object], seed: int, workdir: str,
           'commit': commit, 'machine': f'{platform.node()} {os.cpu_count()} cpus',
           'cpu': cpu_description(),
           'finished': datetime.datetime.now().isoformat(timespec='seconds')}
+  if results.get('evaluators'):  # what the other evaluators measured (agreement, ...)
+    line['evaluators'] = results['evaluators']
   if start is not None:
     line['start'] = start
   series = diagnostics(workdir)
@@ -345,31 +347,6 @@ def append_line(path: str, line: dict, lock: threading.Lock) -> None:
                        '(it redoes only that run)') from None
 
 
-def heldout_accuracy(workdir: str, data_dir: str) -> Dict[str, float]:
-  """Top-1 classification accuracy of a run's image network on the held-out
-  images (``query`` and ``gallery`` splits) of a pool whose held-out splits show
-  the training classes (`data_prep.objects`), and chance for comparison."""
-  import jax
-  import numpy as np
-  from i2v_jax import api, input_pipeline
-  from i2v_jax.dataset_folder import Dataset
-  from i2v_jax.models import build_models
-  model = api.load(workdir, checkpoint='latest')
-  _, student = build_models(model.config.model, model.num_classes)
-  logits_of = jax.jit(lambda v, x: student.apply(v, x, train=False)['logits'])
-  dataset = Dataset.open(data_dir)
-  id_map = dataset.metadata['id_map']
-  correct = total = 0
-  for split in ('query', 'gallery'):
-    reader = input_pipeline.TrackletReader(dataset, split)
-    for row, r in enumerate(reader.rows):
-      images = np.stack([model.prepare(f) for f in reader.frames(row)])
-      predicted = np.argmax(np.asarray(logits_of(model.variables['student'], images)), -1)
-      correct += int(np.sum(predicted == id_map[str(r['pid'])]))
-      total += len(images)
-  return {'accuracy': correct / total, 'chance': 1.0 / model.num_classes, 'images': total}
-
-
 def build(dataset: str, preset: str, out_dir: str, env: Dict[str, str]) -> None:
   """``python -m data_prep.build`` (a separate tool: the library never imports it)."""
   flag = {'synthetic': '--synthetic_preset', 'objects': '--objects_preset'}[dataset]
@@ -405,7 +382,10 @@ def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
   if not os.path.exists(os.path.join(pool, 'metadata.json')):
     print(f'building the {dataset} {pre["data"]!r} pre-training pool in {pool}', flush=True)
     build(dataset, pre['data'], pool, env)
-  run = {'name': 'run', 'arg': pre['arg'], 'overrides': pre.get('overrides', {})}
+  overrides = dict(pre.get('overrides', {}))
+  if dataset == 'objects':  # held-out images of the training classes: did it learn?
+    overrides['eval.heldout'] = True  # its one evaluation is the final one
+  run = {'name': 'run', 'arg': pre['arg'], 'overrides': overrides}
   workdir = os.path.join(root, 'pretrain', 'run')
   print(f'pre-training ({pre["arg"]}, {pre.get("steps")} steps) in {workdir}', flush=True)
   cmd = command(module.__file__, run, pre.get('seed', 0), root, pool, workdir=workdir)
@@ -418,8 +398,9 @@ def prepare_start(module, pre: Optional[dict], root: str, env: Dict[str, str]
                       env=env, cwd=REPO).returncode
   if rc:
     raise SystemExit(f'exporting the pre-trained backbone failed (exit {rc})')
-  if dataset == 'objects':  # held-out images of the training classes: did it learn?
-    check = heldout_accuracy(workdir, pool)
+  if dataset == 'objects':  # the heldout evaluator's values (i2v_jax.evaluation.evaluators)
+    with open(RunFolder(workdir).results_json) as f:
+      check = json.load(f)['evaluators']['heldout']
     with open(os.path.join(root, 'pretrain', 'heldout.json'), 'w') as f:
       json.dump(check, f)
     print(f'pre-training held-out accuracy {100 * check["accuracy"]:.1f}% '
