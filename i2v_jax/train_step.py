@@ -137,8 +137,8 @@ def check_pretrained(config, num_classes: int, pretrained) -> None:
   configured network exactly (`convert.check_backbone`), from abstract shapes: no
   backend, no compilation. An EMA network is a copy, so it is not checked."""
   inp = config.input
-  views = networks_lib.views(
-      jax.ShapeDtypeStruct((1, inp.clip_len, inp.height, inp.width, 3), jnp.float32), 1)
+  views = jax.eval_shape(lambda x: networks_lib.views(x, 1), jax.ShapeDtypeStruct(
+      (1, inp.clip_len, inp.height, inp.width, 3), jnp.float32))
   for net in build_networks(config, num_classes).values():
     if net.role == 'ema':
       continue

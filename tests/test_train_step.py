@@ -1,11 +1,14 @@
 """The sharded step: 8 fake devices against 1 device, and a few optimizer steps."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
 from configs import base
 from i2v_jax import networks, train_step
+from tests.conftest import REPO
 
 NUM_CLASSES = 16
 
@@ -269,3 +272,13 @@ def test_every_preset_in_the_table_takes_a_step(preset):
   for name in trained:
     assert not all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(new.params[name]), jax.tree.leaves(before[name]))), name
+
+
+@pytest.mark.parametrize('preset', ['mdkt', 'mean_teacher', 'student_only'])
+def test_a_fitting_pretrained_backbone_passes_the_check(preset):
+  """The benchmark's committed backbone fits every network of the benchmark's
+  model (an EMA network is a copy, not checked), from abstract shapes."""
+  from configs import synthetic_cpu
+  from i2v_jax.models import convert
+  pretrained = convert.load_npz(os.path.join(REPO, 'bench', 'ablation', 'pretrained_backbone.npz'))
+  train_step.check_pretrained(synthetic_cpu.get_config(f'preset={preset}'), 10, pretrained)
