@@ -1,19 +1,20 @@
 """The training loop, evaluation during training and evaluate mode (importable).
 
 `train_and_log` checks the data (``data.dir``, or the synthetic dataset in
-``<workdir>/data`` that `i2v_jax.main` builds on demand), creates or resumes the train state, runs the sharded
-step, logs (console, metrics.jsonl, TensorBoard), evaluates every
-``train.eval_every`` steps keeping the best checkpoint, saves checkpoints and
-stops cleanly on SIGTERM and Ctrl-C (it saves the step it is at). `evaluate_checkpoint` evaluates a trained workdir.
+``<workdir>/data`` that `i2v_jax.main` builds on demand), creates or resumes the
+train state (`_start`), runs the sharded step (`_run_steps`), logs (console,
+metrics.jsonl, TensorBoard), runs the configured evaluators every
+``train.eval_every`` steps (`i2v_jax.evaluation.evaluators`), saves checkpoints
+and stops cleanly on SIGTERM and Ctrl-C (it saves the step it is at). What the
+loop does besides (the non-finite check, the best checkpoint, warnings) are the
+hooks of `i2v_jax.hooks`. `evaluate_checkpoint` evaluates a trained workdir.
 `i2v_jax.main` is only the command line around these.
 """
-
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -23,16 +24,12 @@ import time
 import jax
 from tqdm import tqdm
 
-from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, input_pipeline,
-                     locks, plots, records, train_step)
+from i2v_jax import (atomic, checkpoint, config_lib, errors, evaluation, hooks,
+                     input_pipeline, locks, plots, records, train_step)
 from i2v_jax.dataset_folder import Dataset
 from i2v_jax.run_folder import RunFolder
 from i2v_jax.logging_utils import MetricWriter
 from i2v_jax.models import convert
-
-
-class NonFiniteLoss(FloatingPointError):
-  pass
 
 
 def open_dataset(config, workdir: str, *, training: bool = True) -> Dataset:
@@ -137,8 +134,68 @@ def _tidy_if_refused(workdir: str):
 
 
 def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
-  lead = jax.process_index() == 0
-  workdir = run.root
+  lead, total = jax.process_index() == 0, config.train.num_steps
+  mesh = train_step.make_mesh()
+  state, start, ckpt = _start(config, run, dataset, mesh)
+  step_fn = train_step.make_train_step(config, mesh)
+  ds = input_pipeline.train_dataset(
+      dataset, config, seed=config.seed, start_step=start, num_steps=total - start,
+      process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
+  writer = MetricWriter(run.root, enabled=lead, resumed_at=start)
+  # A bar only on a terminal: piped or redirected, the log lines are the progress
+  # (no carriage-return redraws in the log file).
+  bar = tqdm(total=total, initial=start, disable=not lead or not sys.stderr.isatty(),
+             unit='step', dynamic_ncols=True)
+  loop = hooks.Loop(config, ckpt, lead, state)
+  encode = evaluation.encode_fns(config, dataset.num_classes)  # compiled at the first evaluation
+
+  def evaluate(done: int) -> dict:
+    """Every configured evaluator on the state after step ``done``; its scalars
+    are logged and handed to the hooks (the best checkpoint)."""
+    t = time.perf_counter()
+    if lead:
+      bar.write(f'evaluating step {done}…')
+    result = evaluation.run(config, dataset, loop.state, dataset.num_classes, mesh,
+                            workdir=run.root, step=done, verbose=lead, encode=encode,
+                            final=done == total, title=heading(
+                                config, dataset, done, 'final' if done == total
+                                else 'during training'))
+    if lead:
+      bar.write(f'evaluated in {time.perf_counter() - t:.1f} s')
+    writer.write(done, result.scalars)
+    hooks.after_evaluation(loop, done, result.scalars)
+    return result.scalars
+
+  with _stop_on_signal(lead) as stop:
+    last = _run_steps(loop, step_fn, input_pipeline.numpy_batches(ds), start, mesh, writer,
+                      bar, evaluate, stop)
+  if start == total and config.train.eval_every:
+    # Nothing left to train (a finished run started again): evaluate it, with
+    # this command's evaluation settings, replacing the values logged at `total`.
+    if lead:
+      print(f'the run in {run.root} is finished (step {total} of {total}): nothing to train; '
+            'evaluating it again with this command\'s evaluation settings (its step '
+            f'{total} evaluation values are replaced; raise train.num_steps to train on)',
+            flush=True)
+    writer.redo_step(total)
+    last.update(evaluate(total))
+  bar.close()
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  pictures = plots.write(run.root) if lead else []
+  if pictures:
+    print('wrote ' + ', '.join(pictures), flush=True)
+  return last
+
+
+def _start(config, run: RunFolder, dataset: Dataset, mesh):
+  """The state to train from (fresh, or the run's newest whole checkpoint), the
+  step it is at and the run's checkpoints; the run's records written and its
+  start-up block printed. A refusal (a config change resuming may not make,
+  another dataset, a frozen teacher that does not fit) happens before anything
+  is written."""
+  lead, workdir = jax.process_index() == 0, run.root
   # Resuming: only what RESUME_MAY_CHANGE names may differ from the saved config.
   resuming = os.path.isdir(run.checkpoints)
   changes = config_lib.refuse_changes(
@@ -147,12 +204,8 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
   if resuming:
     check_same_dataset(run, dataset)
   os.makedirs(workdir, exist_ok=True)
-  mesh = train_step.make_mesh()
-  num_classes = dataset.num_classes
-  # The state first (a frozen teacher that does not fit is refused here), then the
-  # checkpoint folders and the run's records: a refusal leaves nothing written.
   saved = bool(checkpoint.step_folders(run.checkpoints))
-  state = train_step.initial_state(config, num_classes, mesh, restore_target=saved)
+  state = train_step.initial_state(config, dataset.num_classes, mesh, restore_target=saved)
   ckpt = checkpoint.Checkpoints(run, config.train.keep_checkpoints, config.train.best_metric)
   start = 0
   if saved:
@@ -167,18 +220,17 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
                         ckpt.directory if start else None), flush=True)
     for line in config_lib.warnings(config):
       print(f'warning: {line}', flush=True)
-  step_fn = train_step.make_train_step(config, mesh)
-  total = config.train.num_steps
-  ds = input_pipeline.train_dataset(
-      dataset, config, seed=config.seed, start_step=start, num_steps=total - start,
-      process_index=jax.process_index(), process_count=jax.process_count(), verbose=lead)
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train_step.AXIS))
-  writer = MetricWriter(workdir, enabled=lead, resumed_at=start)
+  return state, start, ckpt
+
+
+@contextlib.contextmanager
+def _stop_on_signal(lead: bool):
+  """Yields {'signal': None}; SIGTERM or a first Ctrl-C sets it (the loop saves
+  after this step and exits); a second Ctrl-C stops at once (what is saved is
+  what the last checkpoint holds). Python's handlers are back afterwards."""
   stop = {'signal': None}
 
   def on_signal(signum, _):
-    """SIGTERM or a first Ctrl-C: save after this step and exit; a second Ctrl-C
-    stops at once (what is saved is what the last checkpoint holds)."""
     if stop['signal'] is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt
     stop['signal'] = signum
@@ -187,130 +239,95 @@ def _train_and_log(config, run: RunFolder, dataset: Dataset) -> dict:
             + (' (Ctrl-C again to stop at once)' if signum == signal.SIGINT else ''),
             file=sys.stderr, flush=True)
   handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-  # A bar only on a terminal: piped or redirected, the log lines are the progress
-  # (no carriage-return redraws in the log file).
-  bar = tqdm(total=total, initial=start, disable=not lead or not sys.stderr.isatty(),
-             unit='step', dynamic_ncols=True)
-  last = {}
-  batch_size = config.input.num_ids * config.input.tracklets_per_id
-  wait, t_last, logged_at = 0.0, time.perf_counter(), start
-  it = input_pipeline.numpy_batches(ds)
-  warned = warned_input = False  # TCL saturation, input-bound steps: each said once
-
-  encode = evaluation.encode_fns(config, num_classes)  # compiled at the first evaluation
-
-  def evaluate_and_keep_best(done):
-    t = time.perf_counter()
-    if lead:
-      bar.write(f'evaluating step {done}…')
-    result = evaluation.run(config, dataset, state, num_classes, mesh, workdir=workdir,
-                            step=done, verbose=lead, encode=encode, final=done == total,
-                            title=heading(config, dataset, done, 'final' if done == total
-                                          else 'during training'))
-    if lead:
-      bar.write(f'evaluated in {time.perf_counter() - t:.1f} s')
-    scalars = result.scalars
-    writer.write(done, scalars)
-    if ckpt.save_best(done, state, scalars) and lead:
-      print(f'best {config.train.best_metric} so far: {scalars[config.train.best_metric]:.2f}'
-            f' (step {done}), saved in {ckpt.best_directory}', flush=True)
-    return scalars
   try:
-    in_flight = None  # the previous step's metrics: the bar counts finished steps
-    for step in range(start, total):
-      t0 = time.perf_counter()
-      local = next(it)
-      wait += time.perf_counter() - t0
-      batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
-               for k in ('clips', 'labels')}
-      if step == start and lead:
-        bar.write('compiling the train step…')
-        t_compile = time.perf_counter()
-      state, metrics = step_fn(state, batch)
-      done = step + 1
-      if step == start:
-        jax.block_until_ready(metrics)
-        if lead:
-          bar.write(f'compiled and ran step {done} in {time.perf_counter() - t_compile:.1f} s')
-        bar.unpause()  # the bar's rate and ETA leave the compilation out
-        if done % config.train.log_every and done != total:  # so does the first images/s
-          wait, t_last, logged_at = 0.0, time.perf_counter(), done
-      if in_flight is not None:
-        jax.block_until_ready(in_flight)
-        bar.update(1)
-      in_flight = metrics
-      if done % config.train.log_every == 0 or done == total:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bad = [k for k, v in metrics.items()
-               if (k.startswith('loss/') or k in ('grad_norm', 'param_norm'))
-               and not math.isfinite(v)]
-        if bad:
-          good = ckpt.latest_step()
-          raise NonFiniteLoss(
-              f'step {done}: {", ".join(bad)} not finite '
-              f'({", ".join(f"{k}={metrics[k]}" for k in bad)}); '
-              + (f'the last good checkpoint, step {good}, is untouched in {ckpt.directory}'
-                 if good is not None else 'no checkpoint was written'))
-        saturated = sorted(k for k, v in metrics.items()
-                           if k.endswith('/saturated') and v > 0.5)
-        if saturated and lead and not warned:
-          warned = True
-          print(f'warning: step {done}: {", ".join(saturated)} > 0.5: most TCL softmaxes are '
-                'one-hot, so TCL and its gradient are ~0 (distances too large for '
-                'loss.tcl.temperature); set --config.loss.tcl.distance_scale=mean or use '
-                'cosine distance', flush=True)
-        steps, elapsed = done - logged_at, time.perf_counter() - t_last  # since the last line
-        metrics['images_per_s'] = steps * batch_size * config.input.clip_len / elapsed
-        metrics['data_wait_s'] = wait / steps
-        metrics['data_wait_fraction'] = wait / elapsed
-        if metrics['data_wait_fraction'] > 0.1 and lead and not warned_input:
-          warned_input = True
-          print(f'warning: step {done}: {metrics["data_wait_fraction"]:.0%} of the step time '
-                'waits for input (over 10%): the host cannot decode and augment frames as '
-                'fast as the devices train; give the process more CPU cores', flush=True)
-        wait, t_last, logged_at = 0.0, time.perf_counter(), done
-        writer.write(done, metrics)
-        bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
-        if lead:
-          bar.write(log_line(done, metrics))
-        last.update(metrics)
-      # Saved before it is evaluated: an evaluation that fails loses no training.
-      if done % config.train.checkpoint_every == 0 or done == total or stop['signal']:
-        ckpt.save(done, state, force=True)
-      if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
-        jax.block_until_ready(in_flight)  # the bar counts this step before the evaluation
-        bar.update(done - bar.n)
-        in_flight = None
-        with tqdm.external_write_mode():  # blocks on their own lines, the bar redrawn after
-          last.update(evaluate_and_keep_best(done))
-      if stop['signal']:
-        ckpt.wait()
-        if lead:
-          print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
-        sys.exit(128 + stop['signal'])
+    yield stop
   finally:  # past the loop, a Ctrl-C is Python's again (and the caller's, in-process)
     for signum, handler in handlers.items():
       signal.signal(signum, handler)
+
+
+class _Clock:
+  """The input wait and the speed between two log lines."""
+
+  def __init__(self, config, start: int):
+    c = config.input
+    self.frames_per_step = c.num_ids * c.tracklets_per_id * c.clip_len
+    self.restart(start)
+
+  def restart(self, step: int) -> None:
+    self.wait, self.since, self.at = 0.0, time.perf_counter(), step
+
+  def next_batch(self, batches):
+    t = time.perf_counter()
+    batch = next(batches)
+    self.wait += time.perf_counter() - t
+    return batch
+
+  def log_values(self, done: int, metrics) -> dict:
+    """The step's metrics as floats, with images/s and the input wait since the last line."""
+    metrics = {k: float(v) for k, v in metrics.items()}
+    steps, elapsed = done - self.at, time.perf_counter() - self.since
+    metrics['images_per_s'] = steps * self.frames_per_step / elapsed
+    metrics['data_wait_s'] = self.wait / steps
+    metrics['data_wait_fraction'] = self.wait / elapsed
+    self.restart(done)
+    return metrics
+
+
+def _run_steps(loop: hooks.Loop, step_fn, batches, start: int, mesh, writer, bar, evaluate,
+               stop) -> dict:
+  """Steps ``start`` to ``train.num_steps``: log (and the hooks), save, evaluate,
+  stop after a signal's step. Returns the last logged metrics and evaluation."""
+  config, lead = loop.config, loop.lead
+  total, every = config.train.num_steps, config.train
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train_step.AXIS))
+  clock, last = _Clock(config, start), {}
+  in_flight = None  # the previous step's metrics: the bar counts finished steps
+  for step in range(start, total):
+    local = clock.next_batch(batches)
+    batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
+             for k in ('clips', 'labels')}
+    if step == start and lead:
+      bar.write('compiling the train step…')
+      t_compile = time.perf_counter()
+    loop.state, metrics = step_fn(loop.state, batch)
+    done = step + 1
+    if step == start:
+      jax.block_until_ready(metrics)
+      if lead:
+        bar.write(f'compiled and ran step {done} in {time.perf_counter() - t_compile:.1f} s')
+      bar.unpause()  # the bar's rate and ETA leave the compilation out
+      if done % every.log_every and done != total:  # so does the first images/s
+        clock.restart(done)
+    if in_flight is not None:
+      jax.block_until_ready(in_flight)
+      bar.update(1)
+    in_flight = metrics
+    if done % every.log_every == 0 or done == total:
+      metrics = clock.log_values(done, jax.device_get(metrics))
+      hooks.after_log(loop, done, metrics)  # a non-finite loss stops here, unwritten
+      writer.write(done, metrics)
+      bar.set_postfix(loss=f'{metrics["loss/total"]:.4f}', lr=f'{metrics["lr"]:.2e}')
+      if lead:
+        bar.write(log_line(done, metrics))
+      last.update(metrics)
+    # Saved before it is evaluated: an evaluation that fails loses no training.
+    if done % every.checkpoint_every == 0 or done == total or stop['signal']:
+      loop.ckpt.save(done, loop.state, force=True)
+    if every.eval_every and (done % every.eval_every == 0 or done == total):
+      jax.block_until_ready(in_flight)  # the bar counts this step before the evaluation
+      bar.update(done - bar.n)
+      in_flight = None
+      with tqdm.external_write_mode():  # blocks on their own lines, the bar redrawn after
+        last.update(evaluate(done))
+    if stop['signal']:
+      loop.ckpt.wait()
+      if lead:
+        print(f'signal {stop["signal"]}: saved step {done}, exiting', flush=True)
+      sys.exit(128 + stop['signal'])
   if in_flight is not None:
     jax.block_until_ready(in_flight)
     bar.update(1)
-  if start == total and config.train.eval_every:
-    # Nothing left to train (a finished run started again): evaluate it, with
-    # this command's evaluation settings, replacing the values logged at `total`.
-    if lead:
-      print(f'the run in {workdir} is finished (step {total} of {total}): nothing to train; '
-            'evaluating it again with this command\'s evaluation settings (its step '
-            f'{total} evaluation values are replaced; raise train.num_steps to train on)',
-            flush=True)
-    writer.redo_step(total)
-    last.update(evaluate_and_keep_best(total))
-  bar.close()
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
-  pictures = plots.write(workdir) if lead else []
-  if pictures:
-    print('wrote ' + ', '.join(pictures), flush=True)
   return last
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from i2v_jax import trainer
+from i2v_jax import hooks, trainer
 from i2v_jax.evaluation import evaluators
 from i2v_jax.experiments import report as sweep_report
 from i2v_jax.experiments import sweep
@@ -97,8 +97,8 @@ def test_agreement_of_a_trained_run_from_its_features(tmp_path, cli_data_dir):
 
 def test_a_new_evaluator_is_one_entry_and_reaches_every_report(tmp_path, cli_data_dir,
                                                               monkeypatch):
-  """A fork's measurement: one entry in EVALUATORS. Its values reach results.json
-  and results.md, the logged metrics (metrics.jsonl, TensorBoard), the best
+  """A fork's measurement: one entry in EVALUATORS (and a loop hook: one in
+  HOOKS). Its values reach results.json and results.md, the logged metrics (metrics.jsonl, TensorBoard), the best
   checkpoint's choice, and the sweep's results line and report; with
   eval.final_only it runs at the last evaluation only."""
   calls = []
@@ -109,12 +109,18 @@ def test_a_new_evaluator_is_one_entry_and_reaches_every_report(tmp_path, cli_dat
                                       'step': float(ctx.step)})
   monkeypatch.setitem(evaluators.EVALUATORS, 'counter', evaluators.Evaluator(
       'counter', count_queries, '', 'test', ('queries', 'step')))
+  # And a loop hook, one entry too: it sees every logged step and evaluation.
+  seen = []
+  monkeypatch.setitem(hooks.HOOKS, 'recorder', hooks.Hook(
+      'recorder', after_log=lambda loop, done, m: seen.append(('log', done, 'loss/total' in m)),
+      after_evaluation=lambda loop, done, m: seen.append(('eval', done, m.get('counter/step')))))
   c = tiny_config(cli_data_dir, steps=4)
   c.train.eval_every = 2
   c.train.best_metric = 'counter/step'
   workdir = str(tmp_path / 'run')
   trainer.train_and_log(c, workdir)
   assert calls == [2, 4]
+  assert seen == [('log', 2, True), ('eval', 2, 2.0), ('log', 4, True), ('eval', 4, 4.0)]
   results = json.load(open(os.path.join(workdir, 'results.json')))
   assert results['evaluators']['counter'] == {'queries': 4.0, 'step': 4.0}
   assert '| counter/step | 4.0000 |' in open(os.path.join(workdir, 'results.md')).read()
