@@ -1,10 +1,12 @@
 """Files written whole: a temporary name in the same folder, then a rename, so a
-crash (or a full disk) never leaves a half-written file under the real name."""
+crash (or a full disk) never leaves a half-written file under the real name.
+A folder written as one thing (a TF SavedModel) is staged the same way."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Callable
 
 import numpy as np
@@ -52,6 +54,32 @@ def write_with(write: Callable[[str], None], path: str) -> None:
                      'the file keeps its previous content; free space and run the same '
                      'command again') from None
     raise
+
+
+def write_folder(write: Callable[[str], None], path: str) -> None:
+  """``write(tmp)`` fills a new folder under a temporary name; it then replaces
+  ``path`` (an earlier folder there is removed only after the new one is in
+  place). On any failure the temporary folder is removed and ``path`` is as it was.
+
+  Raises:
+    DiskFull when the device is full.
+  """
+  tmp, old = f'{path}.tmp-{os.getpid()}', f'{path}.old-{os.getpid()}'
+  try:
+    write(tmp)
+    if os.path.isdir(path):
+      os.rename(path, old)
+    os.rename(tmp, path)
+  except BaseException as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if os.path.isdir(old) and not os.path.exists(path):
+      os.rename(old, path)
+    if is_disk_full(e):
+      raise DiskFull(f'{path}: no space left on the device ({free_space(path)} free); '
+                     'the folder keeps its previous content; free space and run the same '
+                     'command again') from None
+    raise
+  shutil.rmtree(old, ignore_errors=True)
 
 
 def append_line(path: str, line: str) -> None:

@@ -1,17 +1,29 @@
-r"""A trained network as a portable model file: StableHLO, run with JAX alone.
+r"""A trained network as a portable model file, run without i2v-jax.
 
     python -m i2v_jax.export_model --workdir=runs/mdkt_mars --network=student \
-        --out=exported/ [--checkpoint=best] [--input_size=256x128]
+        --out=exported/ [--format=stablehlo|savedmodel] [--checkpoint=best] \
+        [--input_size=256x128]
 
-writes ``<network>.stablehlo`` (`jax.export`, serialised, weights inside, batch
-dimension symbolic) and ``<network>.json`` beside it (the run, the checkpoint step
-and its sha256 record, the file's sha256, the input contract, the output and
-the distance to rank it with). Anyone with ``jax`` (CPU, GPU or TPU; no
-i2v-jax, no flax) runs it::
+writes one self-contained model (weights inside, batch dimension symbolic) and
+``<network>.json`` beside it (the run, the checkpoint step and its sha256
+record, the model's sha256, the input contract, the output and the distance to
+rank it with):
+
+``stablehlo``: ``<network>.stablehlo``, `jax.export` serialised. Anyone with
+``jax`` (CPU, GPU or TPU; no i2v-jax, no flax) runs it::
 
     import jax, numpy as np
     model = jax.export.deserialize(open('student.stablehlo', 'rb').read())
     embeddings = np.asarray(model.call(crops))   # crops: (N, 256, 128, 3) uint8 RGB
+
+``savedmodel``: ``<network>.savedmodel/``, a TF SavedModel (`jax2tf`: the same
+StableHLO inside an ``XlaCallModule`` op) with a ``serving_default`` signature
+``images`` (or ``clips`` and ``valid``) -> ``embeddings``, for TF Serving or
+TensorFlow alone::
+
+    import tensorflow as tf
+    serve = tf.saved_model.load('student.savedmodel').signatures['serving_default']
+    embeddings = serve(images=tf.constant(crops))['embeddings'].numpy()
 
 Input: uint8 RGB, ``(N, H, W, 3)`` crops for the image network, ``(N, T, H, W, 3)``
 clips for the video network, ``H x W`` = ``--input_size`` (default the run's
@@ -20,7 +32,9 @@ antialiasing). Output: ``(N, D)`` float32, the feature evaluation ranks with
 (``eval.feature``), L2-normalised when ``eval.distance`` is cosine (so a dot
 product ranks as evaluation does) and as it is for euclidean. The backbone's
 ``.npz`` for initialising another run stays ``python -m i2v_jax.models.export``.
-Other formats (TF SavedModel, ONNX) are not written by this command yet.
+ONNX is not written: the converter from JAX (jax2onnx) pins an older
+orbax-checkpoint than the project's, and tf2onnx cannot read the
+``XlaCallModule`` op of a SavedModel made from JAX (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from i2v_jax.errors import UserError
 from i2v_jax.evaluation import features as features_lib
 from i2v_jax.run_folder import RunFolder
 
-FORMATS = ('stablehlo',)
+PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
 class ExportError(UserError):
@@ -82,8 +96,9 @@ def serving_fn(config, num_classes: int, network: str, variables,
 def export(workdir: str, network: str, out_dir: str, which: str = 'best',
            input_size: Optional[Tuple[int, int]] = None, fmt: str = 'stablehlo',
            inputs: str = '', clip_len: Optional[int] = None) -> Dict[str, object]:
-  """Writes ``<out_dir>/<name>.stablehlo`` and its ``.json`` (name: the network, with
-  ``_clips`` for the student on clips); returns the metadata. ``inputs``:
+  """Writes ``<out_dir>/<name>`` + the format's suffix (`SUFFIX`) and its ``.json``
+  (name: the network, with ``_clips`` for the student on clips); returns the
+  metadata. ``inputs``:
   ``images`` or ``clips`` (default: images for the student, clips for the teacher).
 
   Raises:
@@ -91,8 +106,8 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
   """
   import jax
   if fmt not in FORMATS:
-    raise ExportError(f'--format={fmt}: choose one of {", ".join(FORMATS)} (TF SavedModel '
-                      'and ONNX are not written yet)')
+    raise ExportError(f'--format={fmt}: choose one of {", ".join(FORMATS)} (ONNX is not '
+                      'written: docs/deploy.md says why)')
   if network not in ('student', 'teacher'):
     raise ExportError(f'--network={network}: choose student or teacher')
   inputs = inputs or ('clips' if network == 'teacher' else 'images')
@@ -117,36 +132,94 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
            jax.ShapeDtypeStruct((batch, t), np.bool_)] if clips else
           [jax.ShapeDtypeStruct((batch,) + size + (3,), np.uint8)])
   fn = serving_fn(config, num_classes, network, variables, size, clips)
-  exported = jax.export.export(jax.jit(fn), platforms=('cpu', 'cuda', 'tpu'))(*args)
-  data = bytes(exported.serialize())
-  os.makedirs(out_dir, exist_ok=True)
   name = network + ('_clips' if clips and network == 'student' else '')
-  path = os.path.join(out_dir, f'{name}.stablehlo')
+  path = os.path.join(out_dir, name + SUFFIX[fmt])
+  os.makedirs(out_dir, exist_ok=True)
+  written = WRITERS[fmt](fn, args, path)
   meta = {
-      'format': 'stablehlo (jax.export, serialisation version '
-                f'{exported.calling_convention_version})',
+      'format': written['format'],
       'run': os.path.abspath(workdir), 'network': network, 'checkpoint': which,
       'checkpoint_step': step, 'checkpoint_sha256_record': _record_of(workdir, which, step),
-      'file_sha256': hashlib.sha256(data).hexdigest(),
+      'file_sha256': written['sha256'],
       'input': {'dtype': 'uint8', 'layout': 'RGB', 'shape': (
           ['N', t, size[0], size[1], 3] if clips else ['N', size[0], size[1], 3]),
           'valid': ['N', t] if clips else None,
           'resized_inside_to': [inp.height, inp.width] if size != (inp.height, inp.width)
           else None, 'normalisation': 'x / 255, then ImageNet mean/std' if inp.normalize
           else 'x / 255'},
-      'output': {'shape': ['N', int(exported.out_avals[0].shape[-1])], 'dtype': 'float32',
+      'output': {'shape': ['N', written['dim']], 'dtype': 'float32',
                  'feature': config.eval.feature,
                  'l2_normalised': config.eval.distance == 'cosine'},
       'distance': config.eval.distance,
-      'platforms': list(exported.platforms),
+      'platforms': list(PLATFORMS),
   }
+  atomic.write_json(meta, os.path.join(out_dir, f'{name}.json'))
+  return meta | {'path': path}
+
+
+def _write_stablehlo(fn, args, path: str) -> Dict[str, object]:
+  """``fn`` at ``args`` (abstract, batch symbolic) as serialised `jax.export`."""
+  import jax
+  exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(*args)
+  data = bytes(exported.serialize())
 
   def write(tmp):
     with open(tmp, 'wb') as f:
       f.write(data)
   atomic.write_with(write, path)
-  atomic.write_json(meta, os.path.join(out_dir, f'{name}.json'))
-  return meta | {'path': path}
+  return {'format': 'stablehlo (jax.export, serialisation version '
+                    f'{exported.calling_convention_version})',
+          'sha256': hashlib.sha256(data).hexdigest(),
+          'dim': int(exported.out_avals[0].shape[-1])}
+
+
+def _write_savedmodel(fn, args, path: str) -> Dict[str, object]:
+  """``fn`` as a TF SavedModel folder: `jax2tf.convert` (the StableHLO inside an
+  ``XlaCallModule`` op, batch polymorphic) behind a ``serving_default``
+  signature: ``images`` (N, H, W, 3) uint8, or ``clips`` (N, T, H, W, 3) uint8
+  and ``valid`` (N, T) bool -> ``embeddings`` (N, D) float32."""
+  import jax
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  poly = ['(b, ' + ', '.join(str(d) for d in a.shape[1:]) + ')' for a in args]
+  converted = jax2tf.convert(fn, polymorphic_shapes=poly,
+                             native_serialization_platforms=PLATFORMS)
+  spec = lambda a, name: tf.TensorSpec((None,) + tuple(a.shape[1:]), tf.as_dtype(a.dtype),
+                                       name=name)
+  module = tf.Module()
+  if len(args) == 2:
+    module.serve = tf.function(
+        lambda clips, valid: {'embeddings': converted(clips, valid)}, autograph=False,
+        input_signature=[spec(args[0], 'clips'), spec(args[1], 'valid')])
+  else:
+    module.serve = tf.function(lambda images: {'embeddings': converted(images)},
+                               autograph=False, input_signature=[spec(args[0], 'images')])
+  atomic.write_folder(lambda tmp: tf.saved_model.save(
+      module, tmp, signatures={'serving_default': module.serve}), path)
+  dim = jax.eval_shape(fn, *[jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), a.dtype)
+                             for a in args]).shape[-1]
+  return {'format': 'savedmodel (TF SavedModel via jax2tf: StableHLO in an XlaCallModule '
+                    "op; signature serving_default -> 'embeddings')",
+          'sha256': folder_sha256(path), 'dim': int(dim)}
+
+
+def folder_sha256(path: str) -> str:
+  """sha256 over a folder's files: each relative path and its bytes, in sorted order."""
+  h = hashlib.sha256()
+  for root, dirs, files in sorted(os.walk(path)):
+    dirs.sort()
+    for f in sorted(files):
+      full = os.path.join(root, f)
+      h.update(os.path.relpath(full, path).encode() + b'\0')
+      with open(full, 'rb') as fh:
+        h.update(fh.read())
+  return h.hexdigest()
+
+
+# The one table of formats: name -> its writer, and the model's suffix.
+WRITERS = {'stablehlo': _write_stablehlo, 'savedmodel': _write_savedmodel}
+SUFFIX = {'stablehlo': '.stablehlo', 'savedmodel': '.savedmodel'}
+FORMATS = tuple(WRITERS)
 
 
 def _step_of(workdir: str, which: str) -> int:

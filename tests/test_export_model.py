@@ -1,8 +1,8 @@
-"""Portable model files: a trained tiny run exported as StableHLO and run in a
-fresh virtual environment that holds jax and numpy only (no i2v_jax, no flax, no
-TensorFlow), on real frames of the synthetic dataset: the embeddings are the
-run's, and so is its I2V mAP. Bad input to the exporter is one line, exit 2,
-nothing written."""
+"""Portable model files: a trained tiny run exported as StableHLO and as a TF
+SavedModel, each run in a fresh virtual environment that holds only its runtime
+(jax and numpy; tensorflow and numpy: no i2v_jax, no flax), on real frames of
+the synthetic dataset: the embeddings are the run's, and so is its I2V mAP. Bad
+input to the exporter is one line, exit 2, nothing written."""
 
 import importlib.metadata
 import json
@@ -21,6 +21,7 @@ from tests.test_trainer import tiny_config
 pytestmark = pytest.mark.slow
 
 JAX_ONLY = ('jax', 'jaxlib', 'numpy', 'flatbuffers', 'ml_dtypes', 'opt_einsum', 'scipy')
+TF_ONLY = ('tensorflow-cpu', 'numpy')
 
 RUN_EXPORTED = r'''
 import json, sys
@@ -45,6 +46,29 @@ print(json.dumps({k: list(v.shape) for k, v in out.items()}))
 '''
 
 
+RUN_SAVEDMODEL = r'''
+import json, sys
+import numpy as np, tensorflow as tf
+for banned in ('i2v_jax', 'flax', 'jax'):
+  try:
+    __import__(banned)
+    raise SystemExit(f'{banned} is importable here')
+  except ImportError:
+    pass
+folder = sys.argv[1]
+data = np.load(f'{folder}/inputs.npz')
+out = {}
+for name, args in (('student', {'images': data['images']}),
+                   ('student_clips', {'clips': data['clips'], 'valid': data['valid']})):
+  serve = tf.saved_model.load(f'{folder}/saved/{name}.savedmodel').signatures['serving_default']
+  out[name] = serve(**{k: tf.constant(v) for k, v in args.items()})['embeddings'].numpy()
+  out[name + '_one'] = serve(**{k: tf.constant(v[:1]) for k, v in args.items()})[
+      'embeddings'].numpy()
+np.savez(f'{folder}/outputs.npz', **out)
+print(json.dumps({k: list(v.shape) for k, v in out.items()}))
+'''
+
+
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, cli_data_dir):
   from i2v_jax import trainer
@@ -55,17 +79,73 @@ def run(tmp_path_factory, cli_data_dir):
   return workdir
 
 
-@pytest.fixture(scope='module')
-def jax_only_python(tmp_path_factory):
-  """A virtual environment with the pinned jax and its dependencies, nothing else."""
-  venv = str(tmp_path_factory.mktemp('jax_only') / 'venv')
+def _fresh_python(tmp_path_factory, name, packages):
+  """A virtual environment with the project's pins of ``packages`` (and what
+  they need), nothing else; its python."""
+  venv = str(tmp_path_factory.mktemp(name) / 'venv')
   subprocess.run([sys.executable, '-m', 'venv', venv], check=True)
-  pins = [f'{p}=={importlib.metadata.version(p)}' for p in JAX_ONLY]
+  pins = [f'{p}=={importlib.metadata.version(p)}' for p in packages]
   install = subprocess.run([os.path.join(venv, 'bin', 'pip'), 'install', '-q', *pins],
                            capture_output=True, text=True, timeout=600)
   if install.returncode:
     pytest.skip(f'cannot install {pins} into a fresh venv: {install.stderr[-300:]}')
   return os.path.join(venv, 'bin', 'python')
+
+
+@pytest.fixture(scope='module')
+def jax_only_python(tmp_path_factory):
+  return _fresh_python(tmp_path_factory, 'jax_only', JAX_ONLY)
+
+
+@pytest.fixture(scope='module')
+def tf_only_python(tmp_path_factory):
+  return _fresh_python(tmp_path_factory, 'tf_only', TF_ONLY)
+
+
+def _real_inputs(folder, dataset_dir, t):
+  """The synthetic dataset's real frames, as a server would have them, in
+  ``folder/inputs.npz``: each query's evaluation frame (the first), and each
+  gallery tracklet whole (at most ``t`` frames here: one chunk, padded and masked)."""
+  dataset = Dataset.open(dataset_dir)
+  query = input_pipeline.TrackletReader(dataset, 'query')
+  gallery = input_pipeline.TrackletReader(dataset, 'gallery')
+  decode = lambda jpeg: np.asarray(input_pipeline.decode_jpeg(jpeg))
+  images = np.stack([decode(query.frames(i)[0]) for i in range(len(query.rows))])
+  lengths = [int(r['num_frames']) for r in gallery.rows]
+  assert max(lengths) <= t
+  clips = np.zeros((len(lengths), t) + images.shape[1:], np.uint8)
+  valid = np.zeros((len(lengths), t), bool)
+  for g, n in enumerate(lengths):
+    clips[g, :n] = [decode(f) for f in gallery.frames(g)]
+    valid[g, :n] = True
+  np.savez(os.path.join(folder, 'inputs.npz'), images=images, clips=clips, valid=valid)
+
+
+def _run_outside(python, script, folder):
+  ran = subprocess.run([python, '-c', script, str(folder)], cwd=folder,
+                       env={'PATH': os.environ['PATH'], 'JAX_PLATFORMS': 'cpu'},
+                       capture_output=True, text=True, timeout=600)
+  assert ran.returncode == 0, ran.stderr[-2000:]
+  return np.load(os.path.join(folder, 'outputs.npz'))
+
+
+def _check_against_the_run(got, run):
+  """The outputs are the run's evaluation features (L2-normalised) to 1e-5, any
+  batch size gives the same rows, and their I2V mAP is the run's to 0.01."""
+  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  features = {k: np.load(os.path.join(run, f'features-{k}.npz'))
+              for k in ('query-image', 'gallery-video')}
+  np.testing.assert_allclose(got['student'], norm(features['query-image']['features']),
+                             atol=1e-5)
+  np.testing.assert_allclose(got['student_clips'], norm(features['gallery-video']['features']),
+                             atol=1e-5)
+  np.testing.assert_allclose(got['student_one'], got['student'][:1], atol=1e-6)
+  q, g = features['query-image'], features['gallery-video']
+  mine = reference_metrics(1.0 - got['student'] @ got['student_clips'].T, q['pids'], g['pids'],
+                           q['camids'], g['camids'])
+  results = json.load(open(os.path.join(run, 'results.json')))
+  reported = results['protocols']['i2v']['mAP']
+  assert abs(100 * mine['mAP'] - 100 * reported) < 0.01, (mine['mAP'], reported)
 
 
 def test_exported_student_runs_without_i2v_jax_and_reproduces_the_run(
@@ -78,42 +158,23 @@ def test_exported_student_runs_without_i2v_jax_and_reproduces_the_run(
   assert meta['distance'] == 'cosine' and meta['output']['l2_normalised']
   assert meta['checkpoint_step'] == 2 and len(meta['checkpoint_sha256_record']) == 64
   assert json.load(open(out / 'student.json'))['input']['shape'] == ['N', 64, 32, 3]
-  # Real frames: each query's evaluation frame (the first), each gallery tracklet
-  # whole (at most eval.clip_len frames here: one chunk, padded and masked).
-  dataset = Dataset.open(cli_data_dir)
-  query = input_pipeline.TrackletReader(dataset, 'query')
-  gallery = input_pipeline.TrackletReader(dataset, 'gallery')
-  decode = lambda jpeg: np.asarray(input_pipeline.decode_jpeg(jpeg))
-  images = np.stack([decode(query.frames(i)[0]) for i in range(len(query.rows))])
-  t = clips_meta['input']['shape'][1]
-  lengths = [int(r['num_frames']) for r in gallery.rows]
-  assert max(lengths) <= t
-  clips = np.zeros((len(lengths), t, 64, 32, 3), np.uint8)
-  valid = np.zeros((len(lengths), t), bool)
-  for g, n in enumerate(lengths):
-    clips[g, :n] = [decode(f) for f in gallery.frames(g)]
-    valid[g, :n] = True
-  np.savez(tmp_path / 'inputs.npz', images=images, clips=clips, valid=valid)
-  ran = subprocess.run([jax_only_python, '-c', RUN_EXPORTED, str(tmp_path)], cwd=tmp_path,
-                       env={'PATH': os.environ['PATH'], 'JAX_PLATFORMS': 'cpu'},
-                       capture_output=True, text=True, timeout=600)
-  assert ran.returncode == 0, ran.stderr[-2000:]
-  got = np.load(tmp_path / 'outputs.npz')
-  norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
-  features = {k: np.load(os.path.join(run, f'features-{k}.npz'))
-              for k in ('query-image', 'gallery-video')}
-  np.testing.assert_allclose(got['student'], norm(features['query-image']['features']),
-                             atol=1e-5)
-  np.testing.assert_allclose(got['student_clips'], norm(features['gallery-video']['features']),
-                             atol=1e-5)
-  np.testing.assert_allclose(got['student_one'], got['student'][:1], atol=1e-6)
-  # The exported files' I2V mAP is the run's.
-  q, g = features['query-image'], features['gallery-video']
-  mine = reference_metrics(1.0 - got['student'] @ got['student_clips'].T, q['pids'], g['pids'],
-                           q['camids'], g['camids'])
-  results = json.load(open(os.path.join(run, 'results.json')))
-  reported = results['protocols']['i2v']['mAP']
-  assert abs(100 * mine['mAP'] - 100 * reported) < 0.01, (mine['mAP'], reported)
+  _real_inputs(tmp_path, cli_data_dir, clips_meta['input']['shape'][1])
+  _check_against_the_run(_run_outside(jax_only_python, RUN_EXPORTED, tmp_path), run)
+
+
+def test_savedmodel_runs_with_tensorflow_alone_and_reproduces_the_run(
+    tmp_path, run, cli_data_dir, tf_only_python):
+  out = tmp_path / 'saved'
+  meta = export_model.export(run, 'student', str(out), 'latest', fmt='savedmodel')
+  clips_meta = export_model.export(run, 'student', str(out), 'latest', fmt='savedmodel',
+                                   inputs='clips')
+  assert sorted(os.listdir(out)) == ['student.json', 'student.savedmodel',
+                                     'student_clips.json', 'student_clips.savedmodel']
+  assert meta['format'].startswith('savedmodel') and meta['checkpoint_step'] == 2
+  assert meta['file_sha256'] == export_model.folder_sha256(str(out / 'student.savedmodel'))
+  assert os.path.isfile(out / 'student.savedmodel' / 'saved_model.pb')
+  _real_inputs(tmp_path, cli_data_dir, clips_meta['input']['shape'][1])
+  _check_against_the_run(_run_outside(tf_only_python, RUN_SAVEDMODEL, tmp_path), run)
 
 
 def test_the_teacher_exports_on_clips(tmp_path, run):
