@@ -45,6 +45,7 @@ class Model:
   variables: Dict[str, Dict[str, object]]  # network -> {'params', 'batch_stats'}
   num_classes: int
   checkpoint: str  # 'best', 'latest' or a step
+  model_id: str = ''  # the weights' identity (`checkpoint.model_id`): what a gallery file records
 
   def __post_init__(self):
     self.encoders = features_lib.encoders(self.config)
@@ -131,4 +132,5 @@ def load(workdir: str, checkpoint: str = 'best') -> Model:
                for net in sorted(needed)}
   kernel = next(iter(variables.values()))['params']['head']['classifier']['kernel']
   return Model(config=config, variables=variables, num_classes=int(kernel.shape[-1]),
-               checkpoint=str(checkpoint))
+               checkpoint=str(checkpoint),
+               model_id=checkpoint_lib.model_id(workdir, str(checkpoint)))

@@ -524,6 +524,33 @@ class Checkpoints:
     self.best.close()
 
 
+def named_step(workdir: str, which: str) -> Optional[int]:
+  """The step ``which`` ('best', 'latest' or a step) names in a run's checkpoints."""
+  directory = RunFolder(workdir).checkpoint_dir(which)
+  if which == 'best':
+    return best_step(directory)
+  if which == 'latest':
+    return newest_step(directory, step_folders(directory))
+  return int(which)
+
+
+def record_sha256(workdir: str, which: str, step: int) -> Optional[str]:
+  """sha256 of a checkpoint's checksum record (which holds every file's sha256):
+  the identity of the weights; None for an unrecorded checkpoint."""
+  path = manifest_path(RunFolder(workdir).checkpoint_dir(which), step)
+  if not os.path.isfile(path):
+    return None
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def model_id(workdir: str, which: str) -> str:
+  """What names the weights ``which`` of a run: its checksum record's sha256 (an
+  exported model's ``checkpoint_sha256_record`` too), else the run and step."""
+  step = named_step(workdir, str(which))
+  return record_sha256(workdir, str(which), step) or f'{os.path.abspath(workdir)}@{step}'
+
+
 def load_network(workdir: str, network: str, which: str = 'latest') -> Dict[str, Any]:
   """{'params', 'batch_stats'} of ``network`` in a run's checkpoint, whatever
   topology wrote it (the restore target is built from the checkpoint's own

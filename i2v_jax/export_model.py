@@ -121,7 +121,7 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
     raise ExportError(f'--network={network}: the run has no {network} (networks: '
                       f'{", ".join(config.networks)})')
   variables = checkpoint.load_network(workdir, network, which)  # verified, one line if not
-  step = _step_of(workdir, which)
+  step = checkpoint.named_step(workdir, which)
   num_classes = int(variables['params']['head']['classifier']['kernel'].shape[-1])
   inp = config.input
   size = tuple(input_size or (inp.height, inp.width))
@@ -139,7 +139,7 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
   meta = {
       'format': written['format'],
       'run': os.path.abspath(workdir), 'network': network, 'checkpoint': which,
-      'checkpoint_step': step, 'checkpoint_sha256_record': _record_of(workdir, which, step),
+      'checkpoint_step': step, 'checkpoint_sha256_record': checkpoint.record_sha256(workdir, which, step),
       'file_sha256': written['sha256'],
       'input': {'dtype': 'uint8', 'layout': 'RGB', 'shape': (
           ['N', t, size[0], size[1], 3] if clips else ['N', size[0], size[1], 3]),
@@ -220,25 +220,6 @@ def folder_sha256(path: str) -> str:
 WRITERS = {'stablehlo': _write_stablehlo, 'savedmodel': _write_savedmodel}
 SUFFIX = {'stablehlo': '.stablehlo', 'savedmodel': '.savedmodel'}
 FORMATS = tuple(WRITERS)
-
-
-def _step_of(workdir: str, which: str) -> int:
-  """The step ``which`` names (`checkpoint.load_network` has checked it exists)."""
-  directory = RunFolder(workdir).checkpoint_dir(which)
-  if which == 'best':
-    return checkpoint.best_step(directory)
-  if which == 'latest':
-    return checkpoint.newest_step(directory, checkpoint.step_folders(directory))
-  return int(which)
-
-
-def _record_of(workdir: str, which: str, step: int) -> Optional[str]:
-  """sha256 of the checkpoint's checksum record (which holds every file's sha256)."""
-  path = checkpoint.manifest_path(RunFolder(workdir).checkpoint_dir(which), step)
-  if not os.path.isfile(path):
-    return None
-  with open(path, 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()
 
 
 def _size(text: str) -> Optional[Tuple[int, int]]:

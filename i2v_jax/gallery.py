@@ -13,8 +13,11 @@ file's sha256, or a run and checkpoint): a search with another model's queries i
 refused, since its embeddings live in another space.
 
 Exact search holds ``block`` gallery rows x the query batch of scores at once and
-keeps each query's best k per block (`np.argpartition`), so its memory is the
-gallery plus one block, whatever the gallery's size. The approximate index is
+keeps each query's best k per block, so its memory is the gallery plus one
+block, whatever the gallery's size: on the host with `np.argpartition`, or, when
+JAX has an accelerator (or ``device=True``), with the gallery's blocks kept on
+the device (copied once) and each block's scores and `lax.top_k` computed there;
+only the (N, k) winners come back. The approximate index is
 FAISS's inverted file (``IndexIVFFlat``, inner product), an optional dependency
 (``pip install faiss-cpu``), refused in one line when it is not installed.
 """
@@ -22,9 +25,12 @@ FAISS's inverted file (``IndexIVFFlat``, inner product), an optional dependency
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from i2v_jax import atomic
@@ -41,6 +47,8 @@ class Gallery:
   names: np.ndarray      # (G,) tracklet names
   cameras: np.ndarray    # (G,) camera ids
   model_id: str
+  _device_blocks: Dict[int, list] = dataclasses.field(default_factory=dict, repr=False,
+                                                      compare=False)
 
   @classmethod
   def build(cls, features, names: Sequence[str], cameras: Sequence[int],
@@ -80,24 +88,51 @@ class Gallery:
                          f'{self.features.shape[1]}) embeddings')
     return queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
 
-  def search(self, queries, k: int, model_id: str, block: int = 65536) -> Dict[str, np.ndarray]:
+  def search(self, queries, k: int, model_id: str, block: int = 65536,
+             device: Optional[bool] = None) -> Dict[str, np.ndarray]:
     """Exact top-``k``: {'index' (N, k) gallery rows, 'distance' (N, k) 1 - cosine,
-    nearest first; ties by gallery order}."""
+    nearest first; ties by gallery order}. ``device``: score on JAX's default
+    device (None: when it is an accelerator)."""
     q = self._check(queries, model_id)
     g = len(self.features)
     k = min(k, g)
+    if device is None:
+      device = _has_accelerator()
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
-    for start in range(0, g, block):
-      scores = q @ self.features[start:start + block].T
-      keep = min(k, scores.shape[1])
-      part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
-      best_s = np.concatenate([best_s, np.take_along_axis(scores, part, axis=1)], axis=1)
+    top = self._device_top(q, block) if device else self._host_top(q, block)
+    for start, (scores, part) in zip(range(0, g, block), top(k)):
+      best_s = np.concatenate([best_s, scores], axis=1)
       best_i = np.concatenate([best_i, part + start], axis=1)
       order = np.lexsort((best_i, -best_s), axis=1)[:, :k]  # by score, then gallery row
       best_s = np.take_along_axis(best_s, order, axis=1)
       best_i = np.take_along_axis(best_i, order, axis=1)
     return {'index': best_i, 'distance': 1.0 - best_s}
+
+  def _host_top(self, q: np.ndarray, block: int):
+    """k -> each block's (scores, rows within the block) of its best k, numpy."""
+    def top(k):
+      for start in range(0, len(self.features), block):
+        scores = q @ self.features[start:start + block].T
+        keep = min(k, scores.shape[1])
+        part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+        yield np.take_along_axis(scores, part, axis=1), part
+    return top
+
+  def _device_top(self, q: np.ndarray, block: int):
+    """The same on JAX's default device: the gallery's blocks are copied there
+    once (kept for later searches), each block's best k by `lax.top_k` (ties:
+    the lower row first), only those come back."""
+    if block not in self._device_blocks:
+      self._device_blocks[block] = [jax.device_put(self.features[s:s + block])
+                                    for s in range(0, len(self.features), block)]
+    qd = jnp.asarray(q)
+
+    def top(k):
+      for rows in self._device_blocks[block]:
+        scores, part = _block_top_k(qd, rows, min(k, rows.shape[0]))
+        yield np.asarray(scores), np.asarray(part, np.int64)
+    return top
 
   def index(self, kind: str = 'ivf', nlist: int = 1024, train_size: int = 100_000,
             seed: int = 0) -> 'ApproximateIndex':
@@ -137,6 +172,16 @@ class ApproximateIndex:
     self.faiss_index.nprobe = nprobe
     scores, index = self.faiss_index.search(q, k)
     return {'index': index.astype(np.int64), 'distance': 1.0 - scores}
+
+
+def _has_accelerator() -> bool:
+  return jax.default_backend() != 'cpu'
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _block_top_k(q, rows, k: int):
+  """(scores, rows) of each query's k largest inner products with ``rows``."""
+  return jax.lax.top_k(q @ rows.T, k)
 
 
 def recall_at(approximate: np.ndarray, exact: np.ndarray) -> float:

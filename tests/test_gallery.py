@@ -68,3 +68,22 @@ def test_the_approximate_index_finds_the_exact_neighbours_or_names_its_package()
   assert recall_at(every_list, exact) > 0.99
   with pytest.raises(GalleryError, match="queries from model 'x'"):
     index.search(queries, 10, 'x')
+
+
+def test_the_device_path_finds_the_host_paths_neighbours():
+  """Scored on JAX's device (here the CPU backend, as on an accelerator), blocks
+  kept there: the same rows as the host path and a stable sort, ties by row."""
+  feats, queries = _problem(g=3000, d=32, q=9, seed=1)
+  gallery = Gallery.build(feats, [str(i) for i in range(3000)], [0] * 3000, 'm')
+  fn = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+  qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+  want = np.argsort(-(qn @ fn.T), axis=1, kind='stable')[:, :10]
+  for block in (700, 4096):
+    got = gallery.search(queries, 10, 'm', block=block, device=True)
+    np.testing.assert_array_equal(got['index'], want)
+    np.testing.assert_allclose(got['distance'], 1 - np.take_along_axis(qn @ fn.T, want, 1),
+                               atol=1e-5)
+    np.testing.assert_array_equal(
+        gallery.search(queries, 10, 'm', block=block, device=False)['index'], want)
+  assert list(got['index'][0][:2]) == [3, 10]  # the tie, in gallery order
+  assert sorted(gallery._device_blocks) == [700, 4096]  # copied once per block size

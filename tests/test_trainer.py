@@ -119,18 +119,27 @@ def _cosine(a, b):
 
 
 @pytest.mark.xdist_group('exported_run')  # the same worker: one run
-def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
-  from i2v_jax import input_pipeline, search
+def _search_folders(tmp_path, cli_data_dir):
+  """Three query images in ``q/`` and the gallery as tracklet folders of frame
+  files in ``g/``, from the synthetic dataset; returns the query rows and the
+  gallery reader."""
+  from i2v_jax import input_pipeline
   query = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'query')
   gallery = input_pipeline.TrackletReader(Dataset.open(cli_data_dir), 'gallery')
-  rows = [0, len(query.rows) // 2, len(query.rows) - 1]  # three query images in a folder
+  rows = [0, len(query.rows) // 2, len(query.rows) - 1]
   (tmp_path / 'q').mkdir()
   for i in rows:
     (tmp_path / 'q' / f'q{i:02d}.jpg').write_bytes(query.frames(i)[0])
-  for g in range(len(gallery.rows)):  # the gallery as tracklet folders of frame files
+  for g in range(len(gallery.rows)):
     (tmp_path / 'g' / f't{g:03d}').mkdir(parents=True)
     for k, frame in enumerate(gallery.frames(g)):
       (tmp_path / 'g' / f't{g:03d}' / f'{k:04d}.jpg').write_bytes(frame)
+  return rows, gallery
+
+
+def test_search_ranks_a_folder_as_evaluation_does(tmp_path, cli_data_dir, exported_run, capsys):
+  from i2v_jax import search
+  rows, gallery = _search_folders(tmp_path, cli_data_dir)
   out = str(tmp_path / 'out')
   assert search.main(['search', f'--workdir={exported_run}', f'--query={tmp_path / "q"}',
                       f'--gallery={tmp_path / "g"}', '--checkpoint=latest', '--top=5',
@@ -184,6 +193,45 @@ def test_training_draws_its_losses_and_cmc_and_the_command_redraws_them(tmp_path
   assert plots.main(['plots', f'--workdir={tmp_path}']) == 2  # nothing to draw: one line
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'train or evaluate into it first' in err
+
+
+def test_search_keeps_and_searches_an_encoded_gallery_file(tmp_path, cli_data_dir, exported_run,
+                                                            capsys):
+  """--save_gallery keeps the searched folder's encoding; --gallery=<file> then
+  finds the same entries at the same distances without encoding it again, and
+  refuses another model's file, re-ranking and a picture-less folder index, each
+  in one line."""
+  from i2v_jax import search
+  from i2v_jax.gallery import Gallery
+  _search_folders(tmp_path, cli_data_dir)
+  kept = str(tmp_path / 'city.npz')
+  folder = search.search(exported_run, str(tmp_path / 'q'), str(tmp_path / 'g'),
+                         checkpoint='latest', top=5, output_dir=str(tmp_path / 'o1'),
+                         save_gallery=kept, verbose=False)
+  assert kept in folder['paths']
+  stored = Gallery.load(kept)
+  assert list(stored.names) == folder['gallery_names']
+  from_file = search.search(exported_run, str(tmp_path / 'q'), kept, checkpoint='latest',
+                            top=5, output_dir=str(tmp_path / 'o2'), export=True, verbose=False)
+  assert from_file['gallery_kind'] == 'file' and from_file['distances'] is None
+  for a, b in zip(folder['ranked'], from_file['ranked']):
+    assert [j for j, _ in a] == [j for j, _ in b]
+    np.testing.assert_allclose([d for _, d in a], [d for _, d in b], atol=1e-5)
+  saved = np.load(tmp_path / 'o2' / 'features.npz')
+  assert saved['top_names'].shape == (3, 5) and not os.path.exists(tmp_path / 'o2' / 'ranked.png')
+  other = str(tmp_path / 'other.npz')
+  Gallery.build(stored.features, stored.names, stored.cameras, 'another-model').save(other)
+  capsys.readouterr()
+  for args, expected in (
+      ([f'--gallery={other}'], "against a gallery encoded by 'another-model'"),
+      ([f'--gallery={kept}', '--rerank'], '--rerank needs the gallery\'s frames'),
+      ([f'--gallery={tmp_path / "g"}', '--index=ivf'], '--index=ivf searches an encoded'),
+      ([f'--gallery={kept}', '--index=hnsw'], '--index=hnsw: choose one of exact, ivf')):
+    assert search.main(['search', f'--workdir={exported_run}', f'--query={tmp_path / "q"}',
+                        '--checkpoint=latest', *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
 
 
 def test_a_resumed_run_logs_one_value_per_step(tmp_path, cli_data_dir):
