@@ -64,10 +64,19 @@ def run_jax(args, dtype):
   step = train_step.make_train_step(c, mesh)
   b, t = args.ids * args.k, c.input.clip_len
   rng = np.random.default_rng(0)
+  h, w, pad = args.height, args.width, c.input.pad_crop
+  on = rng.random((b, t, 1)) < c.input.erasing_prob
   batch = train_step.shard_batch({
-      'clips': rng.normal(size=(b, t, args.height, args.width, 3)).astype(np.float32),
+      'clips': rng.normal(size=(b, t, h, w, 3)).astype(np.float32),
       'labels': np.repeat(rng.choice(num_classes, args.ids, replace=False),
-                          args.k).astype(np.int32)}, mesh)
+                          args.k).astype(np.int32),
+      # The augmentation draws the input pipeline sends: the step applies them.
+      'flip': np.repeat(rng.random((b, 1)) < 0.5, t, axis=1),
+      'crop': rng.integers(0, 2 * pad + 1, (b, t, 2)).astype(np.int32),
+      'erase': (np.concatenate([rng.integers(0, h // 2, (b, t, 1)),
+                                rng.integers(0, w // 2, (b, t, 1)),
+                                np.full((b, t, 1), h // 3), np.full((b, t, 1), w // 3)],
+                               axis=-1) * on).astype(np.int32)}, mesh)
   t0 = time.perf_counter()
   lowered = step.lower(state, batch)
   compiled = lowered.compile()

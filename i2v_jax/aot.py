@@ -176,7 +176,11 @@ def compile_step(config, num_classes: int, devices) -> Dict[str, Any]:
   sharded = NamedSharding(mesh, P(train_step.AXIS))
   batch = {'clips': jax.ShapeDtypeStruct((b, inp.clip_len, inp.height, inp.width, 3),
                                          jnp.float32, sharding=sharded),
-           'labels': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharded)}
+           'labels': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharded),
+           # The input pipeline's augmentation draws: the step applies them on the chip.
+           'flip': jax.ShapeDtypeStruct((b, inp.clip_len), jnp.bool_, sharding=sharded),
+           'crop': jax.ShapeDtypeStruct((b, inp.clip_len, 2), jnp.int32, sharding=sharded),
+           'erase': jax.ShapeDtypeStruct((b, inp.clip_len, 4), jnp.int32, sharding=sharded)}
   t = time.perf_counter()
   compiled = train_step.make_train_step(config, mesh).lower(state, batch).compile()
   out = _analysis(compiled, time.perf_counter() - t)

@@ -12,11 +12,16 @@ on how many processes there are. No iterator state exists: a pipeline started at
 step 37 yields exactly the batch that one started at 0 yields at step 37.
 
 Tracklets are read by byte offset (``index-train.json``), only the T chosen
-frames are decoded, and tf.data decodes and augments frames in parallel.
+frames are decoded, and tf.data decodes them in parallel (a frame stored at the
+input size is not resized). The augmentations (flip, pad + crop, erasing) run on
+the accelerator inside the train step (`augment_clips`), from the sampler's
+draws that travel with the batch: the host only decodes.
 
 Training element (per process, B = P/n·K tracklets):
-  ``clips``  (B, T, H, W, 3) float32, ImageNet-normalised
+  ``clips``  (B, T, H, W, 3) float32, ImageNet-normalised, not yet augmented
   ``labels`` (B,) int32 training labels; ``pids``, ``camids`` (B,) int32
+  ``flip`` (B, T) bool, ``crop`` (B, T, 2), ``erase`` (B, T, 4) int32: the
+  augmentation draws `augment_clips` applies
 The student's M images are ``clips[:, :M]`` (image k = frame k of the clip).
 
 Evaluation. Each tracklet of a split becomes chunks of ``clip_len`` frames (all
@@ -209,20 +214,38 @@ def prepare_image(image, height: int, width: int, normalize: bool = True):
   return image
 
 
-def _augment(image, flip, crop, erase, pad: int):
-  """Flip, pad+crop (zero padding in pixel space) and erase one frame."""
-  tf = _tf()
-  h, w = image.shape[0], image.shape[1]
-  image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+def augment_clips(clips, flip, crop, erase, pad: int):
+  """The training augmentations, on the accelerator inside the jitted step, from
+  the sampler's per-frame draws that travel with the batch:
+
+    clips (B, T, H, W, 3) float32 normalised frames; flip (B, T) bool;
+    crop (B, T, 2) int32 offsets into the frame padded by ``pad`` (zero pixels);
+    erase (B, T, 4) int32 boxes (y0, x0, h, w; h = w = 0: none) set to 0, the
+    mean pixel after normalisation.
+
+  Flip, then pad + crop, then erase, each an exact float operation (a mirror, a
+  copy, a select; the padding adds and removes black as the host path did), so
+  the step sees the frames the host-side augmentation made, bit for bit. Only
+  decoding (and resizing, normalising) is left to the host.
+  """
+  import jax
+  import jax.numpy as jnp
+  h, w = clips.shape[2], clips.shape[3]
+  x = jnp.where(flip[:, :, None, None, None], clips[:, :, :, ::-1], clips)
   if pad:
     black = -IMAGENET_MEAN / IMAGENET_STD  # a zero pixel after normalisation
-    padded = tf.pad(image - black, [[pad, pad], [pad, pad], [0, 0]]) + black
-    image = padded[crop[0]:crop[0] + h, crop[1]:crop[1] + w]
-  yy = tf.range(h)[:, None]
-  xx = tf.range(w)[None, :]
-  box = ((yy >= erase[0]) & (yy < erase[0] + erase[2]) &
-         (xx >= erase[1]) & (xx < erase[1] + erase[3]))
-  return tf.where(box[..., None], tf.zeros_like(image), image)  # mean pixel
+    padded = jnp.pad(x - black, ((0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0))) + black
+    one = lambda image, at: jax.lax.dynamic_slice(image, (at[0], at[1], 0), (h, w, 3))
+    x = jax.vmap(jax.vmap(one))(padded, crop)
+  e = erase[:, :, None, None, :]
+  yy = jnp.arange(h)[:, None]
+  xx = jnp.arange(w)[None, :]
+  box = ((yy >= e[..., 0]) & (yy < e[..., 0] + e[..., 2]) &
+         (xx >= e[..., 1]) & (xx < e[..., 1] + e[..., 3]))
+  return jnp.where(box[..., None], jnp.zeros_like(x), x)
+
+
+AUGMENTATION_KEYS = ('flip', 'crop', 'erase')
 
 
 def train_dataset(dataset, config, *, seed: int, start_step: int = 0,
@@ -269,13 +292,14 @@ def train_dataset(dataset, config, *, seed: int, start_step: int = 0,
 
   def decode(jpeg, meta, flip, crop, erase):
     image = decode_frame(jpeg, inp.height, inp.width, inp.normalize)
-    image = _augment(image, flip, crop, erase, inp.pad_crop)
-    return tf.ensure_shape(image, (inp.height, inp.width, 3)), meta
+    return tf.ensure_shape(image, (inp.height, inp.width, 3)), meta, flip, crop, erase
 
-  def assemble(images, meta):
+  def assemble(images, meta, flip, crop, erase):
     meta = tf.reshape(meta, (b, t, 3))[:, 0]
     return {'clips': tf.reshape(images, (b, t, inp.height, inp.width, 3)),
-            'labels': meta[:, 0], 'pids': meta[:, 1], 'camids': meta[:, 2]}
+            'labels': meta[:, 0], 'pids': meta[:, 1], 'camids': meta[:, 2],
+            'flip': tf.reshape(flip, (b, t)), 'crop': tf.reshape(crop, (b, t, 2)),
+            'erase': tf.reshape(erase, (b, t, 4))}
 
   end = start_step + num_steps if num_steps is not None else np.iinfo(np.int64).max
   ds = tf.data.Dataset.range(start_step, end)

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from i2v_jax import checkpoint, networks as networks_lib
+from i2v_jax import checkpoint, input_pipeline, networks as networks_lib
 from i2v_jax.losses import objective
 from i2v_jax.models import convert
 
@@ -351,6 +351,9 @@ def device_loss_and_grads(state: TrainState, batch, *, config):
   terms read them by name (`objective`); the loss is the mean over devices.
   """
   clips, labels = batch['clips'], batch['labels']
+  if 'erase' in batch:  # the input pipeline's augmentation draws: applied here, on device
+    clips = input_pipeline.augment_clips(clips, batch['flip'], batch['crop'], batch['erase'],
+                                         config.input.pad_crop)
   b = labels.shape[0]
   views = networks_lib.views(clips, config.input.student_frames)
   if config.parallel.mining_scope == 'global':
@@ -428,7 +431,9 @@ def make_train_step(config, mesh):
   """jit(shard_map(`device_step`)): (state, batch) -> (new state, metrics); state donated.
 
   ``batch``: {'clips': (B, T, H, W, 3), 'labels': (B,)} sharded over ``data``
-  with B = P x K, identities consecutive; B/n must hold whole identities.
+  with B = P x K, identities consecutive; B/n must hold whole identities; with
+  the input pipeline's ``flip``, ``crop`` and ``erase`` draws, the step applies
+  the augmentations first (`input_pipeline.augment_clips`).
   """
   n = mesh.shape[AXIS]
   if config.input.num_ids % n:

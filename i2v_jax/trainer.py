@@ -286,7 +286,7 @@ def _run_steps(loop: hooks.Loop, step_fn, batches, start: int, mesh, writer, bar
   for step in range(start, total):
     local = clock.next_batch(batches)
     batch = {k: jax.make_array_from_process_local_data(sharding, local[k])
-             for k in ('clips', 'labels')}
+             for k in ('clips', 'labels') + input_pipeline.AUGMENTATION_KEYS}
     if step == start and lead:
       bar.write('compiling the train step…')
       t_compile = time.perf_counter()

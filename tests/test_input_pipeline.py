@@ -123,11 +123,60 @@ def test_augmentations_switch_off_to_the_plain_frames(data_dir):
 def test_flip_is_shared_by_the_whole_clip(data_dir):
   base_cfg = dict(**{'input.pad_crop': 0, 'input.erasing_prob': 0.0})
   plain = batches(data_dir, config(**base_cfg, **{'input.flip': False}), 9, 1)[0]
-  flipped = batches(data_dir, config(**base_cfg), 9, 1)[0]
-  for clip, ref in zip(flipped['clips'], plain['clips']):
-    same = [np.allclose(f, r) for f, r in zip(clip, ref)]
-    mirrored = [np.allclose(f, r[:, ::-1]) for f, r in zip(clip, ref)]
-    assert all(same) or all(mirrored)
+  b = batches(data_dir, config(**base_cfg), 9, 1)[0]
+  np.testing.assert_array_equal(b['clips'], plain['clips'])  # the host does not augment
+  assert (b['flip'] == b['flip'][:, :1]).all() and b['flip'].any() and not b['flip'].all()
+  flipped = np.asarray(ip.augment_clips(b['clips'], b['flip'], b['crop'], b['erase'], 0))
+  for clip, ref, f in zip(flipped, plain['clips'], b['flip'][:, 0]):
+    np.testing.assert_array_equal(clip, ref[:, :, ::-1] if f else ref)
+
+
+def _augment_by_definition(frame, flip, crop, erase, pad):
+  """One (H, W, 3) normalised frame: mirrored, then padded by ``pad`` zero
+  pixels (black: -mean/std after normalisation) and cropped at ``crop``, then
+  the box (y0, x0, h, w) set to 0 (the mean pixel), written as loops."""
+  h, w, _ = frame.shape
+  black = -ip.IMAGENET_MEAN / ip.IMAGENET_STD
+  out = np.empty_like(frame)
+  for y in range(h):
+    for x in range(w):
+      sy, sx = y + crop[0] - pad, x + crop[1] - pad  # the source pixel before padding
+      if 0 <= sy < h and 0 <= sx < w:
+        out[y, x] = frame[sy, w - 1 - sx] if flip else frame[sy, sx]
+      else:
+        out[y, x] = black
+      if erase[0] <= y < erase[0] + erase[2] and erase[1] <= x < erase[1] + erase[3]:
+        out[y, x] = 0.0
+  return out
+
+
+def test_device_augmentations_follow_their_definition(data_dir):
+  """augment_clips (what the step runs) against the definition on a real batch,
+  every augmentation on: flip, pad 4 + crop, erasing."""
+  cfg = config(**{'input.pad_crop': 4, 'input.erasing_prob': 0.7})
+  b = batches(data_dir, cfg, 11, 1)[0]
+  got = np.asarray(ip.augment_clips(b['clips'], b['flip'], b['crop'], b['erase'], 4))
+  assert b['erase'][..., 2].any() and b['flip'].any() and (b['crop'] != 4).any()
+  for i in range(len(got)):
+    for j in range(got.shape[1]):
+      want = _augment_by_definition(b['clips'][i, j], b['flip'][i, j], b['crop'][i, j],
+                                    b['erase'][i, j], 4)
+      np.testing.assert_allclose(got[i, j], want, atol=1e-6)
+
+
+def test_erasing_boxes_follow_the_random_erasing_distribution(data_dir):
+  """Zhong et al.'s random erasing, as the sampler draws it: a frame is erased
+  with probability p; the box covers 2-40% of the frame with aspect ratio in
+  [0.3, 1/0.3] (before clipping to the frame) and lies inside it."""
+  sampler = sampler_for(data_dir, erasing_prob=0.5, clip_len=4)
+  boxes = np.concatenate([sampler(s)['erase'].reshape(-1, 4) for s in range(200)])
+  on = boxes[:, 2] > 0
+  assert abs(on.mean() - 0.5) < 0.05  # 6,400 frames: 4 standard deviations
+  y0, x0, h, w = boxes[on].T
+  assert (y0 >= 0).all() and (x0 >= 0).all() and (y0 + h <= 64).all() and (x0 + w <= 32).all()
+  area = h * w / (64 * 32)
+  assert area.max() <= 0.4 + 0.05 and np.median(area) > 0.05
+  assert (boxes[~on][:, 2:] == 0).all()
 
 
 def test_too_few_identities_is_a_clear_error(data_dir):
