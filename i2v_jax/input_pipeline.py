@@ -198,17 +198,20 @@ def decode_frame(jpeg, height: int, width: int, normalize: bool = True):
 
 
 def prepare_image(image, height: int, width: int, normalize: bool = True):
-  """(h, w, 3) uint8 -> (H, W, 3) float32 resized (bilinear, antialiased), normalised.
+  """(..., h, w, 3) uint8 -> (..., H, W, 3) float32 resized (bilinear,
+  antialiased), normalised; one frame or a batch of them.
 
-  A frame stored at (H, W) is only cast: the antialiased resize to its own size
-  is the identity (each output pixel weighs its own input pixel by exactly 1),
-  and computing it costs three times the JPEG decode."""
+  Frames stored at (H, W) are only cast: the antialiased resize to their own
+  size is the identity (each output pixel weighs its own input pixel by exactly
+  1), and computing it costs three times the JPEG decode."""
   tf = _tf()
+  image = tf.convert_to_tensor(image)
   shape = tf.shape(image)
-  image = tf.cond(tf.logical_and(shape[0] == height, shape[1] == width),
+  image = tf.cond(tf.logical_and(shape[-3] == height, shape[-2] == width),
                   lambda: tf.cast(image, tf.float32),
                   lambda: tf.image.resize(image, (height, width), antialias=True))
-  image = tf.ensure_shape(image, (height, width, 3)) / 255.0
+  leading = [None] * (image.shape.rank - 3)
+  image = tf.ensure_shape(image, leading + [height, width, 3]) / 255.0
   if normalize:
     image = (image - IMAGENET_MEAN) / IMAGENET_STD
   return image

@@ -349,3 +349,20 @@ def test_a_frame_count_raised_in_index_and_metadata_is_named_at_read(tmp_path, d
   reader = ip.TrackletReader(Dataset.open(copy), 'gallery')
   with pytest.raises(records.DatasetError, match='num_frames=.* but the record holds'):
     reader.frames(0)
+
+
+def test_prepare_image_casts_frames_stored_at_the_input_size_and_takes_batches():
+  """A frame at the input size is only cast (the antialiased resize to its own
+  size is the identity, so the values are the resized ones bit for bit); other
+  sizes are resized; a batch gives what its frames give one by one."""
+  import tensorflow as tf
+  rng = np.random.default_rng(0)
+  frames = (rng.random((3, 64, 32, 3)) * 255).astype(np.uint8)
+  for size in ((64, 32), (32, 16)):
+    want = ((tf.image.resize(frames, size, antialias=True).numpy() / np.float32(255)
+             - ip.IMAGENET_MEAN) / ip.IMAGENET_STD)
+    batch = np.asarray(ip.prepare_image(frames, *size))
+    np.testing.assert_array_equal(batch, want)
+    np.testing.assert_array_equal(np.stack([ip.prepare_image(f, *size) for f in frames]), batch)
+  unscaled = np.asarray(ip.prepare_image(frames[0], 64, 32, normalize=False))
+  np.testing.assert_array_equal(unscaled, frames[0].astype(np.float32) / np.float32(255))
