@@ -23,50 +23,40 @@ pytestmark = pytest.mark.slow
 JAX_ONLY = ('jax', 'jaxlib', 'numpy', 'flatbuffers', 'ml_dtypes', 'opt_einsum', 'scipy')
 TF_ONLY = ('tensorflow-cpu', 'numpy')
 
-RUN_EXPORTED = r'''
-import json, sys
-import jax, numpy as np
-for banned in ('i2v_jax', 'flax', 'tensorflow'):
-  try:
-    __import__(banned)
-    raise SystemExit(f'{banned} is importable here')
-  except ImportError:
-    pass
-folder = sys.argv[1]
-data = np.load(f'{folder}/inputs.npz')
-out = {}
+
+def _outside(runtime: str, banned: tuple, body: str) -> str:
+  '''A script for a fresh environment: imports ``runtime``, checks that none of
+  ``banned`` is importable, reads ``inputs.npz`` from the folder it is given,
+  runs ``body`` (which fills ``out`` by model name, each also on a batch of one)
+  and writes ``outputs.npz``.'''
+  return (f'import json, sys\nimport numpy as np\n{runtime}\n'
+          f'for banned in {banned!r}:\n'
+          '  try:\n    __import__(banned)\n'
+          "    raise SystemExit(f'{banned} is importable here')\n"
+          '  except ImportError:\n    pass\n'
+          "folder = sys.argv[1]\ndata = np.load(f'{folder}/inputs.npz')\nout = {}\n"
+          + body +
+          "np.savez(f'{folder}/outputs.npz', **out)\n"
+          'print(json.dumps({k: list(v.shape) for k, v in out.items()}))\n')
+
+
+RUN_EXPORTED = _outside('import jax', ('i2v_jax', 'flax', 'tensorflow'), r'''
 for name, args in (('student', [data['images']]),
                    ('student_clips', [data['clips'], data['valid']])):
   with open(f'{folder}/exported/{name}.stablehlo', 'rb') as f:
     model = jax.export.deserialize(f.read())
   out[name] = np.asarray(model.call(*args))
   out[name + '_one'] = np.asarray(model.call(*[a[:1] for a in args]))  # any batch size
-np.savez(f'{folder}/outputs.npz', **out)
-print(json.dumps({k: list(v.shape) for k, v in out.items()}))
-'''
+''')
 
-
-RUN_SAVEDMODEL = r'''
-import json, sys
-import numpy as np, tensorflow as tf
-for banned in ('i2v_jax', 'flax', 'jax'):
-  try:
-    __import__(banned)
-    raise SystemExit(f'{banned} is importable here')
-  except ImportError:
-    pass
-folder = sys.argv[1]
-data = np.load(f'{folder}/inputs.npz')
-out = {}
+RUN_SAVEDMODEL = _outside('import tensorflow as tf', ('i2v_jax', 'flax', 'jax'), r'''
 for name, args in (('student', {'images': data['images']}),
                    ('student_clips', {'clips': data['clips'], 'valid': data['valid']})):
   serve = tf.saved_model.load(f'{folder}/saved/{name}.savedmodel').signatures['serving_default']
   out[name] = serve(**{k: tf.constant(v) for k, v in args.items()})['embeddings'].numpy()
   out[name + '_one'] = serve(**{k: tf.constant(v[:1]) for k, v in args.items()})[
       'embeddings'].numpy()
-np.savez(f'{folder}/outputs.npz', **out)
-print(json.dumps({k: list(v.shape) for k, v in out.items()}))
-'''
+''')
 
 
 @pytest.fixture(scope='module')
