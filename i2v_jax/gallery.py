@@ -47,8 +47,9 @@ class Gallery:
   names: np.ndarray      # (G,) tracklet names
   cameras: np.ndarray    # (G,) camera ids
   model_id: str
-  _device_blocks: Dict[int, list] = dataclasses.field(default_factory=dict, repr=False,
-                                                      compare=False)
+  # The gallery's blocks on the accelerator, by block size (exact search copies them once).
+  _device_blocks: Dict[int, list] = dataclasses.field(default_factory=dict, init=False,
+                                                      repr=False, compare=False)
 
   @classmethod
   def build(cls, features, names: Sequence[str], cameras: Sequence[int],
