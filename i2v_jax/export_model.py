@@ -96,9 +96,8 @@ def serving_fn(config, num_classes: int, network: str, variables,
 def export(workdir: str, network: str, out_dir: str, which: str = 'best',
            input_size: Optional[Tuple[int, int]] = None, fmt: str = 'stablehlo',
            inputs: str = '', clip_len: Optional[int] = None) -> Dict[str, object]:
-  """Writes ``<out_dir>/<name>`` + the format's suffix (`SUFFIX`) and its ``.json``
-  (name: the network, with ``_clips`` for the student on clips); returns the
-  metadata. ``inputs``:
+  """Writes ``<out_dir>/<name>.<fmt>`` and its ``.json`` (name: the network, with
+  ``_clips`` for the student on clips); returns the metadata. ``inputs``:
   ``images`` or ``clips`` (default: images for the student, clips for the teacher).
 
   Raises:
@@ -133,7 +132,7 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
           [jax.ShapeDtypeStruct((batch,) + size + (3,), np.uint8)])
   fn = serving_fn(config, num_classes, network, variables, size, clips)
   name = network + ('_clips' if clips and network == 'student' else '')
-  path = os.path.join(out_dir, name + SUFFIX[fmt])
+  path = os.path.join(out_dir, f'{name}.{fmt}')
   os.makedirs(out_dir, exist_ok=True)
   written = WRITERS[fmt](fn, args, path)
   meta = {
@@ -206,8 +205,7 @@ def _write_savedmodel(fn, args, path: str) -> Dict[str, object]:
 def folder_sha256(path: str) -> str:
   """sha256 over a folder's files: each relative path and its bytes, in sorted order."""
   h = hashlib.sha256()
-  for root, dirs, files in sorted(os.walk(path)):
-    dirs.sort()
+  for root, _, files in sorted(os.walk(path)):
     for f in sorted(files):
       full = os.path.join(root, f)
       h.update(os.path.relpath(full, path).encode() + b'\0')
@@ -216,9 +214,8 @@ def folder_sha256(path: str) -> str:
   return h.hexdigest()
 
 
-# The one table of formats: name -> its writer, and the model's suffix.
+# The one table of formats: name (also the model's file suffix) -> its writer.
 WRITERS = {'stablehlo': _write_stablehlo, 'savedmodel': _write_savedmodel}
-SUFFIX = {'stablehlo': '.stablehlo', 'savedmodel': '.savedmodel'}
 FORMATS = tuple(WRITERS)
 
 

@@ -75,7 +75,7 @@ def warn_input_bound(loop: Loop, done: int, metrics: Metrics) -> None:
   """Once: over 10% of the step time waits for input."""
   if metrics.get('data_wait_fraction', 0.0) > 0.1 and _once(loop, 'input_bound'):
     print(f'warning: step {done}: {metrics["data_wait_fraction"]:.0%} of the step time '
-          'waits for input (over 10%): the host cannot decode and augment frames as '
+          'waits for input (over 10%): the host cannot decode frames as '
           'fast as the devices train; give the process more CPU cores', flush=True)
 
 

@@ -294,8 +294,7 @@ def train_dataset(dataset, config, *, seed: int, start_step: int = 0,
     return tf.data.Dataset.from_tensor_slices(tuple(out))
 
   def decode(jpeg, meta, flip, crop, erase):
-    image = decode_frame(jpeg, inp.height, inp.width, inp.normalize)
-    return tf.ensure_shape(image, (inp.height, inp.width, 3)), meta, flip, crop, erase
+    return decode_frame(jpeg, inp.height, inp.width, inp.normalize), meta, flip, crop, erase
 
   def assemble(images, meta, flip, crop, erase):
     meta = tf.reshape(meta, (b, t, 3))[:, 0]
