@@ -3,8 +3,8 @@
     gallery = Gallery.build(features, names, cameras, model_id)   # or Gallery.load(path)
     gallery.save('city.gallery.npz')
     top = gallery.search(queries, k=10, model_id=model_id)        # exact, blocked
-    index = gallery.index('ivf', nlist=1024)                      # FAISS (optional package)
-    top = index.search(queries, k=10, model_id=model_id, nprobe=16)
+    index = gallery.index('pq')                                    # FAISS (optional package)
+    top = index.search(queries, k=10, model_id=model_id, candidates=100)
 
 Embeddings are L2-normalised (what `i2v_jax.export_model` and evaluation rank by
 cosine), so nearest = largest inner product; ``distances`` are returned as
@@ -17,9 +17,20 @@ keeps each query's best k per block, so its memory is the gallery plus one
 block, whatever the gallery's size: on the host with `np.argpartition`, or, when
 JAX has an accelerator (or ``device=True``), with the gallery's blocks kept on
 the device (copied once) and each block's scores and `lax.top_k` computed there;
-only the (N, k) winners come back. The approximate index is
-FAISS's inverted file (``IndexIVFFlat``, inner product), an optional dependency
-(``pip install faiss-cpu``), refused in one line when it is not installed.
+only the (N, k) winners come back.
+
+Approximate indexes (FAISS, an optional dependency: ``pip install faiss-cpu``,
+refused in one line when it is not installed), by ``kind``:
+
+* ``ivf``: an inverted file (``IndexIVFFlat``, inner product): k-means lists,
+  ``nprobe`` of them scanned exactly per query. Fast when the gallery clusters
+  the way its k-means lists do; a query whose neighbours fall in lists it does
+  not visit misses them.
+* ``pq``: every row scanned, compressed (``IndexPQFastScan``: ``D / 8``
+  sub-vectors of 8 dimensions, 4 bits each, so 2048-d rows take 128 bytes,
+  scored from SIMD lookup tables), then each query's ``candidates`` best
+  rescored exactly from the gallery's float32 rows: the returned distances are
+  exact, and so is the order among the candidates.
 """
 
 from __future__ import annotations
@@ -137,24 +148,37 @@ class Gallery:
 
   def index(self, kind: str = 'ivf', nlist: int = 1024, train_size: int = 100_000,
             seed: int = 0) -> 'ApproximateIndex':
-    """An approximate index over the gallery (FAISS inverted file, inner product)."""
-    if kind != 'ivf':
-      raise GalleryError(f'index kind {kind!r}: choose ivf')
+    """An approximate index over the gallery: ``ivf`` (``nlist`` lists) or ``pq``
+    (the module's docstring says how each searches); both trained on at most
+    ``train_size`` rows drawn with ``seed``."""
+    if kind not in INDEX_KINDS:
+      raise GalleryError(f'index kind {kind!r}: choose one of {", ".join(INDEX_KINDS)}')
     try:
       import faiss
     except ImportError:
       raise GalleryError('an approximate index needs FAISS: pip install faiss-cpu (exact '
                          'search needs nothing)') from None
     d = self.features.shape[1]
-    nlist = max(1, min(nlist, len(self.features) // 39))  # FAISS wants >= 39 points a list
-    quantizer = faiss.IndexFlatIP(d)
-    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    if kind == 'ivf':
+      nlist = max(1, min(nlist, len(self.features) // 39))  # FAISS wants >= 39 points a list
+      index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+      if d % 8:
+        raise GalleryError(f'a pq index splits rows into 8-d sub-vectors; these are {d}-d: '
+                           'use ivf or exact search')
+      if len(self.features) < 16:
+        raise GalleryError(f'a pq index learns 16 codes a sub-vector; this gallery has '
+                           f'{len(self.features)} rows: search it exactly')
+      index = faiss.IndexPQFastScan(d, d // 8, 4, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = self.features[rng.choice(len(self.features), min(train_size, len(self.features)),
                                       replace=False)]
-    ivf.train(sample)
-    ivf.add(self.features)
-    return ApproximateIndex(ivf, self.model_id, d)
+    index.train(sample)
+    index.add(self.features)
+    return ApproximateIndex(index, self.model_id, d, kind, self.features)
+
+
+INDEX_KINDS = ('ivf', 'pq')
 
 
 @dataclasses.dataclass
@@ -162,17 +186,33 @@ class ApproximateIndex:
   faiss_index: object
   model_id: str
   dim: int
+  kind: str
+  features: np.ndarray = dataclasses.field(repr=False)  # the gallery's rows (pq rescoring)
 
-  def search(self, queries, k: int, model_id: str, nprobe: int = 16) -> Dict[str, np.ndarray]:
-    """Approximate top-``k``, as `Gallery.search` returns it."""
+  def search(self, queries, k: int, model_id: str, nprobe: int = 16,
+             candidates: int = 100) -> Dict[str, np.ndarray]:
+    """Approximate top-``k``, as `Gallery.search` returns it. ``nprobe``: the
+    lists an ``ivf`` index scans; ``candidates``: how many a ``pq`` index
+    shortlists per query for exact rescoring (at least ``k``)."""
     if model_id != self.model_id:
       raise GalleryError(f'queries from model {model_id!r} against an index of '
                          f'{self.model_id!r}: encode both with one model')
     q = np.asarray(queries, np.float32)
     q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
-    self.faiss_index.nprobe = nprobe
-    scores, index = self.faiss_index.search(q, k)
-    return {'index': index.astype(np.int64), 'distance': 1.0 - scores}
+    k = min(k, len(self.features))
+    if self.kind == 'ivf':
+      self.faiss_index.nprobe = nprobe
+      scores, index = self.faiss_index.search(q, k)
+      return {'index': index.astype(np.int64), 'distance': 1.0 - scores}
+    _, shortlist = self.faiss_index.search(q, min(max(k, candidates), len(self.features)))
+    shortlist = shortlist.astype(np.int64)
+    # Exact, a query at a time: its candidates' rows gathered, one matrix-vector
+    # product (8x faster here than one gather and einsum over the batch).
+    scores = np.array([self.features[rows] @ v for rows, v in zip(shortlist, q)],
+                      np.float32).reshape(shortlist.shape)
+    order = np.lexsort((shortlist, -scores), axis=1)[:, :k]  # by score, then gallery row
+    return {'index': np.take_along_axis(shortlist, order, 1),
+            'distance': 1.0 - np.take_along_axis(scores, order, 1)}
 
 
 def _has_accelerator() -> bool:

@@ -3,7 +3,7 @@
     python -m i2v_jax.search --workdir=runs/mdkt_mars --query=probe.jpg \\
         --gallery=camera_7/ --top=10 [--export] [--rerank] [--save_gallery=city.npz]
     python -m i2v_jax.search --workdir=runs/mdkt_mars --query=probe.jpg \\
-        --gallery=city.npz [--index=exact|ivf] [--nprobe=64]
+        --gallery=city.npz [--index=exact|ivf|pq] [--nprobe=64] [--candidates=100]
 
 ``--query``: one image, or a folder of images (each one query). ``--gallery``: a
 folder of tracklet folders (each subfolder one tracklet, its frames in file-name
@@ -21,9 +21,11 @@ query_features, gallery_names, gallery_features, distances).
 A gallery encoded once is kept as a file (`i2v_jax.gallery.Gallery`: features,
 names, cameras and the id of the weights that encoded it): ``--save_gallery``
 writes the searched folder's, and ``--gallery=<file>`` searches one without
-encoding it again, exactly (in blocks, on the accelerator when JAX has one) or,
-with ``--index=ivf``, through FAISS's inverted file (``pip install faiss-cpu``;
-built at each search: keep it in memory with the Python API for many). A file
+encoding it again, exactly (in blocks, on the accelerator when JAX has one) or
+through a FAISS index (``pip install faiss-cpu``; built at each search: keep it
+in memory with the Python API for many): ``--index=ivf``, an inverted file
+(``--nprobe`` lists scanned), or ``--index=pq``, every row scanned as a 4-bit
+code and the ``--candidates`` best rescored exactly (`i2v_jax.gallery`). A file
 encoded by other weights than ``--workdir``'s ``--checkpoint`` is refused, and so
 is a run that ranks by euclidean distance (the file ranks by cosine). A file
 holds no frames, so such a search prints and exports (``query_names``,
@@ -114,13 +116,13 @@ class _Files:
     return out
 
 
-INDEXES = ('exact', 'ivf')
+INDEXES = ('exact', 'ivf', 'pq')
 
 
 def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', top: int = 10,
            output_dir: str = '', export: bool = False, rerank: bool = False,
            save_gallery: str = '', index: str = 'exact', nprobe: int = 16,
-           verbose: bool = True) -> dict:
+           candidates: int = 100, verbose: bool = True) -> dict:
   """Runs a search; returns {'query_names', 'gallery_names', 'gallery_kind'
   ('video', 'image' or 'file'), 'distances' (Q, G; None for a gallery file),
   'ranked' [[(gallery row, distance)] per query], 'paths'}."""
@@ -151,10 +153,12 @@ def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', 
          'gallery_kind': kind, 'distances': None}
   if from_file:
     searched = (stored.search(q, top, model.model_id) if index == 'exact' else
-                stored.index('ivf').search(q, top, model.model_id, nprobe=nprobe))
+                stored.index(index).search(q, top, model.model_id, nprobe=nprobe,
+                                           candidates=candidates))
     out['ranked'] = [[(int(j), float(d)) for j, d in zip(rows, dists)]
                      for rows, dists in zip(searched['index'], searched['distance'])]
-    how = 'cosine distance' + ('' if index == 'exact' else f', ivf index, nprobe {nprobe}')
+    how = 'cosine distance' + {'exact': '', 'ivf': f', ivf index, nprobe {nprobe}',
+                               'pq': f', pq index, {candidates} candidates rescored'}[index]
     what = f'entries of {gallery}'
   else:
     g = (model.embed_images([f[0] for f in frames]) if kind == 'image'
@@ -246,9 +250,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      'folder as this file, to search it again as --gallery',
                                      flag_values=fl)
   index = flags.DEFINE_string('index', 'exact', f'for a gallery file: {" or ".join(INDEXES)} '
-                              '(FAISS inverted file)', flag_values=fl)
+                              '(FAISS inverted file or 4-bit codes)', flag_values=fl)
   nprobe = flags.DEFINE_integer('nprobe', 16, 'lists the ivf index visits per query',
                                 flag_values=fl)
+  candidates = flags.DEFINE_integer('candidates', 100, 'rows the pq index shortlists per '
+                                    'query for exact rescoring', flag_values=fl)
   command_line.parse(fl, argv, __doc__)
   try:
     missing = [f'--{n}' for n, v in (('workdir', workdir), ('query', query),
@@ -259,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     search(workdir.value, query.value, gallery.value, checkpoint=checkpoint.value,
            top=top.value, output_dir=output_dir.value, export=export.value,
            rerank=rerank.value, save_gallery=save_gallery.value, index=index.value,
-           nprobe=nprobe.value)
+           nprobe=nprobe.value, candidates=candidates.value)
   except (flags.Error, UserError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 2

@@ -1,5 +1,6 @@
 """Train and evaluate end to end in process (as flax's examples/imagenet train_test)."""
 
+import importlib.util
 import io
 import json
 import os
@@ -217,6 +218,21 @@ def test_search_keeps_and_searches_an_encoded_gallery_file(tmp_path, cli_data_di
   for a, b in zip(folder['ranked'], from_file['ranked']):
     assert [j for j, _ in a] == [j for j, _ in b]
     np.testing.assert_allclose([d for _, d in a], [d for _, d in b], atol=1e-5)
+  if importlib.util.find_spec('faiss'):  # the deploy extra (.ci/run installs it)
+    # --index=pq with every row shortlisted is exact search: on a gallery file of
+    # 40 rows (a pq index learns 16 codes a sub-vector), the stored rows and noisy copies.
+    rows = np.concatenate([stored.features, stored.features[np.arange(40) % len(stored.names)]
+                           + 0.05 * np.random.default_rng(0).standard_normal(
+                               (40, stored.features.shape[1]))])[:40]
+    big = str(tmp_path / 'big.npz')
+    Gallery.build(rows, [f'e{i}' for i in range(40)], [0] * 40, stored.model_id).save(big)
+    ranked = {index: search.search(exported_run, str(tmp_path / 'q'), big, checkpoint='latest',
+                                   top=5, output_dir=str(tmp_path / index), index=index,
+                                   candidates=40, verbose=False)['ranked']
+              for index in ('exact', 'pq')}
+    for a, b in zip(ranked['exact'], ranked['pq']):
+      assert [j for j, _ in a] == [j for j, _ in b]
+      np.testing.assert_allclose([d for _, d in a], [d for _, d in b], atol=1e-6)
   saved = np.load(tmp_path / 'o2' / 'features.npz')
   assert saved['top_names'].shape == (3, 5) and not os.path.exists(tmp_path / 'o2' / 'ranked.png')
   other = str(tmp_path / 'other.npz')
@@ -226,7 +242,7 @@ def test_search_keeps_and_searches_an_encoded_gallery_file(tmp_path, cli_data_di
       ([f'--gallery={other}'], "against a gallery encoded by 'another-model'"),
       ([f'--gallery={kept}', '--rerank'], '--rerank needs the gallery\'s frames'),
       ([f'--gallery={tmp_path / "g"}', '--index=ivf'], '--index=ivf searches an encoded'),
-      ([f'--gallery={kept}', '--index=hnsw'], '--index=hnsw: choose one of exact, ivf')):
+      ([f'--gallery={kept}', '--index=hnsw'], '--index=hnsw: choose one of exact, ivf, pq')):
     assert search.main(['search', f'--workdir={exported_run}', f'--query={tmp_path / "q"}',
                         '--checkpoint=latest', *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
