@@ -1,7 +1,7 @@
 r"""A trained network as a portable model file, run without i2v-jax.
 
     python -m i2v_jax.export_model --workdir=runs/mdkt_mars --network=student \
-        --out=exported/ [--format=stablehlo|savedmodel] [--checkpoint=best] \
+        --out=exported/ [--format=stablehlo|savedmodel|onnx] [--checkpoint=best] \
         [--input_size=256x128]
 
 writes one self-contained model (weights inside, batch dimension symbolic) and
@@ -32,9 +32,20 @@ antialiasing). Output: ``(N, D)`` float32, the feature evaluation ranks with
 (``eval.feature``), L2-normalised when ``eval.distance`` is cosine (so a dot
 product ranks as evaluation does) and as it is for euclidean. The backbone's
 ``.npz`` for initialising another run stays ``python -m i2v_jax.models.export``.
-ONNX is not written: the converter from JAX (jax2onnx) pins an older
-orbax-checkpoint than the project's, and tf2onnx cannot read the
-``XlaCallModule`` op of a SavedModel made from JAX (docs/deploy.md).
+
+``onnx``: ``<network>.onnx``, one file (weights inside) for ONNX Runtime, TensorRT
+or OpenVINO, converted by jax2onnx from the same computation's jaxpr; inputs
+``images`` (or ``clips`` and ``valid``), output ``embeddings``, batch named ``N``::
+
+    import onnxruntime as ort
+    session = ort.InferenceSession('student.onnx')
+    embeddings = session.run(['embeddings'], {'images': crops})[0]
+
+It needs the ``onnx`` extra and jax2onnx installed without its declared
+dependencies (it declares an older orbax-checkpoint than the project's, which
+the converter never imports)::
+
+    pip install -e '.[deploy]' && pip install --no-deps jax2onnx==0.17.1
 """
 
 from __future__ import annotations
@@ -105,13 +116,13 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
   """
   import jax
   if fmt not in FORMATS:
-    raise ExportError(f'--format={fmt}: choose one of {", ".join(FORMATS)} (ONNX is not '
-                      'written: docs/deploy.md says why)')
+    raise ExportError(f'--format={fmt}: choose one of {", ".join(FORMATS)}')
   if network not in ('student', 'teacher'):
     raise ExportError(f'--network={network}: choose student or teacher')
   inputs = inputs or ('clips' if network == 'teacher' else 'images')
   if inputs not in ('images', 'clips'):
     raise ExportError(f'--inputs={inputs}: choose images or clips')
+  _check_converter(fmt)
   run = RunFolder(workdir)
   if not os.path.isfile(run.config):
     raise ExportError(f'--workdir={workdir}: no trained run there (no config.json)')
@@ -214,9 +225,101 @@ def folder_sha256(path: str) -> str:
   return h.hexdigest()
 
 
-# The one table of formats: name (also the model's file suffix) -> its writer.
-WRITERS = {'stablehlo': _write_stablehlo, 'savedmodel': _write_savedmodel}
+def _write_onnx(fn, args, path: str) -> Dict[str, object]:
+  """``fn`` as one ONNX file (opset 23, weights inside, batch dimension ``N``),
+  converted by jax2onnx from ``fn``'s jaxpr as `_onnx_ready` rewrites it."""
+  import logging
+
+  import jax
+  from jax2onnx import to_onnx
+  closed = jax.make_jaxpr(fn)(*args)
+  names = ['clips', 'valid'] if len(args) == 2 else ['images']
+  # jax2onnx imports every plugin it ships and logs each one whose framework
+  # (equinox, dm-pix) is not installed; none of them converts this model.
+  plugins = logging.getLogger('jax2onnx.plugins.plugin_system')
+  level = plugins.level
+  plugins.setLevel(logging.ERROR)
+  try:
+    model = to_onnx(lambda *xs: _onnx_ready(closed.jaxpr, closed.consts, *xs)[0], args,
+                    input_names=names, output_names=['embeddings'], return_mode='proto')
+  finally:
+    plugins.setLevel(level)
+  data = model.SerializeToString()
+
+  def write(tmp):
+    with open(tmp, 'wb') as f:
+      f.write(data)
+  atomic.write_with(write, path)
+  return {'format': f'onnx (jax2onnx, opset {model.opset_import[0].version}; inputs '
+                    f'{", ".join(names)}, output embeddings)',
+          'sha256': hashlib.sha256(data).hexdigest(),
+          'dim': int(closed.out_avals[0].shape[-1])}
+
+
+def _onnx_ready(jaxpr, consts, *args):
+  """Evaluates ``jaxpr`` (nested calls inlined) for jax2onnx to trace, with each
+  ``reduce_window_max`` (the stem's max pool) spelled as the maximum of its
+  window's strided slices of the input bordered with -inf: the same values
+  (a maximum is exact), in ops ONNX Runtime runs. jax2onnx 0.17.1 lowers
+  ``reduce_window_max`` to a MaxPool over every axis, batch and channels
+  included, which ONNX Runtime refuses ("Unsupported pooling size"). Tracing
+  here, outside the converter, also keeps its patches of flax's layers away."""
+  from jax.extend import core as jex_core
+  env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
+  read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
+  for eqn in jaxpr.eqns:
+    ins = [read(v) for v in eqn.invars]
+    inner = eqn.params.get('jaxpr', eqn.params.get('call_jaxpr'))  # jit, custom_jvp_call
+    if eqn.primitive.name == 'reduce_window_max':
+      outs = [_max_pool_by_slices(ins[0], **eqn.params)]
+    elif eqn.primitive.name in ('jit', 'pjit', 'custom_jvp_call'):
+      outs = _onnx_ready(inner.jaxpr, inner.consts, *ins)
+    else:
+      outs = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
+      outs = outs if eqn.primitive.multiple_results else [outs]
+    env.update(zip(eqn.outvars, outs))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _max_pool_by_slices(x, window_dimensions, window_strides, padding, base_dilation,
+                        window_dilation):
+  """``lax.reduce_window_max`` as the maximum of strided slices (undilated windows)."""
+  import itertools
+
+  from jax import lax
+  if set(base_dilation) | set(window_dilation) != {1}:
+    raise NotImplementedError('a dilated max pool: not in any network here')
+  for axis, (lo, hi) in enumerate(padding):  # -inf borders: concatenated, as jax2onnx's
+    shape = lambda n, axis=axis, s=x.shape: s[:axis] + (n,) + s[axis + 1:]  # Pad fails on
+    inf = np.array(-np.inf, x.dtype)                                         # a symbolic batch
+    parts = (([lax.broadcast_in_dim(inf, shape(lo), ())] if lo else []) + [x]
+             + ([lax.broadcast_in_dim(inf, shape(hi), ())] if hi else []))
+    x = lax.concatenate(parts, axis) if len(parts) > 1 else x
+  out = None
+  for start in itertools.product(*(range(w) for w in window_dimensions)):
+    limit = [s + (d - w) // st * st + 1
+             for s, d, w, st in zip(start, x.shape, window_dimensions, window_strides)]
+    part = lax.slice(x, start, limit, window_strides)
+    out = part if out is None else lax.max(out, part)
+  return out
+
+
+# The one table of formats: name (also the model's file suffix) -> its writer, and
+# the packages beyond the project's requirements it needs (how to install them).
+WRITERS = {'stablehlo': _write_stablehlo, 'savedmodel': _write_savedmodel,
+           'onnx': _write_onnx}
 FORMATS = tuple(WRITERS)
+CONVERTERS = {'onnx': (('jax2onnx', 'onnx', 'onnx_ir'),
+                       "pip install -e '.[deploy]' && pip install --no-deps jax2onnx==0.17.1")}
+
+
+def _check_converter(fmt: str) -> None:
+  """One line, before anything is read or written, when ``fmt``'s converter is missing."""
+  import importlib.util
+  modules, how = CONVERTERS.get(fmt, ((), ''))
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    raise ExportError(f'--format={fmt} needs {", ".join(missing)}, not installed: {how}')
 
 
 def _size(text: str) -> Optional[Tuple[int, int]]:

@@ -1,10 +1,13 @@
-"""Portable model files: a trained tiny run exported as StableHLO and as a TF
-SavedModel, each run in a fresh virtual environment that holds only its runtime
-(jax and numpy; tensorflow and numpy: no i2v_jax, no flax), on real frames of
-the synthetic dataset: the embeddings are the run's, and so is its I2V mAP. Bad
-input to the exporter is one line, exit 2, nothing written."""
+"""Portable model files: a trained tiny run exported as StableHLO, as a TF
+SavedModel and as ONNX, each run in a fresh virtual environment that holds only
+its runtime (jax and numpy; tensorflow and numpy; onnxruntime and numpy: no
+i2v_jax, no flax), on real frames of the synthetic dataset: the embeddings are
+the run's, and so is its I2V mAP. Bad input to the exporter is one line, exit 2,
+nothing written."""
 
+import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 JAX_ONLY = ('jax', 'jaxlib', 'numpy', 'flatbuffers', 'ml_dtypes', 'opt_einsum', 'scipy')
 TF_ONLY = ('tensorflow-cpu', 'numpy')
+ONNX_ONLY = ('onnxruntime', 'numpy')
 
 
 def _outside(runtime: str, banned: tuple, body: str) -> str:
@@ -58,6 +62,15 @@ for name, args in (('student', {'images': data['images']}),
       'embeddings'].numpy()
 ''')
 
+RUN_ONNX = _outside('import onnxruntime as ort', ('i2v_jax', 'flax', 'jax', 'tensorflow'), r'''
+for name, args in (('student', {'images': data['images']}),
+                   ('student_clips', {'clips': data['clips'], 'valid': data['valid']})):
+  session = ort.InferenceSession(f'{folder}/onnx/{name}.onnx',
+                                 providers=['CPUExecutionProvider'])
+  out[name] = session.run(['embeddings'], dict(args))[0]
+  out[name + '_one'] = session.run(['embeddings'], {k: v[:1] for k, v in args.items()})[0]
+''')
+
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, cli_data_dir):
@@ -90,6 +103,16 @@ def jax_only_python(tmp_path_factory):
 @pytest.fixture(scope='module')
 def tf_only_python(tmp_path_factory):
   return _fresh_python(tmp_path_factory, 'tf_only', TF_ONLY)
+
+
+@pytest.fixture(scope='module')
+def onnx_only_python(tmp_path_factory):
+  missing = [m for m in export_model.CONVERTERS['onnx'][0] + ('onnxruntime',)
+             if importlib.util.find_spec(m) is None]
+  if missing:  # .ci/run installs them
+    pytest.skip(f'the ONNX converter is not installed ({", ".join(missing)}): '
+                f'{export_model.CONVERTERS["onnx"][1]}')
+  return _fresh_python(tmp_path_factory, 'onnx_only', ONNX_ONLY)
 
 
 def _real_inputs(folder, dataset_dir, t):
@@ -167,6 +190,41 @@ def test_savedmodel_runs_with_tensorflow_alone_and_reproduces_the_run(
   _check_against_the_run(_run_outside(tf_only_python, RUN_SAVEDMODEL, tmp_path), run)
 
 
+def test_onnx_runs_with_onnxruntime_alone_and_reproduces_the_run(
+    tmp_path, run, cli_data_dir, onnx_only_python):
+  out = tmp_path / 'onnx'
+  meta = export_model.export(run, 'student', str(out), 'latest', fmt='onnx')
+  clips_meta = export_model.export(run, 'student', str(out), 'latest', fmt='onnx',
+                                   inputs='clips')
+  assert sorted(os.listdir(out)) == ['student.json', 'student.onnx',
+                                     'student_clips.json', 'student_clips.onnx']
+  assert meta['format'].startswith('onnx') and meta['checkpoint_step'] == 2
+  assert meta['file_sha256'] == hashlib.sha256((out / 'student.onnx').read_bytes()).hexdigest()
+  _real_inputs(tmp_path, cli_data_dir, clips_meta['input']['shape'][1])
+  _check_against_the_run(_run_outside(onnx_only_python, RUN_ONNX, tmp_path), run)
+
+
+def test_the_onnx_max_pool_is_the_windows_maximum():
+  """The stem's max pool as ONNX receives it (strided slices of the -inf-bordered
+  input) against the definition: each output the maximum of its 3x3 window,
+  stride 2, one row and column of padding, written as loops."""
+  import jax
+  x = np.random.default_rng(0).standard_normal((2, 7, 6, 3)).astype(np.float32)
+  got = np.asarray(export_model._max_pool_by_slices(
+      jax.numpy.asarray(x), (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)),
+      (1, 1, 1, 1), (1, 1, 1, 1)))
+  want = np.full((2, 4, 3, 3), -np.inf, np.float32)
+  for n in range(2):
+    for i in range(4):
+      for j in range(3):
+        for di in range(3):
+          for dj in range(3):
+            r, c = 2 * i + di - 1, 2 * j + dj - 1
+            if 0 <= r < 7 and 0 <= c < 6:
+              want[n, i, j] = np.maximum(want[n, i, j], x[n, r, c])
+  np.testing.assert_array_equal(got, want)
+
+
 def test_the_teacher_exports_on_clips(tmp_path, run):
   meta = export_model.export(run, 'teacher', str(tmp_path), 'latest')
   assert meta['input']['shape'][0] == 'N' and len(meta['input']['shape']) == 5
@@ -175,7 +233,7 @@ def test_the_teacher_exports_on_clips(tmp_path, run):
 
 @pytest.mark.parametrize('args, expected', [
     (['--workdir={tmp}/none', '--out={tmp}/o'], 'no trained run there'),
-    (['--workdir={run}', '--out={tmp}/o', '--format=onnx'], '--format=onnx: choose one of'),
+    (['--workdir={run}', '--out={tmp}/o', '--format=tflite'], '--format=tflite: choose one of'),
     (['--workdir={run}', '--out={tmp}/o', '--network=tacher'], '--network=tacher: choose'),
     (['--workdir={run}', '--out={tmp}/o', '--checkpoint=bets'], "checkpoint 'bets'"),
     (['--workdir={run}', '--out={tmp}/o', '--input_size=256'], '--input_size=256: give'),
@@ -187,6 +245,15 @@ def test_bad_input_to_the_exporter_is_one_line(tmp_path, run, args, expected, ca
     assert export_model.main(['export_model', *args]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and expected in err[0], err
+  assert not os.path.exists(tmp_path / 'o')
+
+
+def test_a_missing_converter_is_one_line(tmp_path, run, capsys, monkeypatch):
+  monkeypatch.setitem(export_model.CONVERTERS, 'onnx', (('jax2onnx_absent',), 'pip install it'))
+  assert export_model.main(['export_model', f'--workdir={run}', '--format=onnx',
+                            f'--out={tmp_path / "o"}']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ['error: --format=onnx needs jax2onnx_absent, not installed: pip install it']
   assert not os.path.exists(tmp_path / 'o')
 
 
