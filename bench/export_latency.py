@@ -1,4 +1,4 @@
-r"""Images/s of the exported student (StableHLO, TF SavedModel) beside the project's jitted encoder.
+r"""Images/s of the exported student (StableHLO, TF SavedModel, ONNX) beside the project's jitted encoder.
 
     python bench/export_latency.py [--width 64] [--height 256 --img_width 128] [--runs 5]
 
@@ -7,8 +7,9 @@ weights, is saved as a one-step run's checkpoint would be and exported with
 `i2v_jax.export_model` (the same path a trained run takes); then both paths
 embed uint8 crops at batch 1 and 64: the StableHLO file through
 `jax.export.deserialize(...).call` (what a server with jax alone runs), the TF
-SavedModel through its `serving_default` signature (what TF Serving runs), and
-`features.make_encode_fn` (the jitted encoder evaluation uses, given float
+SavedModel through its `serving_default` signature (what TF Serving runs), the
+ONNX file through ONNX Runtime's CPU provider (when the deploy extra and jax2onnx
+are installed: README), and `features.make_encode_fn` (the jitted encoder evaluation uses, given float
 frames already scaled and normalised). Median of --runs after a warm-up; images/s
 and each file's ratio to the jitted encoder, in one process.
 """
@@ -55,6 +56,15 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:  # the writers export_model uses
     export_model.WRITERS['stablehlo'](served, spec, os.path.join(tmp, 'student.stablehlo'))
     export_model.WRITERS['savedmodel'](served, spec, os.path.join(tmp, 'student.savedmodel'))
+    try:
+      export_model._check_converter('onnx')
+      import onnxruntime as ort
+      export_model.WRITERS['onnx'](served, spec, os.path.join(tmp, 'student.onnx'))
+      session = ort.InferenceSession(os.path.join(tmp, 'student.onnx'),
+                                     providers=['CPUExecutionProvider'])
+      onnx_note = f'onnxruntime {ort.__version__}'
+    except (export_model.ExportError, ImportError) as e:
+      session, onnx_note = None, f'no ONNX ({e})'
     with open(os.path.join(tmp, 'student.stablehlo'), 'rb') as f:
       model = jax.export.deserialize(f.read())
     serve = tf.saved_model.load(os.path.join(tmp, 'student.savedmodel')).signatures[
@@ -62,7 +72,8 @@ def main():
   encode = features_lib.make_encode_fn(config, num_classes, 'student')
   rng = np.random.default_rng(0)
   print(f'student width {args.width} at {args.height}x{args.img_width}, '
-        f'{jax.devices()[0].device_kind}, jax {jax.__version__}', flush=True)
+        f'{jax.devices()[0].device_kind}, jax {jax.__version__}, tensorflow {tf.__version__}, '
+        f'{onnx_note}', flush=True)
   for n in (1, 64):
     crops = rng.integers(0, 256, (n, args.height, args.img_width, 3), dtype=np.uint8)
     frames = np.asarray(input_pipeline.prepare_image(crops.astype(np.float32),
@@ -74,6 +85,9 @@ def main():
              ('StableHLO file (uint8 in)', lambda crops=crops: model.call(crops)),
              ('TF SavedModel (uint8 in)',
               lambda crops=crops: serve(images=tf.constant(crops))['embeddings'].numpy()))
+    if session is not None:
+      paths += (('ONNX file, ONNX Runtime (uint8 in)',
+                 lambda crops=crops: session.run(['embeddings'], {'images': crops})[0]),)
     for name, fn in paths:
       jax.block_until_ready(fn())
       times = []

@@ -161,7 +161,7 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
                  'feature': config.eval.feature,
                  'l2_normalised': config.eval.distance == 'cosine'},
       'distance': config.eval.distance,
-      'platforms': list(PLATFORMS),
+      'platforms': written.get('platforms', list(PLATFORMS)),
   }
   atomic.write_json(meta, os.path.join(out_dir, f'{name}.json'))
   return meta | {'path': path}
@@ -253,7 +253,8 @@ def _write_onnx(fn, args, path: str) -> Dict[str, object]:
   return {'format': f'onnx (jax2onnx, opset {model.opset_import[0].version}; inputs '
                     f'{", ".join(names)}, output embeddings)',
           'sha256': hashlib.sha256(data).hexdigest(),
-          'dim': int(closed.out_avals[0].shape[-1])}
+          'dim': int(closed.out_avals[0].shape[-1]),
+          'platforms': ['any ONNX runtime (tested: ONNX Runtime CPU)']}
 
 
 def _onnx_ready(jaxpr, consts, *args):
