@@ -2,7 +2,8 @@ r"""Gallery search at scale: exact (blocked) and approximate (FAISS IVF, PQ) aga
 
     python bench/gallery_search.py [--sizes 10000,100000,1000000] [--dim 2048]
         [--noise 1.2] [--queries 1000] [--batch 256] [--indexes ivf,pq] [--nlist 1024]
-        [--nprobe 16,64,256] [--candidates 10,100,1000] [--train_size 100000] [--runs 3]
+        [--nprobe 16,64,256] [--pq_dims 4,8] [--candidates 10,100,1000]
+        [--train_size 100000] [--runs 3]
 
 Galleries of L2-normalised 2048-d embeddings with identity structure (10
 tracklets an identity: a centre plus --noise standard deviations of noise a
@@ -12,7 +13,8 @@ Per size, in one process: plain numpy (the whole query-batch x gallery score
 matrix, then a full argsort of each row), the exact blocked search of
 `i2v_jax.gallery.Gallery.search`, and the approximate indexes of
 `Gallery.index`: ``ivf`` (FAISS IndexIVFFlat; per --nprobe) and ``pq`` (FAISS
-IndexPQFastScan, 4-bit codes, then exact rescoring; per --candidates): build
+IndexPQFastScan, 4-bit codes of each --pq_dims dimensions, then exact
+rescoring; per --candidates): build
 time, memory, search latency and recall@10 against the exact result. Latency per
 query is the batch's time / its queries (batched); queries/s is the inverse.
 Median of --runs.
@@ -66,6 +68,7 @@ def main():
   p.add_argument('--dim', type=int, default=2048)
   p.add_argument('--noise', type=float, default=1.2, help='noise a dimension (centres: 1)')
   p.add_argument('--indexes', default='ivf,pq', help='approximate indexes, comma-separated')
+  p.add_argument('--pq_dims', default='4,8', help='dimensions a pq code covers, comma-separated')
   p.add_argument('--candidates', default='10,100,1000',
                  help='pq shortlists rescored exactly, comma-separated')
   p.add_argument('--queries', type=int, default=1000)
@@ -107,15 +110,18 @@ def bench_size(size: int, args, have_faiss: bool) -> str:
   if not have_faiss:
     return line + '; FAISS not installed: no index'
   for kind in args.indexes.split(','):
-    line += approximate(kind, g, one, batches, exact_all, args)
+    for dims in (args.pq_dims.split(',') if kind == 'pq' else ['']):
+      line += approximate(kind, g, one, batches, exact_all, args, int(dims or 0))
   return line
 
 
-def approximate(kind: str, g: Gallery, one, batches, exact_all, args) -> str:
-  """One index over ``g``: its build, memory, and per setting latency and recall."""
+def approximate(kind: str, g: Gallery, one, batches, exact_all, args, dims: int) -> str:
+  """One index over ``g`` (``dims``: a pq code's): its build, memory, and per
+  setting latency and recall."""
   rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   t = time.perf_counter()
-  index = g.index(kind, nlist=args.nlist, train_size=args.train_size)
+  index = g.index(kind, nlist=args.nlist, train_size=args.train_size,
+                  **({'dims_per_code': dims} if kind == 'pq' else {}))
   build = time.perf_counter() - t
   rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
   size = len(g.features)
@@ -123,8 +129,8 @@ def approximate(kind: str, g: Gallery, one, batches, exact_all, args) -> str:
     name, settings = f'IVF{min(args.nlist, size // 39)}', ('nprobe', args.nprobe)
     held = index.faiss_index.ntotal * args.dim * 4 / 2 ** 20  # the rows, copied
   else:
-    name, settings = f'PQ{args.dim // 8}x4fs', ('candidates', args.candidates)
-    held = index.faiss_index.ntotal * args.dim // 16 / 2 ** 20  # 4 bits a sub-vector
+    name, settings = f'PQ{args.dim // dims}x4fs', ('candidates', args.candidates)
+    held = index.faiss_index.ntotal * args.dim // dims / 2 / 2 ** 20  # 4 bits a code
   line = (f'\n  {name}: build {build:.1f} s, holds {held:,.0f} MiB (peak RSS +{rss:,.0f} MiB)')
   for value in (int(v) for v in settings[1].split(',')):
     search = lambda q, value=value: index.search(q, args.k, 'bench', **{settings[0]: value})

@@ -4,7 +4,7 @@
     gallery.save('city.gallery.npz')
     top = gallery.search(queries, k=10, model_id=model_id)        # exact, blocked
     index = gallery.index('pq')                                    # FAISS (optional package)
-    top = index.search(queries, k=10, model_id=model_id, candidates=100)
+    top = index.search(queries, k=10, model_id=model_id, candidates=1000)
 
 Embeddings are L2-normalised (what `i2v_jax.export_model` and evaluation rank by
 cosine), so nearest = largest inner product; ``distances`` are returned as
@@ -26,11 +26,11 @@ refused in one line when it is not installed), by ``kind``:
   ``nprobe`` of them scanned exactly per query. Fast when the gallery clusters
   the way its k-means lists do; a query whose neighbours fall in lists it does
   not visit misses them.
-* ``pq``: every row scanned, compressed (``IndexPQFastScan``: ``D / 8``
-  sub-vectors of 8 dimensions, 4 bits each, so 2048-d rows take 128 bytes,
-  scored from SIMD lookup tables), then each query's ``candidates`` best
-  rescored exactly from the gallery's float32 rows: the returned distances are
-  exact, and so is the order among the candidates.
+* ``pq``: every row scanned, compressed (``IndexPQFastScan``: sub-vectors of
+  ``dims_per_code`` dimensions, 4 bits each, so a 2048-d row takes 256 bytes at
+  the default 4, 128 at 8; scored from SIMD lookup tables), then each query's
+  ``candidates`` best rescored exactly from the gallery's float32 rows: the
+  returned distances are exact, and so is the order among the candidates.
 """
 
 from __future__ import annotations
@@ -147,10 +147,10 @@ class Gallery:
     return top
 
   def index(self, kind: str = 'ivf', nlist: int = 1024, train_size: int = 100_000,
-            seed: int = 0) -> 'ApproximateIndex':
+            seed: int = 0, dims_per_code: int = 4) -> 'ApproximateIndex':
     """An approximate index over the gallery: ``ivf`` (``nlist`` lists) or ``pq``
-    (the module's docstring says how each searches); both trained on at most
-    ``train_size`` rows drawn with ``seed``."""
+    (codes of ``dims_per_code`` dimensions; the module's docstring says how each
+    searches); both trained on at most ``train_size`` rows drawn with ``seed``."""
     if kind not in INDEX_KINDS:
       raise GalleryError(f'index kind {kind!r}: choose one of {", ".join(INDEX_KINDS)}')
     try:
@@ -163,13 +163,14 @@ class Gallery:
       nlist = max(1, min(nlist, len(self.features) // 39))  # FAISS wants >= 39 points a list
       index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
-      if d % 8:
-        raise GalleryError(f'a pq index splits rows into 8-d sub-vectors; these are {d}-d: '
-                           'use ivf or exact search')
+      if dims_per_code < 1 or d % dims_per_code or (d // dims_per_code) % 2:
+        raise GalleryError(f'a pq index splits rows into an even number of '
+                           f'{dims_per_code}-d sub-vectors; these are {d}-d: choose '
+                           'dims_per_code dividing it, or use ivf or exact search')
       if len(self.features) < 16:
         raise GalleryError(f'a pq index learns 16 codes a sub-vector; this gallery has '
                            f'{len(self.features)} rows: search it exactly')
-      index = faiss.IndexPQFastScan(d, d // 8, 4, faiss.METRIC_INNER_PRODUCT)
+      index = faiss.IndexPQFastScan(d, d // dims_per_code, 4, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = self.features[rng.choice(len(self.features), min(train_size, len(self.features)),
                                       replace=False)]
@@ -190,7 +191,7 @@ class ApproximateIndex:
   features: np.ndarray = dataclasses.field(repr=False)  # the gallery's rows (pq rescoring)
 
   def search(self, queries, k: int, model_id: str, nprobe: int = 16,
-             candidates: int = 100) -> Dict[str, np.ndarray]:
+             candidates: int = 1000) -> Dict[str, np.ndarray]:
     """Approximate top-``k``, as `Gallery.search` returns it. ``nprobe``: the
     lists an ``ivf`` index scans; ``candidates``: how many a ``pq`` index
     shortlists per query for exact rescoring (at least ``k``)."""

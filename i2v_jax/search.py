@@ -3,7 +3,7 @@
     python -m i2v_jax.search --workdir=runs/mdkt_mars --query=probe.jpg \\
         --gallery=camera_7/ --top=10 [--export] [--rerank] [--save_gallery=city.npz]
     python -m i2v_jax.search --workdir=runs/mdkt_mars --query=probe.jpg \\
-        --gallery=city.npz [--index=exact|ivf|pq] [--nprobe=64] [--candidates=100]
+        --gallery=city.npz [--index=exact|ivf|pq] [--nprobe=64] [--candidates=1000]
 
 ``--query``: one image, or a folder of images (each one query). ``--gallery``: a
 folder of tracklet folders (each subfolder one tracklet, its frames in file-name
@@ -122,7 +122,7 @@ INDEXES = ('exact', 'ivf', 'pq')
 def search(workdir: str, query: str, gallery: str, *, checkpoint: str = 'best', top: int = 10,
            output_dir: str = '', export: bool = False, rerank: bool = False,
            save_gallery: str = '', index: str = 'exact', nprobe: int = 16,
-           candidates: int = 100, verbose: bool = True) -> dict:
+           candidates: int = 1000, verbose: bool = True) -> dict:
   """Runs a search; returns {'query_names', 'gallery_names', 'gallery_kind'
   ('video', 'image' or 'file'), 'distances' (Q, G; None for a gallery file),
   'ranked' [[(gallery row, distance)] per query], 'paths'}."""
@@ -253,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               '(FAISS inverted file or 4-bit codes)', flag_values=fl)
   nprobe = flags.DEFINE_integer('nprobe', 16, 'lists the ivf index visits per query',
                                 flag_values=fl)
-  candidates = flags.DEFINE_integer('candidates', 100, 'rows the pq index shortlists per '
+  candidates = flags.DEFINE_integer('candidates', 1000, 'rows the pq index shortlists per '
                                     'query for exact rescoring', flag_values=fl)
   command_line.parse(fl, argv, __doc__)
   try:

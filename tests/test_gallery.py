@@ -114,5 +114,5 @@ def test_the_pq_index_rescores_its_shortlist_exactly():
   with pytest.raises(GalleryError, match="index kind 'hnsw': choose one of ivf, pq"):
     gallery.index('hnsw')
   odd = Gallery.build(feats[:, :30], [str(i) for i in range(3000)], [0] * 3000, 'm')
-  with pytest.raises(GalleryError, match='30-d: use ivf or exact'):
-    odd.index('pq')
+  with pytest.raises(GalleryError, match='these are 30-d: choose dims_per_code dividing it'):
+    odd.index('pq', dims_per_code=4)
