@@ -270,10 +270,10 @@ def _onnx_ready(jaxpr, consts, *args):
   read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
   for eqn in jaxpr.eqns:
     ins = [read(v) for v in eqn.invars]
-    inner = eqn.params.get('jaxpr', eqn.params.get('call_jaxpr'))  # jit, custom_jvp_call
     if eqn.primitive.name == 'reduce_window_max':
       outs = [_max_pool_by_slices(ins[0], **eqn.params)]
     elif eqn.primitive.name in ('jit', 'pjit', 'custom_jvp_call'):
+      inner = eqn.params['jaxpr' if 'jaxpr' in eqn.params else 'call_jaxpr']
       outs = _onnx_ready(inner.jaxpr, inner.consts, *ins)
     else:
       outs = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
@@ -290,9 +290,10 @@ def _max_pool_by_slices(x, window_dimensions, window_strides, padding, base_dila
   from jax import lax
   if set(base_dilation) | set(window_dilation) != {1}:
     raise NotImplementedError('a dilated max pool: not in any network here')
-  for axis, (lo, hi) in enumerate(padding):  # -inf borders: concatenated, as jax2onnx's
-    shape = lambda n, axis=axis, s=x.shape: s[:axis] + (n,) + s[axis + 1:]  # Pad fails on
-    inf = np.array(-np.inf, x.dtype)                                         # a symbolic batch
+  # -inf borders, concatenated: jax2onnx's lowering of lax.pad fails on a symbolic batch.
+  inf = np.array(-np.inf, x.dtype)
+  for axis, (lo, hi) in enumerate(padding):
+    shape = lambda n, axis=axis, s=x.shape: s[:axis] + (n,) + s[axis + 1:]
     parts = (([lax.broadcast_in_dim(inf, shape(lo), ())] if lo else []) + [x]
              + ([lax.broadcast_in_dim(inf, shape(hi), ())] if hi else []))
     x = lax.concatenate(parts, axis) if len(parts) > 1 else x
