@@ -2,7 +2,7 @@ r"""A trained network as a portable model file, run without i2v-jax.
 
     python -m i2v_jax.export_model --workdir=runs/mdkt_mars --network=student \
         --out=exported/ [--format=stablehlo|savedmodel|onnx] [--checkpoint=best] \
-        [--input_size=256x128]
+        [--input_size=256x128|any]
 
 writes one self-contained model (weights inside, batch dimension symbolic) and
 ``<network>.json`` beside it (the run, the checkpoint step and its sha256
@@ -28,7 +28,8 @@ TensorFlow alone::
 Input: uint8 RGB, ``(N, H, W, 3)`` crops for the image network, ``(N, T, H, W, 3)``
 clips for the video network, ``H x W`` = ``--input_size`` (default the run's
 ``input.height x input.width``; another size is resized inside, bilinear with
-antialiasing). Output: ``(N, D)`` float32, the feature evaluation ranks with
+antialiasing; ``any``: height and width symbolic like the batch, each call's
+crops resized inside, which for crops at the run's size changes nothing). Output: ``(N, D)`` float32, the feature evaluation ranks with
 (``eval.feature``), L2-normalised when ``eval.distance`` is cosine (so a dot
 product ranks as evaluation does) and as it is for euclidean. The backbone's
 ``.npz`` for initialising another run stays ``python -m i2v_jax.models.export``.
@@ -53,7 +54,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -70,10 +71,11 @@ class ExportError(UserError):
 
 
 def serving_fn(config, num_classes: int, network: str, variables,
-               input_size: Tuple[int, int], clips: bool):
+               input_size: Optional[Tuple[int, int]], clips: bool):
   """The exported computation, exactly as evaluation encodes
   (`features.make_encode_fn`), with `input_pipeline.prepare_image`'s scaling and
-  normalisation (and, for another crop size, a resize) inside:
+  normalisation (and, for another crop size or ``input_size=None``, any size, a
+  resize) inside:
 
     images: uint8 (N, h, w, 3) -> (N, D) float32
     clips:  uint8 (N, T, h, w, 3), valid (N, T) bool -> (N, D) float32, the clip's
@@ -90,7 +92,7 @@ def serving_fn(config, num_classes: int, network: str, variables,
 
   def embed(frames, valid):
     x = frames.astype(jnp.float32)
-    if tuple(input_size) != (inp.height, inp.width):
+    if input_size is None or tuple(input_size) != (inp.height, inp.width):
       x = jax.image.resize(x, x.shape[:2] + (inp.height, inp.width, 3), 'bilinear',
                            antialias=True)
     x = x / 255.0
@@ -105,7 +107,7 @@ def serving_fn(config, num_classes: int, network: str, variables,
 
 
 def export(workdir: str, network: str, out_dir: str, which: str = 'best',
-           input_size: Optional[Tuple[int, int]] = None, fmt: str = 'stablehlo',
+           input_size: Union[Tuple[int, int], str, None] = None, fmt: str = 'stablehlo',
            inputs: str = '', clip_len: Optional[int] = None) -> Dict[str, object]:
   """Writes ``<out_dir>/<name>.<fmt>`` and its ``.json`` (name: the network, with
   ``_clips`` for the student on clips); returns the metadata. ``inputs``:
@@ -134,25 +136,28 @@ def export(workdir: str, network: str, out_dir: str, which: str = 'best',
   step = checkpoint.named_step(workdir, which)
   num_classes = int(variables['params']['head']['classifier']['kernel'].shape[-1])
   inp = config.input
-  size = tuple(input_size or (inp.height, inp.width))
+  any_size = input_size == 'any'
+  size = None if any_size else tuple(input_size or (inp.height, inp.width))
   clips = inputs == 'clips'
   t = clip_len or config.eval.clip_len
-  batch = jax.export.symbolic_shape('batch')[0]
-  args = ([jax.ShapeDtypeStruct((batch, t) + size + (3,), np.uint8),
+  batch, *spatial = jax.export.symbolic_shape('batch, height, width' if any_size else 'batch')
+  spatial = tuple(spatial) if any_size else size
+  args = ([jax.ShapeDtypeStruct((batch, t) + spatial + (3,), np.uint8),
            jax.ShapeDtypeStruct((batch, t), np.bool_)] if clips else
-          [jax.ShapeDtypeStruct((batch,) + size + (3,), np.uint8)])
+          [jax.ShapeDtypeStruct((batch,) + spatial + (3,), np.uint8)])
   fn = serving_fn(config, num_classes, network, variables, size, clips)
   name = network + ('_clips' if clips and network == 'student' else '')
   path = os.path.join(out_dir, f'{name}.{fmt}')
   os.makedirs(out_dir, exist_ok=True)
   written = WRITERS[fmt](fn, args, path)
+  shown = ['H', 'W'] if any_size else list(size)
   meta = {
       'format': written['format'],
       'run': os.path.abspath(workdir), 'network': network, 'checkpoint': which,
       'checkpoint_step': step, 'checkpoint_sha256_record': checkpoint.record_sha256(workdir, which, step),
       'file_sha256': written['sha256'],
       'input': {'dtype': 'uint8', 'layout': 'RGB', 'shape': (
-          ['N', t, size[0], size[1], 3] if clips else ['N', size[0], size[1], 3]),
+          ['N', t, *shown, 3] if clips else ['N', *shown, 3]),
           'valid': ['N', t] if clips else None,
           'resized_inside_to': [inp.height, inp.width] if size != (inp.height, inp.width)
           else None, 'normalisation': 'x / 255, then ImageNet mean/std' if inp.normalize
@@ -194,8 +199,9 @@ def _write_savedmodel(fn, args, path: str) -> Dict[str, object]:
   poly = ['(b, ' + ', '.join(str(d) for d in a.shape[1:]) + ')' for a in args]
   converted = jax2tf.convert(fn, polymorphic_shapes=poly,
                              native_serialization_platforms=PLATFORMS)
-  spec = lambda a, name: tf.TensorSpec((None,) + tuple(a.shape[1:]), tf.as_dtype(a.dtype),
-                                       name=name)
+  spec = lambda a, name: tf.TensorSpec(
+      (None,) + tuple(d if isinstance(d, int) else None for d in a.shape[1:]),
+      tf.as_dtype(a.dtype), name=name)
   module = tf.Module()
   if len(args) == 2:
     module.serve = tf.function(
@@ -324,12 +330,12 @@ def _check_converter(fmt: str) -> None:
     raise ExportError(f'--format={fmt} needs {", ".join(missing)}, not installed: {how}')
 
 
-def _size(text: str) -> Optional[Tuple[int, int]]:
-  if not text:
-    return None
+def _size(text: str) -> Union[Tuple[int, int], str, None]:
+  if not text or text == 'any':
+    return text or None
   h, sep, w = text.lower().partition('x')
   if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
-    raise ExportError(f'--input_size={text}: give HEIGHTxWIDTH, e.g. 256x128')
+    raise ExportError(f'--input_size={text}: give HEIGHTxWIDTH, e.g. 256x128, or any')
   return int(h), int(w)
 
 
@@ -345,7 +351,8 @@ def main(argv=None) -> int:
   out = flags.DEFINE_string('out', None, 'output folder', flag_values=fl)
   which = flags.DEFINE_string('checkpoint', 'best', 'best, latest or a step', flag_values=fl)
   input_size = flags.DEFINE_string('input_size', '', 'HEIGHTxWIDTH of the crops the model '
-                                   'takes (default: the run\'s input size)', flag_values=fl)
+                                   'takes (default: the run\'s input size), or any',
+                                   flag_values=fl)
   inputs = flags.DEFINE_string('inputs', '', 'images or clips (default: images for the '
                                'student, clips for the teacher)', flag_values=fl)
   for name in ('workdir', 'out'):

@@ -225,6 +225,50 @@ def test_the_onnx_max_pool_is_the_windows_maximum():
   np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize('fmt', export_model.FORMATS)
+def test_any_crop_size_is_resized_inside(tmp_path, run, fmt):
+  """--input_size=any: height and width symbolic. Crops at the run's size give
+  the fixed-size file's embeddings; crops of another size give what a file
+  exported for that size gives (the resize inside, by definition of
+  `serving_fn`), each format through its own runtime, in process."""
+  import jax
+  missing = [m for m in export_model.CONVERTERS.get(fmt, ((), ''))[0]
+             if importlib.util.find_spec(m) is None]
+  if missing:
+    pytest.skip(f'{fmt} converter not installed ({", ".join(missing)})')
+  meta = export_model.export(run, 'student', str(tmp_path), 'latest', fmt=fmt, input_size='any')
+  assert meta['input']['shape'] == ['N', 'H', 'W', 3]
+  assert meta['input']['resized_inside_to'] == [64, 32]
+  call = _runner(fmt, meta['path'])
+  rng = np.random.default_rng(0)
+  native = rng.integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+  other = rng.integers(0, 256, (2, 80, 44, 3), dtype=np.uint8)
+  from i2v_jax import checkpoint, config_lib
+  config = config_lib.load_saved(run)
+  variables = checkpoint.load_network(run, 'student', 'latest')
+  classes = int(variables['params']['head']['classifier']['kernel'].shape[-1])
+  for crops in (native, other):
+    want = jax.jit(export_model.serving_fn(config, classes, 'student', variables,
+                                           crops.shape[1:3], clips=False))(crops)
+    np.testing.assert_allclose(call(crops), np.asarray(want), atol=1e-5)
+
+
+def _runner(fmt, path):
+  """images -> embeddings through ``fmt``'s own runtime."""
+  if fmt == 'stablehlo':
+    import jax
+    with open(path, 'rb') as f:
+      model = jax.export.deserialize(f.read())
+    return lambda x: np.asarray(model.call(x))
+  if fmt == 'savedmodel':
+    import tensorflow as tf
+    serve = tf.saved_model.load(path).signatures['serving_default']
+    return lambda x: serve(images=tf.constant(x))['embeddings'].numpy()
+  import onnxruntime as ort
+  session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+  return lambda x: session.run(['embeddings'], {'images': x})[0]
+
+
 def test_the_teacher_exports_on_clips(tmp_path, run):
   meta = export_model.export(run, 'teacher', str(tmp_path), 'latest')
   assert meta['input']['shape'][0] == 'N' and len(meta['input']['shape']) == 5
