@@ -1,7 +1,7 @@
 """Portable model files: a trained tiny run exported as StableHLO, as a TF
 SavedModel and as ONNX, each run in a fresh virtual environment that holds only
-its runtime (jax and numpy; tensorflow and numpy; onnxruntime and numpy: no
-i2v_jax, no flax), on real frames of the synthetic dataset: the embeddings are
+its runtime (jax and numpy; tensorflow and numpy; onnxruntime and numpy, and
+openvino and numpy for the same ONNX file: no i2v_jax, no flax), on real frames of the synthetic dataset: the embeddings are
 the run's, and so is its I2V mAP. Bad input to the exporter is one line, exit 2,
 nothing written."""
 
@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 JAX_ONLY = ('jax', 'jaxlib', 'numpy', 'flatbuffers', 'ml_dtypes', 'opt_einsum', 'scipy')
 TF_ONLY = ('tensorflow-cpu', 'numpy')
 ONNX_ONLY = ('onnxruntime', 'numpy')
+OPENVINO_ONLY = ('openvino==2026.4.1', 'numpy')  # not a project package: pinned here
 
 
 def _outside(runtime: str, banned: tuple, body: str) -> str:
@@ -71,6 +72,19 @@ for name, args in (('student', {'images': data['images']}),
   out[name + '_one'] = session.run(['embeddings'], {k: v[:1] for k, v in args.items()})[0]
 ''')
 
+# OpenVINO's CPU plugin computes in bfloat16 where the processor has it unless
+# told otherwise; f32 is what reproduces the run.
+RUN_OPENVINO = _outside('import openvino as ov', ('i2v_jax', 'flax', 'jax', 'tensorflow',
+                                                   'onnxruntime'), r'''
+core = ov.Core()
+for name, args in (('student', {'images': data['images']}),
+                   ('student_clips', {'clips': data['clips'], 'valid': data['valid']})):
+  model = core.compile_model(core.read_model(f'{folder}/onnx/{name}.onnx'), 'CPU',
+                             {'INFERENCE_PRECISION_HINT': 'f32'})
+  out[name] = model(dict(args))[model.output(0)]
+  out[name + '_one'] = model({k: v[:1] for k, v in args.items()})[model.output(0)]
+''')
+
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, cli_data_dir):
@@ -83,11 +97,11 @@ def run(tmp_path_factory, cli_data_dir):
 
 
 def _fresh_python(tmp_path_factory, name, packages):
-  """A virtual environment with the project's pins of ``packages`` (and what
-  they need), nothing else; its python."""
+  """A virtual environment with the project's pins of ``packages`` (or the
+  pin given, ``name==version``) and what they need, nothing else; its python."""
   venv = str(tmp_path_factory.mktemp(name) / 'venv')
   subprocess.run([sys.executable, '-m', 'venv', venv], check=True)
-  pins = [f'{p}=={importlib.metadata.version(p)}' for p in packages]
+  pins = [p if '==' in p else f'{p}=={importlib.metadata.version(p)}' for p in packages]
   install = subprocess.run([os.path.join(venv, 'bin', 'pip'), 'install', '-q', *pins],
                            capture_output=True, text=True, timeout=600)
   if install.returncode:
@@ -113,6 +127,11 @@ def onnx_only_python(tmp_path_factory):
     pytest.skip(f'the ONNX converter is not installed ({", ".join(missing)}): '
                 f'{export_model.CONVERTERS["onnx"][1]}')
   return _fresh_python(tmp_path_factory, 'onnx_only', ONNX_ONLY)
+
+
+@pytest.fixture(scope='module')
+def openvino_only_python(tmp_path_factory, onnx_only_python):  # skips where that one does
+  return _fresh_python(tmp_path_factory, 'openvino_only', OPENVINO_ONLY)
 
 
 def _real_inputs(folder, dataset_dir, t):
@@ -190,8 +209,8 @@ def test_savedmodel_runs_with_tensorflow_alone_and_reproduces_the_run(
   _check_against_the_run(_run_outside(tf_only_python, RUN_SAVEDMODEL, tmp_path), run)
 
 
-def test_onnx_runs_with_onnxruntime_alone_and_reproduces_the_run(
-    tmp_path, run, cli_data_dir, onnx_only_python):
+def test_onnx_runs_with_onnxruntime_alone_and_with_openvino_alone_and_reproduces_the_run(
+    tmp_path, run, cli_data_dir, onnx_only_python, openvino_only_python):
   out = tmp_path / 'onnx'
   meta = export_model.export(run, 'student', str(out), 'latest', fmt='onnx')
   clips_meta = export_model.export(run, 'student', str(out), 'latest', fmt='onnx',
@@ -202,6 +221,7 @@ def test_onnx_runs_with_onnxruntime_alone_and_reproduces_the_run(
   assert meta['file_sha256'] == hashlib.sha256((out / 'student.onnx').read_bytes()).hexdigest()
   _real_inputs(tmp_path, cli_data_dir, clips_meta['input']['shape'][1])
   _check_against_the_run(_run_outside(onnx_only_python, RUN_ONNX, tmp_path), run)
+  _check_against_the_run(_run_outside(openvino_only_python, RUN_OPENVINO, tmp_path), run)
 
 
 def test_the_onnx_max_pool_is_the_windows_maximum():
