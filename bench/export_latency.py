@@ -9,8 +9,8 @@ embed uint8 crops at batch 1 and 64: the StableHLO file through
 `jax.export.deserialize(...).call` (what a server with jax alone runs), the TF
 SavedModel through its `serving_default` signature (what TF Serving runs), the
 ONNX file through ONNX Runtime's CPU provider (when the deploy extra and jax2onnx
-are installed: README), and `features.make_encode_fn` (the jitted encoder evaluation uses, given float
-frames already scaled and normalised). Median of --runs after a warm-up; images/s
+are installed: README), and `features.make_encode_fn` (the jitted encoder
+evaluation uses, given float frames already scaled and normalised). Median of --runs after a warm-up; images/s
 and each file's ratio to the jitted encoder, in one process.
 """
 

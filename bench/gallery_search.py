@@ -14,10 +14,9 @@ matrix, then a full argsort of each row), the exact blocked search of
 `i2v_jax.gallery.Gallery.search`, and the approximate indexes of
 `Gallery.index`: ``ivf`` (FAISS IndexIVFFlat; per --nprobe) and ``pq`` (FAISS
 IndexPQFastScan, 4-bit codes of each --pq_dims dimensions, then exact
-rescoring; per --candidates): build
-time, memory, search latency and recall@10 against the exact result. Latency per
-query is the batch's time / its queries (batched); queries/s is the inverse.
-Median of --runs.
+rescoring; per --candidates): build time, memory, search latency and recall@10
+against the exact result. Latency per query is the batch's time / its queries
+(batched); queries/s is the inverse. Median of --runs.
 """
 
 import argparse

@@ -29,7 +29,8 @@ Input: uint8 RGB, ``(N, H, W, 3)`` crops for the image network, ``(N, T, H, W, 3
 clips for the video network, ``H x W`` = ``--input_size`` (default the run's
 ``input.height x input.width``; another size is resized inside, bilinear with
 antialiasing; ``any``: height and width symbolic like the batch, each call's
-crops resized inside, which for crops at the run's size changes nothing). Output: ``(N, D)`` float32, the feature evaluation ranks with
+crops resized inside, which for crops at the run's size changes nothing).
+Output: ``(N, D)`` float32, the feature evaluation ranks with
 (``eval.feature``), L2-normalised when ``eval.distance`` is cosine (so a dot
 product ranks as evaluation does) and as it is for euclidean. The backbone's
 ``.npz`` for initialising another run stays ``python -m i2v_jax.models.export``.
@@ -42,7 +43,7 @@ or OpenVINO, converted by jax2onnx from the same computation's jaxpr; inputs
     session = ort.InferenceSession('student.onnx')
     embeddings = session.run(['embeddings'], {'images': crops})[0]
 
-It needs the ``onnx`` extra and jax2onnx installed without its declared
+It needs the ``deploy`` extra and jax2onnx installed without its declared
 dependencies (it declares an older orbax-checkpoint than the project's, which
 the converter never imports)::
 

@@ -176,7 +176,7 @@ class Gallery:
                                       replace=False)]
     index.train(sample)
     index.add(self.features)
-    return ApproximateIndex(index, self.model_id, d, kind, self.features)
+    return ApproximateIndex(index, kind, self)
 
 
 INDEX_KINDS = ('ivf', 'pq')
@@ -185,31 +185,26 @@ INDEX_KINDS = ('ivf', 'pq')
 @dataclasses.dataclass
 class ApproximateIndex:
   faiss_index: object
-  model_id: str
-  dim: int
   kind: str
-  features: np.ndarray = dataclasses.field(repr=False)  # the gallery's rows (pq rescoring)
+  gallery: Gallery = dataclasses.field(repr=False)  # its model id, and its rows for pq rescoring
 
   def search(self, queries, k: int, model_id: str, nprobe: int = 16,
              candidates: int = 1000) -> Dict[str, np.ndarray]:
     """Approximate top-``k``, as `Gallery.search` returns it. ``nprobe``: the
     lists an ``ivf`` index scans; ``candidates``: how many a ``pq`` index
     shortlists per query for exact rescoring (at least ``k``)."""
-    if model_id != self.model_id:
-      raise GalleryError(f'queries from model {model_id!r} against an index of '
-                         f'{self.model_id!r}: encode both with one model')
-    q = np.asarray(queries, np.float32)
-    q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
-    k = min(k, len(self.features))
+    q = self.gallery._check(queries, model_id)
+    features = self.gallery.features
+    k = min(k, len(features))
     if self.kind == 'ivf':
       self.faiss_index.nprobe = nprobe
       scores, index = self.faiss_index.search(q, k)
       return {'index': index.astype(np.int64), 'distance': 1.0 - scores}
-    _, shortlist = self.faiss_index.search(q, min(max(k, candidates), len(self.features)))
+    _, shortlist = self.faiss_index.search(q, min(max(k, candidates), len(features)))
     shortlist = shortlist.astype(np.int64)
     # Exact, a query at a time: its candidates' rows gathered, one matrix-vector
     # product (8x faster here than one gather and einsum over the batch).
-    scores = np.array([self.features[rows] @ v for rows, v in zip(shortlist, q)],
+    scores = np.array([features[rows] @ v for rows, v in zip(shortlist, q)],
                       np.float32).reshape(shortlist.shape)
     order = np.lexsort((shortlist, -scores), axis=1)[:, :k]  # by score, then gallery row
     return {'index': np.take_along_axis(shortlist, order, 1),

@@ -180,13 +180,21 @@ def _check_against_the_run(got, run):
   assert abs(100 * mine['mAP'] - 100 * reported) < 0.01, (mine['mAP'], reported)
 
 
+def _export_student(run, out, fmt):
+  """The run's student exported as ``fmt`` on images and on clips into ``out``
+  (which then holds those two models and their .json, nothing else); their
+  metadata."""
+  meta = export_model.export(run, 'student', str(out), 'latest', fmt=fmt)
+  clips_meta = export_model.export(run, 'student', str(out), 'latest', fmt=fmt, inputs='clips')
+  assert sorted(os.listdir(out)) == ['student.json', f'student.{fmt}',
+                                     'student_clips.json', f'student_clips.{fmt}']
+  return meta, clips_meta
+
+
 def test_exported_student_runs_without_i2v_jax_and_reproduces_the_run(
     tmp_path, run, cli_data_dir, jax_only_python):
   out = tmp_path / 'exported'
-  meta = export_model.export(run, 'student', str(out), 'latest')
-  clips_meta = export_model.export(run, 'student', str(out), 'latest', inputs='clips')
-  assert sorted(os.listdir(out)) == ['student.json', 'student.stablehlo',
-                                     'student_clips.json', 'student_clips.stablehlo']
+  meta, clips_meta = _export_student(run, out, 'stablehlo')
   assert meta['distance'] == 'cosine' and meta['output']['l2_normalised']
   assert meta['checkpoint_step'] == 2 and len(meta['checkpoint_sha256_record']) == 64
   assert json.load(open(out / 'student.json'))['input']['shape'] == ['N', 64, 32, 3]
@@ -197,11 +205,7 @@ def test_exported_student_runs_without_i2v_jax_and_reproduces_the_run(
 def test_savedmodel_runs_with_tensorflow_alone_and_reproduces_the_run(
     tmp_path, run, cli_data_dir, tf_only_python):
   out = tmp_path / 'saved'
-  meta = export_model.export(run, 'student', str(out), 'latest', fmt='savedmodel')
-  clips_meta = export_model.export(run, 'student', str(out), 'latest', fmt='savedmodel',
-                                   inputs='clips')
-  assert sorted(os.listdir(out)) == ['student.json', 'student.savedmodel',
-                                     'student_clips.json', 'student_clips.savedmodel']
+  meta, clips_meta = _export_student(run, out, 'savedmodel')
   assert meta['format'].startswith('savedmodel') and meta['checkpoint_step'] == 2
   assert meta['file_sha256'] == export_model.folder_sha256(str(out / 'student.savedmodel'))
   assert os.path.isfile(out / 'student.savedmodel' / 'saved_model.pb')
@@ -212,11 +216,7 @@ def test_savedmodel_runs_with_tensorflow_alone_and_reproduces_the_run(
 def test_onnx_runs_with_onnxruntime_alone_and_with_openvino_alone_and_reproduces_the_run(
     tmp_path, run, cli_data_dir, onnx_only_python, openvino_only_python):
   out = tmp_path / 'onnx'
-  meta = export_model.export(run, 'student', str(out), 'latest', fmt='onnx')
-  clips_meta = export_model.export(run, 'student', str(out), 'latest', fmt='onnx',
-                                   inputs='clips')
-  assert sorted(os.listdir(out)) == ['student.json', 'student.onnx',
-                                     'student_clips.json', 'student_clips.onnx']
+  meta, clips_meta = _export_student(run, out, 'onnx')
   assert meta['format'].startswith('onnx') and meta['checkpoint_step'] == 2
   assert meta['file_sha256'] == hashlib.sha256((out / 'student.onnx').read_bytes()).hexdigest()
   _real_inputs(tmp_path, cli_data_dir, clips_meta['input']['shape'][1])
